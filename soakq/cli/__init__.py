@@ -1,0 +1,1 @@
+"""The `soakq` command line (the only layer that prints)."""

@@ -1,0 +1,249 @@
+"""`soakq` entry point: one sub-command per action; user errors exit 2 without a traceback."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import click
+import typer
+
+from soakq.cli.output import err, out
+from soakq.errors import ExitCode, SoakqError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="soakq: soak-test orchestrator for a market-making bot's runtime parameters.",
+)
+
+
+class ModeOpt(StrEnum):
+    calm = "calm"
+    volatile = "volatile"
+    spike = "spike"
+
+
+class SourceOpt(StrEnum):
+    book = "book"
+    kpi = "kpi"
+    file = "file"
+
+
+class GateOpt(StrEnum):
+    soft = "soft"
+    hard = "hard"
+
+
+def handles_errors(fn: F) -> F:
+    """Turn soakq errors into a one-line message and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SoakqError as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except PermissionError as exc:
+            err.print(f"error: permission denied: {exc.filename}", markup=False)
+            raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Any:
+    from soakq.settings import load_settings
+
+    return load_settings()
+
+
+def _artifacts(settings: Any, artifacts: Path | None) -> Path:
+    return artifacts if artifacts is not None else Path(settings.artifacts_dir)
+
+
+@app.command()
+@handles_errors
+def submit(
+    profile: Annotated[str, typer.Option(help="Profile to start from (see `soakq profiles`).")]
+    = "default",
+    iterations: Annotated[int, typer.Option(help="Number of iterations.")] = 24,
+    interval: Annotated[float | None, typer.Option(
+        help="Seconds between iterations [default: SOAK_SLEEP_SECONDS or 0].")] = None,
+    mode: Annotated[ModeOpt | None, typer.Option(help="Market regime [default: SOAK_MOCK_MODE "
+                                                   "or calm].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed [default: SOAK_MOCK_SEED or 42].",
+                                             min=0)] = None,
+    source: Annotated[SourceOpt | None, typer.Option(help="Metric source [default: book].")]
+    = None,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                    help="Override a parameter (repeatable).")]
+    = None,
+    kpi_gate: Annotated[GateOpt | None, typer.Option(
+        help="soft: record verdicts; hard: a FAIL stops the run (exit 3).")] = None,
+    guards: Annotated[bool | None, typer.Option("--guards/--no-guards",
+                                                help="Guards [default: ENABLE_GUARDS or on].")]
+    = None,
+    auto_tune: Annotated[bool, typer.Option("--auto-tune/--no-auto-tune")] = True,
+    artifacts: Annotated[Path | None, typer.Option(help="Artifacts root [default: "
+                                                   "SOAKQ_ARTIFACTS_DIR or ./artifacts].")]
+    = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id [default: derived from the "
+                                               "config].")] = None,
+    wait: Annotated[bool | None, typer.Option("--wait/--no-wait", help="Follow the run to its "
+                                              "end (always, when embedded).")] = None,
+    mock_sigma: Annotated[float | None, typer.Option(min=0.001, help="Volatility "
+                                                     "scale (SOAK_MOCK_SIGMA).")] = None,
+    spike_prob: Annotated[float | None, typer.Option(min=0.0, max=1.0,
+                                                     help="SOAK_MOCK_SPIKE_PROB.")] = None,
+    gap_bps: Annotated[float | None, typer.Option(min=0.0, help="SOAK_MOCK_GAP_BPS.")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Where the file source reads "
+                                                    "KPI_REPORT_<i>.json.")] = None,
+) -> None:
+    """Run a soak: embedded with no Redis configured, on the workers with SOAKQ_REDIS_URL."""
+    from soakq.config import build_spec
+
+    settings = _settings()
+    spec = build_spec(
+        settings,
+        profile=profile,
+        iterations=iterations,
+        interval_s=interval,
+        mode=mode.value if mode else None,
+        seed=seed,
+        source=source.value if source else None,
+        symbols=symbols.split(",") if symbols is not None else None,
+        sets=set_ or [],
+        kpi_gate=kpi_gate.value if kpi_gate else None,
+        guards=guards,
+        auto_tune=auto_tune,
+        run_id=run_id,
+        sigma_scale=mock_sigma,
+        spike_prob=spike_prob,
+        gap_bps=gap_bps,
+        report_dir=str(report_dir.resolve()) if report_dir else None,
+    )
+    root = _artifacts(settings, artifacts)
+    if settings.redis_url:
+        from soakq.cli.distributed import submit_distributed
+
+        raise typer.Exit(submit_distributed(settings, spec, root, wait=bool(wait),
+                                            explicit_id=run_id is not None))
+    raise typer.Exit(_submit_embedded(spec, root, explicit_id=run_id is not None))
+
+
+def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
+    from soakq.cli.output import RunProgress, verdict_lines
+    from soakq.engine import free_run_id, run_embedded
+    from soakq.jsonio import read_json
+    from soakq.runner import exit_code_of
+
+    spec = free_run_id(spec, root, explicit_id)
+    print(f"run {spec.run_id}: {spec.iterations} iterations x {len(spec.symbols)} symbols, "
+          f"profile {spec.profile}, source {spec.source}, mode {spec.mode}, seed {spec.seed} "
+          "(embedded)", flush=True)
+    with RunProgress(spec.iterations, spec.run_id) as bar:
+        record, directory = run_embedded(spec, root, progress=bar.update)
+    final_path = directory / "ITER_SUMMARY_final.json"
+    gate_path = directory / "RELEASE_GATE.json"
+    final = read_json(final_path) if final_path.exists() else None
+    gate = read_json(gate_path) if gate_path.exists() else None
+    for line in verdict_lines(record, final, gate, str(directory)):
+        print(line)
+    return exit_code_of(record)
+
+
+@app.command()
+@handles_errors
+def gate(path: Annotated[Path, typer.Argument(help="ITER_SUMMARY file or run directory.")]) -> None:
+    """Release gate on an ITER_SUMMARY file (or a run directory's final summary)."""
+    from soakq.release_gate import check_path
+
+    where, result = check_path(path)
+    print(f"release gate: {where}")
+    for line in result.lines():
+        print(line)
+    raise typer.Exit(0 if result.passed else 1)
+
+
+@app.command()
+@handles_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Write STEADY_TREND.md and trend.png for a run directory."""
+    from soakq.report import report_from_dir
+
+    written = report_from_dir(run_dir)
+    for p in written:
+        print(f"wrote {p}")
+
+
+@app.command()
+@handles_errors
+def freeze(
+    input_: Annotated[Path, typer.Option("--input", help="runtime_overrides.json")],
+    output: Annotated[Path, typer.Option(help="PRODUCTION_SNAPSHOT.json to write")],
+    profile: Annotated[str, typer.Option(help="Profile the overrides belong to")],
+) -> None:
+    """Freeze an overrides file into a production snapshot with its signature."""
+    from soakq.snapshot import freeze_file
+
+    snap = freeze_file(input_, output, profile)
+    print(f"wrote {output} (profile {snap['profile']}, signature {snap['signature_hash']})")
+
+
+@app.command()
+@handles_errors
+def config(
+    profile: Annotated[str | None, typer.Option(help="Profile layer.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE")] = None,
+) -> None:
+    """Print the effective overrides with `_sources`, as JSON."""
+    from soakq.config import effective_config
+    from soakq.jsonio import dumps
+
+    settings = _settings()
+    doc = effective_config(profile, settings.runtime_overrides_json, set_ or [])
+    out.print(dumps(doc), end="", markup=False)
+
+
+@app.command()
+@handles_errors
+def profiles() -> None:
+    """List the profiles and their overrides."""
+    from soakq.params import KEYS, fmt
+    from soakq.profiles import load_profile, profile_names
+
+    short = {"base_spread_bps_delta": "spread", "min_interval_ms": "min_int",
+             "replace_rate_per_min": "repl_rate", "tail_age_ms": "tail_age",
+             "impact_cap_ratio": "impact_cap", "max_delta_ratio": "max_delta"}
+    print(f"{'profile':<12} " + " ".join(f"{short[k]:>10}" for k in KEYS) + "  description")
+    for name in profile_names():
+        p = load_profile(name)
+        vals = " ".join(f"{fmt(k, p.overrides[k]):>10}" for k in KEYS)
+        print(f"{name:<12} {vals}  {p.description}")
+
+
+def _register_run_commands() -> None:
+    from soakq.cli import runs as run_cmds
+
+    run_cmds.register(app, handles_errors)
+
+
+_register_run_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except click.exceptions.Exit as exc:  # pragma: no cover - typer handles it normally
+        raise SystemExit(exc.exit_code) from None
+
+

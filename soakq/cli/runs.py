@@ -1,0 +1,125 @@
+"""Run commands: status, watch, runs, cancel, export (Redis when configured, else artifacts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from soakq.errors import InputError, UserError
+
+
+def _local_record(root: Path, run_id: str) -> dict[str, Any]:
+    from soakq.artifacts import run_dir
+    from soakq.config import check_run_id
+    from soakq.jsonio import read_json
+
+    check_run_id(run_id)
+    path = run_dir(root, run_id) / "RUN.json"
+    if not path.exists():
+        raise InputError(f"run {run_id!r}: no {path} (and SOAKQ_REDIS_URL is not set)")
+    doc: dict[str, Any] = read_json(path)
+    return doc
+
+
+def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
+    @app.command()
+    @handles_errors
+    def status(
+        run_id: str,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")]
+        = False,
+        artifacts: Annotated[Path | None, typer.Option()] = None,
+    ) -> None:
+        """Show a run's status."""
+        from soakq.cli.main import _artifacts, _settings
+        from soakq.jsonio import dumps
+
+        settings = _settings()
+        if settings.redis_url:
+            from soakq.cli.distributed import status_distributed
+
+            raise typer.Exit(status_distributed(settings, run_id, as_json=as_json))
+        doc = _local_record(_artifacts(settings, artifacts), run_id)
+        if as_json:
+            print(dumps(doc), end="")
+            return
+        o = doc.get("outcome", {})
+        print(f"run {run_id}: {doc['status']} ({o.get('iterations_completed', 0)}/"
+              f"{o.get('iterations_planned', '?')} iterations, release gate "
+              f"{o.get('release_gate')})")
+
+    @app.command()
+    @handles_errors
+    def watch(
+        run_id: str,
+        timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")]
+        = 86_400.0,
+    ) -> None:
+        """Follow a distributed run until it ends; exit with its code."""
+        from soakq.cli.main import _settings
+
+        settings = _settings()
+        if not settings.redis_url:
+            raise UserError("watch follows distributed runs: set SOAKQ_REDIS_URL "
+                            "(embedded runs are followed by `soakq submit` itself)")
+        from soakq.cli.distributed import follow
+
+        raise typer.Exit(follow(settings, run_id, timeout_s=timeout))
+
+    @app.command()
+    @handles_errors
+    def runs(artifacts: Annotated[Path | None, typer.Option()] = None) -> None:
+        """List runs (from Redis when configured, else from the artifacts directory)."""
+        from soakq.cli.main import _artifacts, _settings
+        from soakq.jsonio import read_json
+
+        settings = _settings()
+        if settings.redis_url:
+            from soakq.cli.distributed import list_distributed
+
+            raise typer.Exit(list_distributed(settings))
+        soak = _artifacts(settings, artifacts) / "soak"
+        rows = []
+        for p in sorted(soak.glob("*/RUN.json")) if soak.exists() else []:
+            if p.parent.is_symlink():
+                continue
+            doc = read_json(p)
+            o = doc.get("outcome", {})
+            rows.append((doc["run_id"], doc["status"],
+                         f"{o.get('iterations_completed', 0)}/{o.get('iterations_planned', '?')}",
+                         str(o.get("release_gate"))))
+        print(f"{'run_id':<44} {'status':<10} {'iters':>7}  release_gate")
+        for r in rows:
+            print(f"{r[0]:<44} {r[1]:<10} {r[2]:>7}  {r[3]}")
+
+    @app.command()
+    @handles_errors
+    def cancel(run_id: str) -> None:
+        """Cancel a distributed run."""
+        from soakq.cli.main import _settings
+
+        settings = _settings()
+        if not settings.redis_url:
+            raise UserError("cancel needs SOAKQ_REDIS_URL (stop an embedded run with Ctrl-C)")
+        from soakq.cli.distributed import cancel_distributed
+
+        raise typer.Exit(cancel_distributed(settings, run_id))
+
+    @app.command()
+    @handles_errors
+    def export(
+        run_id: str,
+        artifacts: Annotated[Path | None, typer.Option()] = None,
+    ) -> None:
+        """Write a run's directory from its Redis record (byte-identical to the workers')."""
+        from soakq.cli.main import _artifacts, _settings
+
+        settings = _settings()
+        if not settings.redis_url:
+            raise UserError("export reads the Redis record: set SOAKQ_REDIS_URL")
+        from soakq.cli.distributed import export_distributed
+
+        raise typer.Exit(export_distributed(settings, run_id, _artifacts(settings, artifacts)))

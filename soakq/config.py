@@ -1,0 +1,184 @@
+"""Effective configuration: overrides by precedence with their sources, and the run spec."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from soakq.errors import ConfigError
+from soakq.jsonio import loads, sha256_of
+from soakq.params import KEYS, PARAMS, Number, Overrides, validate_overrides, validate_value
+from soakq.profiles import DEFAULT_PROFILE, load_profile
+from soakq.settings import Settings
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CLI_LAYER = "cli (--set)"
+ENV_LAYER = "env MM_RUNTIME_OVERRIDES_JSON"
+
+
+def parse_set(items: Iterable[str]) -> Overrides:
+    """Parse ``--set KEY=VALUE`` items; the last one for a key wins."""
+    out: dict[str, Number] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{CLI_LAYER}: {item!r} is not KEY=VALUE")
+        try:
+            value: Any = float(text.strip())
+        except ValueError:
+            raise ConfigError(f"{CLI_LAYER}: {key} must be a number, got {text.strip()!r}") from None
+        if key in PARAMS and PARAMS[key].is_int and value == int(value):
+            value = int(value)
+        out[key] = validate_value(key, value, layer=CLI_LAYER)
+    return out
+
+
+def parse_env_overrides(text: str | None) -> Overrides:
+    if text is None or not text.strip():
+        return {}
+    try:
+        doc = loads(text, what=ENV_LAYER)
+    except ConfigError:
+        raise
+    except Exception as exc:  # InputError from loads: same message, config layer
+        raise ConfigError(str(exc)) from None
+    return validate_overrides(doc, layer=ENV_LAYER)
+
+
+def effective_overrides(
+    profile: str | None, env_json: str | None, cli_sets: Iterable[str]
+) -> tuple[Overrides, dict[str, str]]:
+    """CLI > ENV > profile > default, and where each value came from."""
+    values: dict[str, Number] = dict(load_profile(DEFAULT_PROFILE).overrides)
+    sources = dict.fromkeys(values, "default")
+    layers: list[tuple[str, Overrides]] = []
+    if profile is not None:
+        layers.append((f"profile:{profile}", load_profile(profile).overrides))
+    layers.append(("env", parse_env_overrides(env_json)))
+    layers.append(("cli", parse_set(cli_sets)))
+    for name, layer in layers:
+        for key, value in layer.items():
+            values[key] = value
+            sources[key] = name
+    return {k: values[k] for k in KEYS}, {k: sources[k] for k in KEYS}
+
+
+def effective_config(profile: str | None, env_json: str | None, cli_sets: Iterable[str]) -> dict:
+    """Flat effective overrides plus ``_sources`` (what `soakq config` prints)."""
+    values, sources = effective_overrides(profile, env_json, cli_sets)
+    return {**values, "_sources": sources}
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.match(run_id) or ".." in run_id:
+        raise ConfigError(
+            f"--run-id {run_id!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit, without '..' or path separators"
+        )
+    return run_id
+
+
+class RunSpec(BaseModel):
+    """Everything that determines a run's artifacts. Frozen; JSON round-trips exactly."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    profile: str
+    iterations: int = Field(ge=1, le=10_000)
+    interval_s: float = Field(ge=0)
+    mode: Literal["calm", "volatile", "spike"]
+    seed: int = Field(ge=0, lt=2**63)
+    source: Literal["book", "kpi", "file"]
+    symbols: tuple[str, ...]
+    overrides: dict[str, int | float]
+    sources: dict[str, str]
+    kpi_gate: Literal["soft", "hard"]
+    guards: bool
+    auto_tune: bool
+    sigma_scale: float | None = None
+    spike_prob: float | None = None
+    gap_bps: float | None = None
+    report_dir: str | None = None
+    minutes_per_iteration: float = 20.0
+    profile_kpi_gate: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def mock(self) -> bool:
+        return self.source != "file"
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def derived_run_id(fields: dict[str, Any]) -> str:
+    """A run id that is a function of the config: same config, same id, same bytes."""
+    digest = sha256_of({k: v for k, v in fields.items() if k != "run_id"})[:8]
+    return f"{fields['profile']}-{fields['mode']}-s{fields['seed']}-{digest}"
+
+
+def build_spec(
+    settings: Settings,
+    *,
+    profile: str,
+    iterations: int = 24,
+    interval_s: float | None = None,
+    mode: str | None = None,
+    seed: int | None = None,
+    source: str | None = None,
+    symbols: Iterable[str] | None = None,
+    sets: Iterable[str] = (),
+    kpi_gate: str | None = None,
+    guards: bool | None = None,
+    auto_tune: bool = True,
+    run_id: str | None = None,
+    sigma_scale: float | None = None,
+    spike_prob: float | None = None,
+    gap_bps: float | None = None,
+    report_dir: str | None = None,
+) -> RunSpec:
+    """Flags over settings over profile; validated. ConfigError names the bad flag or layer."""
+    prof = load_profile(profile)
+    if iterations < 1:
+        raise ConfigError(f"--iterations {iterations}: must be at least 1")
+    if interval_s is not None and interval_s < 0:
+        raise ConfigError(f"--interval {interval_s}: must be >= 0 seconds")
+    overrides, sources = effective_overrides(profile, settings.runtime_overrides_json, sets)
+    syms = tuple(s.strip() for s in symbols) if symbols is not None else prof.symbols
+    if not syms or any(not s or not s.replace("_", "").isalnum() for s in syms):
+        raise ConfigError(f"--symbols {','.join(syms)!r}: give comma-separated symbol names")
+    if len(set(syms)) != len(syms):
+        raise ConfigError(f"--symbols {','.join(syms)!r}: a symbol is listed twice")
+    src = source or settings.default_source
+    rdir = report_dir or (str(settings.report_dir) if settings.report_dir else None)
+    if src == "file" and not rdir:
+        raise ConfigError("--source file needs --report-dir DIR (or SOAKQ_REPORT_DIR)")
+    fields: dict[str, Any] = {
+        "run_id": "",
+        "profile": profile,
+        "iterations": iterations,
+        "interval_s": settings.sleep_seconds if interval_s is None else interval_s,
+        "mode": mode or settings.mock_mode,
+        "seed": settings.mock_seed if seed is None else seed,
+        "source": src,
+        "symbols": list(sorted(syms)),
+        "overrides": overrides,
+        "sources": sources,
+        "kpi_gate": kpi_gate or settings.kpi_gate_mode,
+        "guards": settings.enable_guards if guards is None else guards,
+        "auto_tune": auto_tune,
+        "sigma_scale": settings.mock_sigma if sigma_scale is None else sigma_scale,
+        "spike_prob": settings.mock_spike_prob if spike_prob is None else spike_prob,
+        "gap_bps": settings.mock_gap_bps if gap_bps is None else gap_bps,
+        "report_dir": rdir,
+        "profile_kpi_gate": prof.kpi_gate,
+    }
+    fields["run_id"] = check_run_id(run_id) if run_id else derived_run_id(fields)
+    try:
+        return RunSpec.model_validate(fields)
+    except Exception as exc:
+        raise ConfigError(f"run configuration: {exc}") from None

@@ -1,0 +1,72 @@
+"""One error tree for soakq.
+
+    SoakqError                      base; carries the exit code the CLI uses
+    ├── UserError (exit 2)          bad input: config, flags, files; message says how to fix it
+    │   ├── ConfigError             a profile, an override layer, a setting
+    │   └── InputError              a file given to a command (gate, freeze, report)
+    ├── MetricsError (exit 1)       a metric source could not measure an iteration
+    ├── StoreError (exit 1)         the run store refused or lost something
+    │   ├── FenceError              a stale lock holder tried to commit
+    │   └── TransientStoreError     connection trouble: the only kind that is retried
+    └── RunFailed (exit 1)          the run ended failed
+        └── KpiGateFailed (exit 3)  hard KPI gate stopped the run
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the CLI (DESIGN §7)."""
+
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    KPI_GATE = 3
+
+
+class SoakqError(Exception):
+    """Base of every soakq error."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class UserError(SoakqError):
+    """Something the user gave us is wrong; the message says what and how to fix it."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ConfigError(UserError):
+    """A profile, an override layer or a setting is invalid."""
+
+
+class InputError(UserError):
+    """A file or argument given to a command is unusable."""
+
+
+class MetricsError(SoakqError):
+    """A metric source could not produce the KPIs of one iteration."""
+
+
+class StoreError(SoakqError):
+    """The run store refused an operation or lost data."""
+
+
+class FenceError(StoreError):
+    """A write from a lock holder whose lock or fencing token is stale was refused."""
+
+
+class TransientStoreError(StoreError):
+    """A connection problem that may succeed on retry."""
+
+
+class RunFailed(SoakqError):
+    """The run ended with status failed."""
+
+
+class KpiGateFailed(RunFailed):
+    """The hard KPI gate stopped the run."""
+
+    exit_code = ExitCode.KPI_GATE

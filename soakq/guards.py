@@ -1,0 +1,171 @@
+"""Guards on proposed deltas: deadband, oscillation, cooldown, velocity (DESIGN §4).
+
+The guard ledger (the applied changes of recent iterations) is part of the run state, so the
+guards survive restarts. Everything here is pure: ledger in, decisions and a new ledger out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from soakq.params import PARAMS, Number, fmt
+
+EPS = 1e-9
+OSCILLATION_WINDOW = 3  # a reversal within this many iterations of the last change is A->B->A
+REVERSAL_WINDOW = 6  # at most one reversal per parameter per this many iterations
+COOLDOWN_ITERATIONS = 2
+LEDGER_KEEP = 12  # iterations of history kept in the ledger (covers every window above)
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    param: str
+    guard: str  # deadband | oscillation | cooldown | velocity
+    action: str  # suppressed | trimmed | bypassed
+    detail: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"action": self.action, "detail": self.detail, "guard": self.guard,
+                "param": self.param}
+
+
+@dataclass(frozen=True)
+class GuardOutcome:
+    accepted: dict[str, Number]
+    suppressed: dict[str, str]  # param -> guard name
+    trimmed: dict[str, str]  # param -> guard name (velocity); the trimmed delta is accepted
+    decisions: tuple[GuardDecision, ...] = field(default_factory=tuple)
+
+    def flag(self, guard: str) -> bool:
+        return any(d.guard == guard and d.action != "bypassed" for d in self.decisions)
+
+
+def empty_ledger() -> dict[str, Any]:
+    return {"changes": {}, "last_dir": {}}
+
+
+def _entries(ledger: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    return list(ledger.get("changes", {}).get(key, []))
+
+
+def _sign(x: float) -> int:
+    return 1 if x > 0 else -1
+
+
+def window_iterations(minutes_per_iteration: float) -> int:
+    """How many iterations (the current one included) one rolling simulated hour spans."""
+    return max(1, math.ceil(60.0 / minutes_per_iteration - EPS))
+
+
+def guard(
+    deltas: Mapping[str, Number],
+    ledger: Mapping[str, Any],
+    iteration: int,
+    *,
+    hard_fail: bool,
+    minutes_per_iteration: float,
+    enabled: bool = True,
+) -> GuardOutcome:
+    """Filter ``deltas`` through the guards; ``hard_fail`` enables the safety bypass."""
+    if not enabled:
+        return GuardOutcome(dict(deltas), {}, {}, ())
+    accepted: dict[str, Number] = {}
+    suppressed: dict[str, str] = {}
+    trimmed: dict[str, str] = {}
+    decisions: list[GuardDecision] = []
+    hour = window_iterations(minutes_per_iteration)
+
+    def drop(key: str, name: str, detail: str) -> None:
+        suppressed[key] = name
+        decisions.append(GuardDecision(key, name, "suppressed", detail))
+
+    for key in sorted(deltas):
+        p = PARAMS[key]
+        delta = deltas[key]
+        if abs(delta) < p.min_step - EPS:
+            drop(key, "deadband", f"|{fmt(key, delta)}| below minimum step {fmt(key, p.min_step)}")
+            continue
+        entries = _entries(ledger, key)
+        bypass = hard_fail and p.is_safe_move(delta)
+        last_dir = ledger.get("last_dir", {}).get(key)
+        reversal = last_dir is not None and _sign(delta) != last_dir
+
+        if reversal and entries:
+            last = entries[-1]
+            recent_reversals = [
+                e for e in entries if e.get("reversal") and iteration - e["iteration"] < REVERSAL_WINDOW
+            ]
+            reason = None
+            if iteration - last["iteration"] <= OSCILLATION_WINDOW and _sign(last["delta"]) != _sign(delta):
+                reason = (f"reverses the change of iteration {last['iteration']} "
+                          f"({fmt(key, last['delta'])}) within {OSCILLATION_WINDOW} iterations")
+            elif recent_reversals:
+                reason = (f"already reversed at iteration {recent_reversals[-1]['iteration']}; "
+                          f"at most 1 reversal per {REVERSAL_WINDOW} iterations")
+            if reason is not None:
+                if not bypass:
+                    drop(key, "oscillation", reason)
+                    continue
+                decisions.append(GuardDecision(key, "oscillation", "bypassed",
+                                               "safety move under hard KPI failure: " + reason))
+
+        half_cap = p.velocity_per_h / 2
+        hot = [e for e in entries
+               if iteration - e["iteration"] <= COOLDOWN_ITERATIONS and abs(e["delta"]) > half_cap + EPS]
+        if hot:
+            reason = (f"changed by {fmt(key, hot[-1]['delta'])} at iteration {hot[-1]['iteration']} "
+                      f"(> half the hourly cap {fmt(key, half_cap)}); cooling down "
+                      f"{COOLDOWN_ITERATIONS} iterations")
+            if not bypass:
+                drop(key, "cooldown", reason)
+                continue
+            decisions.append(GuardDecision(key, "cooldown", "bypassed",
+                                           "safety move under hard KPI failure: " + reason))
+
+        used = sum(abs(e["delta"]) for e in entries if iteration - e["iteration"] < hour)
+        left = p.velocity_per_h - used
+        if abs(delta) > left + EPS:
+            allowed = _floor_to_precision(key, max(left, 0.0))
+            if allowed < p.min_step - EPS:
+                drop(key, "velocity", f"hourly budget {fmt(key, p.velocity_per_h)} used "
+                                      f"({fmt(key, used)} in the last simulated hour)")
+                continue
+            new_delta = p.normalize(_sign(delta) * allowed)
+            trimmed[key] = "velocity"
+            decisions.append(GuardDecision(
+                key, "velocity", "trimmed",
+                f"{fmt(key, delta)} trimmed to {fmt(key, new_delta)}: "
+                f"{fmt(key, left)} left of the hourly budget {fmt(key, p.velocity_per_h)}"))
+            delta = new_delta
+        accepted[key] = delta
+    return GuardOutcome(accepted, suppressed, trimmed, tuple(decisions))
+
+
+def _floor_to_precision(key: str, value: float) -> float:
+    p = PARAMS[key]
+    scale = 10 ** p.precision
+    return math.floor(value * scale + EPS) / scale
+
+
+def record_changes(
+    ledger: Mapping[str, Any], iteration: int, applied: Mapping[str, Number]
+) -> dict[str, Any]:
+    """The ledger after ``applied`` (effective deltas) took effect at ``iteration``."""
+    changes = {k: [dict(e) for e in v] for k, v in ledger.get("changes", {}).items()}
+    last_dir = dict(ledger.get("last_dir", {}))
+    for key in sorted(applied):
+        delta = applied[key]
+        if delta == 0:
+            continue
+        reversal = key in last_dir and _sign(delta) != last_dir[key]
+        changes.setdefault(key, []).append(
+            {"delta": delta, "iteration": iteration, "reversal": reversal}
+        )
+        last_dir[key] = _sign(delta)
+    pruned = {
+        k: [e for e in v if iteration - e["iteration"] < LEDGER_KEEP] for k, v in changes.items()
+    }
+    return {"changes": {k: v for k, v in sorted(pruned.items()) if v}, "last_dir": last_dir}

@@ -1,0 +1,181 @@
+"""One iteration, pure: symbol metrics + state in, ITER_SUMMARY document + new state out.
+
+aggregate -> KPI gate -> tuner -> guards -> apply -> freeze -> summary. The same function runs in
+the embedded runner and in the Celery chord body, so both give the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from soakq.aggregate import aggregate
+from soakq.apply import apply_deltas
+from soakq.config import RunSpec
+from soakq.freeze import FreezeState, update_freeze
+from soakq.guards import empty_ledger, guard, record_changes
+from soakq.jsonio import sha256_of
+from soakq.kpi_gate import Verdict, kpi_gate
+from soakq.metrics.base import MeasureRequest, get_source
+from soakq.params import normalize_overrides
+from soakq.states import StopReason
+from soakq.thresholds import kpi_gate_levels
+from soakq.tuner import Proposal, propose
+
+
+def initial_state(spec: RunSpec) -> dict[str, Any]:
+    """The run state before iteration 1."""
+    return {
+        "freeze": FreezeState().as_json(),
+        "iteration": 0,
+        "ledger": empty_ledger(),
+        "overrides": normalize_overrides(spec.overrides),
+    }
+
+
+def measure_request(
+    spec: RunSpec, iteration: int, symbol: str, overrides: Mapping[str, Any]
+) -> MeasureRequest:
+    return MeasureRequest(
+        seed=spec.seed,
+        mode=spec.mode,
+        symbol=symbol,
+        iteration=iteration,
+        overrides=dict(overrides),
+        sigma_scale=spec.sigma_scale,
+        spike_prob=spec.spike_prob,
+        gap_bps=spec.gap_bps,
+        report_dir=spec.report_dir,
+        extra={"symbol_count": len(spec.symbols)},
+    )
+
+
+def measure_symbol(
+    spec: RunSpec, iteration: int, symbol: str, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The chord-header step: one symbol's metrics, or an ``error`` entry (never zeros)."""
+    from soakq.errors import SoakqError
+
+    try:
+        metrics = get_source(spec.source).measure(
+            measure_request(spec, iteration, symbol, overrides)
+        )
+    except SoakqError as exc:
+        return {"error": str(exc), "symbol": symbol}
+    return {"metrics": metrics, "symbol": symbol}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    doc: dict[str, Any]  # the ITER_SUMMARY document without its `runtime` object
+    state: dict[str, Any]
+    stop: StopReason | None
+    stop_detail: str
+
+
+def finalize_iteration(
+    spec: RunSpec, state: Mapping[str, Any], iteration: int, results: list[Mapping[str, Any]]
+) -> StepResult:
+    """The chord-body step for ``iteration`` given the state after ``iteration - 1``."""
+    if state["iteration"] != iteration - 1:
+        raise ValueError(f"state is at iteration {state['iteration']}, cannot finalize {iteration}")
+    by_symbol = {r["symbol"]: r for r in results}
+    missing = sorted(set(spec.symbols) - set(by_symbol))
+    errors = {s: r["error"] for s, r in sorted(by_symbol.items()) if "error" in r}
+    symbols = {s: dict(r["metrics"]) for s, r in sorted(by_symbol.items()) if "metrics" in r}
+
+    before = normalize_overrides(state["overrides"])
+    freeze = FreezeState.from_json(state.get("freeze"))
+    summary = aggregate({s: symbols.get(s, {}) for s in spec.symbols})
+    gate = kpi_gate(summary, kpi_gate_levels(spec.profile_kpi_gate))
+    reasons = list(gate.reasons)
+    for s in missing:
+        reasons.append(f"{s}: no result")
+    for s, err in errors.items():
+        reasons.append(f"{s}: {err}")
+    verdict = gate.verdict if not (missing or errors) else Verdict.FAIL
+
+    stop: StopReason | None = None
+    stop_detail = ""
+    if errors or missing:
+        stop, stop_detail = StopReason.METRICS_ERROR, "; ".join(reasons[-len(errors) - len(missing):])
+    elif verdict == Verdict.FAIL and spec.kpi_gate == "hard":
+        stop, stop_detail = StopReason.KPI_GATE, "; ".join(gate.reasons)
+
+    # Tuning. A stopping iteration changes nothing; a frozen run proposes nothing.
+    if stop is not None:
+        proposal = Proposal(note=f"run stopped ({stop}): no change")
+    elif not spec.auto_tune:
+        proposal = Proposal(note="auto-tune off: no change")
+    elif freeze.active:
+        proposal = Proposal(note=f"frozen since iteration {freeze.frozen_at}: no change")
+    else:
+        proposal = propose(summary, before)
+    guarded = guard(
+        proposal.deltas,
+        state.get("ledger", empty_ledger()),
+        iteration,
+        hard_fail=verdict == Verdict.FAIL,
+        minutes_per_iteration=spec.minutes_per_iteration,
+        enabled=spec.guards,
+    )
+    applied = apply_deltas(before, guarded.accepted)
+    ledger = record_changes(state.get("ledger", empty_ledger()), iteration, applied.applied)
+    new_freeze = update_freeze(
+        freeze,
+        iteration=iteration,
+        verdict=verdict,
+        applied_any=bool(applied.applied),
+        overrides_after=applied.overrides,
+        fail_reasons=tuple(r for r in reasons if "(hard)" in r or "fail closed" in r),
+    )
+    after = applied.overrides
+    state_hash = sha256_of(after)
+
+    mock_meta: dict[str, Any] = {"mock": spec.mock, "source": spec.source}
+    if spec.mock:
+        mock_meta.update(
+            mock_mode=spec.mode,
+            mock_seed=spec.seed,
+            spike_count=int(summary.pop("spike_count", 0) or 0),
+            gap_events=int(summary.pop("gap_events", 0) or 0),
+        )
+    summary.update(mock_meta)
+    summary.update(
+        symbols=symbols,
+        kpi_verdict=str(verdict),
+        kpi_reasons=reasons,
+        kpi_gate_mode=spec.kpi_gate,
+        state_hash=state_hash,
+        guards_enabled=spec.guards,
+        oscillation_detected=guarded.flag("oscillation"),
+        velocity_violation=guarded.flag("velocity"),
+        cooldown_active=guarded.flag("cooldown"),
+        freeze_active=new_freeze.active,
+        freeze_reason=new_freeze.reason,
+        signature_hash=new_freeze.signature_hash,
+        profile=spec.profile,
+    )
+    if errors or missing:
+        summary["symbol_errors"] = {**errors, **{s: "no result" for s in missing}}
+    tuning = {
+        "applied_deltas": applied.applied,
+        "changes": applied.changes,
+        "guard_decisions": [d.as_json() for d in guarded.decisions],
+        "note": proposal.note,
+        "overrides_after": after,
+        "overrides_before": before,
+        "proposed_deltas": dict(proposal.deltas),
+        "rationale": dict(proposal.rationale),
+        "suppressed": guarded.suppressed,
+        "trimmed": guarded.trimmed,
+    }
+    doc = {"iteration": iteration, "run_id": spec.run_id, "summary": summary, "tuning": tuning}
+    new_state = {
+        "freeze": new_freeze.as_json(),
+        "iteration": iteration,
+        "ledger": ledger,
+        "overrides": after,
+    }
+    return StepResult(doc, new_state, stop, stop_detail)

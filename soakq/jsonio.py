@@ -1,0 +1,112 @@
+"""The one JSON writer: canonical, deterministic, atomic (DESIGN §5)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from soakq.errors import InputError
+
+
+def dumps(obj: Any) -> str:
+    """Pretty canonical form used for every artifact: sorted, ASCII, indent 2, trailing newline."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=True, allow_nan=False, indent=2) + "\n"
+
+
+def canonical(obj: Any) -> str:
+    """Compact canonical form used for hashes and for storage."""
+    return json.dumps(
+        obj, sort_keys=True, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+    )
+
+
+def sha256_of(obj: Any) -> str:
+    """SHA-256 hex of the compact canonical form of ``obj``."""
+    return hashlib.sha256(canonical(obj).encode("ascii")).hexdigest()
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` canonically: temp file in the same directory, fsync, rename."""
+    return write_text(path, dumps(obj))
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Atomically replace ``path`` with ``text`` (temp file, fsync, rename, fsync dir)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
+    return write_bytes(target, data)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Atomically replace ``path`` with ``data``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(text: str, *, what: str = "input") -> Any:
+    """Parse strict JSON (NaN/Infinity refused); raise InputError naming ``what``."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"{what}: not valid JSON ({exc})") from None
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file strictly; raise InputError naming the file when it is unusable."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory, expected a JSON file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read ({exc})") from None
+    return loads(text, what=str(p))
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int or float (not bool) that is finite."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )

@@ -1,0 +1,213 @@
+"""Run orchestration on a RunStore: start, finalize an iteration under the fenced lock, complete.
+
+These functions are the whole life of a run. The embedded driver and the Celery tasks both call
+them, so both produce the same records (and so the same artifacts).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from soakq.config import RunSpec
+from soakq.errors import ExitCode, StoreError
+from soakq.iteration import finalize_iteration, initial_state
+from soakq.release_gate import check_summary
+from soakq.states import RunStatus, StopReason, can_transition
+from soakq.store import CommitOutcome, RunStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class FinalizeStatus(StrEnum):
+    COMMITTED = "committed"
+    DUPLICATE = "duplicate"
+    SKIPPED = "skipped"  # the run is terminal (cancelled, lost, failed)
+    LOCKED = "locked"  # someone else holds the lock: retry later
+    REFUSED = "refused"  # fence or version refused the commit: retry later
+    OUT_OF_ORDER = "out_of_order"
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    status: FinalizeStatus
+    next_iteration: int | None = None  # scheduled successor, if any
+    next_due_ts: float | None = None
+    completed: bool = False
+
+
+def load_spec(store: RunStore, run_id: str) -> tuple[RunSpec, dict[str, Any]]:
+    record = store.get_record(run_id)
+    if record is None:
+        raise StoreError(f"run {run_id!r} not found")
+    return RunSpec.model_validate(record["spec"]), record
+
+
+def new_record(spec: RunSpec, *, now: float, mode: str) -> dict[str, Any]:
+    return {
+        "outcome": {},
+        "run_id": spec.run_id,
+        "runtime": {"execution": mode, "submitted_at": iso(now)},
+        "spec": spec.as_json(),
+        "status": str(RunStatus.QUEUED),
+    }
+
+
+def start_run(store: RunStore, spec: RunSpec, *, now: float, mode: str) -> bool:
+    """Record the run and schedule iteration 1 now. False if the run id already exists."""
+    created = store.create_run(spec.run_id, new_record(spec, now=now, mode=mode),
+                               initial_state(spec))
+    if created:
+        store.schedule(spec.run_id, 1, now)
+    return created
+
+
+def set_status(
+    store: RunStore, run_id: str, target: RunStatus, **changes: Any
+) -> dict[str, Any] | None:
+    """Move the run to ``target`` if legal; None (no write) when it is not."""
+    record = store.get_record(run_id)
+    if record is None:
+        raise StoreError(f"run {run_id!r} not found")
+    current = RunStatus(record["status"])
+    if current == target or not can_transition(current, target):
+        return None
+    return store.update_record(run_id, {"status": str(target), **changes})
+
+
+def finalize(
+    store: RunStore,
+    run_id: str,
+    iteration: int,
+    results: list[Mapping[str, Any]],
+    *,
+    owner: str,
+    clock: Clock = time.time,
+    lock_ttl_ms: int = 30_000,
+    started_ts: float | None = None,
+) -> FinalizeResult:
+    """The chord body: judge, tune, guard, apply and commit iteration ``iteration`` once."""
+    spec, record = load_spec(store, run_id)
+    if RunStatus(record["status"]).terminal:
+        return FinalizeResult(FinalizeStatus.SKIPPED)
+    if store.get_iteration(run_id, iteration) is not None:
+        return FinalizeResult(FinalizeStatus.DUPLICATE)
+    lease = store.acquire_lock(run_id, owner, lock_ttl_ms)
+    if lease is None:
+        return FinalizeResult(FinalizeStatus.LOCKED)
+    try:
+        state, version = store.get_state(run_id)
+        if state["iteration"] >= iteration:
+            return FinalizeResult(FinalizeStatus.DUPLICATE)
+        if state["iteration"] != iteration - 1:
+            return FinalizeResult(FinalizeStatus.OUT_OF_ORDER)
+        step = finalize_iteration(spec, state, iteration, list(results))
+        now = clock()
+        doc = dict(step.doc)
+        doc["runtime"] = {
+            "finished_at": iso(now),
+            "started_at": iso(started_ts if started_ts is not None else now),
+            "worker": owner,
+        }
+        new_state = dict(step.state)
+        new_state["stop"] = (
+            {"detail": step.stop_detail, "reason": str(step.stop)} if step.stop else None
+        )
+        outcome = store.commit_iteration(run_id, iteration, doc, new_state, lease, version)
+    finally:
+        store.release_lock(run_id, lease)
+    if outcome == CommitOutcome.DUPLICATE:
+        return FinalizeResult(FinalizeStatus.DUPLICATE)
+    if outcome != CommitOutcome.COMMITTED:
+        log.warning("run %s iteration %s: commit refused (%s)", run_id, iteration, outcome)
+        return FinalizeResult(FinalizeStatus.REFUSED)
+    set_status(store, run_id, RunStatus.RUNNING)
+    if step.stop is not None or iteration >= spec.iterations:
+        complete_run(store, run_id, clock=clock)
+        return FinalizeResult(FinalizeStatus.COMMITTED, completed=True)
+    due = now + spec.interval_s
+    store.schedule(run_id, iteration + 1, due)
+    return FinalizeResult(FinalizeStatus.COMMITTED, iteration + 1, due)
+
+
+def outcome_of(spec: RunSpec, state: Mapping[str, Any], status: RunStatus) -> dict[str, Any]:
+    stop = state.get("stop") or {}
+    reason = stop.get("reason")
+    if status == RunStatus.SUCCEEDED:
+        code = ExitCode.OK
+    elif reason == StopReason.KPI_GATE:
+        code = ExitCode.KPI_GATE
+    else:
+        code = ExitCode.FAILED
+    return {
+        "detail": stop.get("detail", ""),
+        "exit_code": int(code),
+        "iterations_completed": state["iteration"],
+        "iterations_planned": spec.iterations,
+        "stop_reason": reason,
+    }
+
+
+def complete_run(store: RunStore, run_id: str, *, clock: Clock = time.time) -> dict[str, Any]:
+    """Close the run: release gate on the last iteration, final status. Idempotent."""
+    spec, record = load_spec(store, run_id)
+    if RunStatus(record["status"]).terminal:
+        return record
+    state, _ = store.get_state(run_id)
+    last = store.get_iteration(run_id, state["iteration"]) if state["iteration"] else None
+    gate: dict[str, Any] | None = None
+    if last is not None:
+        try:
+            gate = check_summary(last, where=f"ITER_SUMMARY_{state['iteration']}").as_json()
+        except Exception as exc:  # an unusable final summary is a failed gate, said plainly
+            gate = {"error": str(exc), "passed": False, "verdict": "FAILED"}
+        gate["iteration"] = state["iteration"]
+        store.put_extra(run_id, "release_gate", gate)
+    status = RunStatus.FAILED if state.get("stop") else RunStatus.SUCCEEDED
+    outcome = outcome_of(spec, state, status)
+    outcome["release_gate"] = None if gate is None else gate["verdict"]
+    runtime = dict(record.get("runtime", {}))
+    runtime["finished_at"] = iso(clock())
+    updated = set_status(store, run_id, status, outcome=outcome, runtime=runtime)
+    return updated or store.get_record(run_id) or record
+
+
+def _end_early(
+    store: RunStore, run_id: str, status: RunStatus, why: StopReason, detail: str, clock: Clock
+) -> bool:
+    spec, record = load_spec(store, run_id)
+    state, _ = store.get_state(run_id)
+    outcome = outcome_of(spec, state, status)
+    outcome.update(stop_reason=str(why), detail=detail, exit_code=int(ExitCode.FAILED),
+                   release_gate=None)
+    runtime = dict(record.get("runtime", {}))
+    runtime["finished_at"] = iso(clock())
+    return set_status(store, run_id, status, outcome=outcome, runtime=runtime) is not None
+
+
+def cancel_run(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.time) -> bool:
+    """Cancel a run that has not ended; True when this call cancelled it."""
+    return _end_early(store, run_id, RunStatus.CANCELLED, StopReason.CANCELLED, reason, clock)
+
+
+def mark_lost(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.time) -> bool:
+    """Mark a run lost (the watchdog gave up on it), with the reason in the record."""
+    return _end_early(store, run_id, RunStatus.LOST, StopReason.LOST, reason, clock)
+
+
+def exit_code_of(record: Mapping[str, Any]) -> int:
+    status = RunStatus(record["status"])
+    if not status.terminal:
+        return int(ExitCode.FAILED)
+    return int(record.get("outcome", {}).get("exit_code", ExitCode.FAILED))
