@@ -27,14 +27,16 @@ def aggregate(symbols: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         if total is None or total <= 0 or any(v is None for v in vals):
             out[key] = None
             continue
-        acc = sum(v * f for v, f in zip(vals, fills, strict=True))  # type: ignore[operator]
+        acc = sum(float(v or 0.0) * float(f or 0.0) for v, f in zip(vals, fills, strict=True))
         out[key] = round(acc / total, 4)
     for key in MAXED:
-        vals = [_num(r.get(key)) for r in rows]
-        out[key] = None if any(v is None for v in vals) else round(max(vals), 4)  # type: ignore[type-var]
+        maxed = [_num(r.get(key)) for r in rows]
+        present = [v for v in maxed if v is not None]
+        out[key] = round(max(present), 4) if present and len(present) == len(maxed) else None
     for key in SUMMED:
         vals = [_num(r.get(key)) for r in rows]
         if key in ("spike_count", "gap_events") and all(r.get(key) is None for r in rows):
             continue
-        out[key] = None if any(v is None for v in vals) else int(sum(vals))  # type: ignore[arg-type]
+        summed = [v for v in vals if v is not None]
+        out[key] = int(sum(summed)) if len(summed) == len(vals) else None
     return out

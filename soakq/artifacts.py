@@ -1,7 +1,8 @@
-"""The run directory, written from the store's records (DESIGN §5). Re-export gives the same bytes."""
+"""The run directory, written from the store's records (DESIGN §5); re-exports are identical."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -100,7 +101,7 @@ def export_run(
     if record is None:
         raise KeyError(run_id)
     state, _ = store.get_state(run_id)
-    docs = store.iterations(run_id)
+    docs: list[Mapping[str, Any]] = [*store.iterations(run_id)]
     out = run_dir(artifacts_root, run_id)
     out.mkdir(parents=True, exist_ok=True)
     for doc in docs:
@@ -110,11 +111,14 @@ def export_run(
         final = dict(docs[-1])
         final["run"] = aggregates
         write_json(out / "ITER_SUMMARY_final.json", final)
-    write_json(out / "TUNING_REPORT.json", {
-        "iterations": [tuning_entry(d) for d in docs],
-        "run_id": run_id,
-        "summary": aggregates,
-    })
+    write_json(
+        out / "TUNING_REPORT.json",
+        {
+            "iterations": [tuning_entry(d) for d in docs],
+            "run_id": run_id,
+            "summary": aggregates,
+        },
+    )
     write_json(out / "runtime_overrides.json", state["overrides"])
     write_json(out / "RUN.json", run_json(record))
     if state["freeze"]["active"]:
@@ -144,9 +148,7 @@ def point_latest(soak_root: Path, run_id: str) -> None:
     """Atomically repoint ``latest`` (a relative symlink) at the run directory."""
     link = soak_root / LATEST
     tmp = soak_root / f".{LATEST}.{os.getpid()}.tmp"
-    try:
+    with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-    except FileNotFoundError:
-        pass
     os.symlink(run_id, tmp)
     os.replace(tmp, link)

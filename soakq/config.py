@@ -30,7 +30,9 @@ def parse_set(items: Iterable[str]) -> Overrides:
         try:
             value: Any = float(text.strip())
         except ValueError:
-            raise ConfigError(f"{CLI_LAYER}: {key} must be a number, got {text.strip()!r}") from None
+            raise ConfigError(
+                f"{CLI_LAYER}: {key} must be a number, got {text.strip()!r}"
+            ) from None
         if key in PARAMS and PARAMS[key].is_int and value == int(value):
             value = int(value)
         out[key] = validate_value(key, value, layer=CLI_LAYER)

@@ -39,9 +39,18 @@ def run_iteration_local(
     """Header (every symbol) then body, in this thread."""
     started = clock()
     state, _ = store.get_state(spec.run_id)
-    results = [measure_symbol(spec, iteration, s, state["overrides"]) for s in spec.symbols]
-    return finalize(store, spec.run_id, iteration, results, owner=f"embedded:{os.getpid()}",
-                    clock=clock, started_ts=started)
+    results: list[Mapping[str, Any]] = [
+        measure_symbol(spec, iteration, s, state["overrides"]) for s in spec.symbols
+    ]
+    return finalize(
+        store,
+        spec.run_id,
+        iteration,
+        results,
+        owner=f"embedded:{os.getpid()}",
+        clock=clock,
+        started_ts=started,
+    )
 
 
 def run_embedded(

@@ -75,8 +75,10 @@ def update_freeze(
         proving = streak[-STABLE_ITERATIONS:]
         return FreezeState(
             active=True,
-            reason=(f"{STABLE_ITERATIONS} consecutive iterations with KPI OK and no applied "
-                    f"delta (iterations {', '.join(map(str, proving))})"),
+            reason=(
+                f"{STABLE_ITERATIONS} consecutive iterations with KPI OK and no applied "
+                f"delta (iterations {', '.join(map(str, proving))})"
+            ),
             signature_hash=signature(overrides_after),
             frozen_at=iteration,
             stable_streak=streak,

@@ -28,8 +28,12 @@ class GuardDecision:
     detail: str
 
     def as_json(self) -> dict[str, str]:
-        return {"action": self.action, "detail": self.detail, "guard": self.guard,
-                "param": self.param}
+        return {
+            "action": self.action,
+            "detail": self.detail,
+            "guard": self.guard,
+            "param": self.param,
+        }
 
 
 @dataclass(frozen=True)
@@ -96,49 +100,81 @@ def guard(
         if reversal and entries:
             last = entries[-1]
             recent_reversals = [
-                e for e in entries if e.get("reversal") and iteration - e["iteration"] < REVERSAL_WINDOW
+                e
+                for e in entries
+                if e.get("reversal") and iteration - e["iteration"] < REVERSAL_WINDOW
             ]
             reason = None
-            if iteration - last["iteration"] <= OSCILLATION_WINDOW and _sign(last["delta"]) != _sign(delta):
-                reason = (f"reverses the change of iteration {last['iteration']} "
-                          f"({fmt(key, last['delta'])}) within {OSCILLATION_WINDOW} iterations")
+            if iteration - last["iteration"] <= OSCILLATION_WINDOW and _sign(
+                last["delta"]
+            ) != _sign(delta):
+                reason = (
+                    f"reverses the change of iteration {last['iteration']} "
+                    f"({fmt(key, last['delta'])}) within {OSCILLATION_WINDOW} iterations"
+                )
             elif recent_reversals:
-                reason = (f"already reversed at iteration {recent_reversals[-1]['iteration']}; "
-                          f"at most 1 reversal per {REVERSAL_WINDOW} iterations")
+                reason = (
+                    f"already reversed at iteration {recent_reversals[-1]['iteration']}; "
+                    f"at most 1 reversal per {REVERSAL_WINDOW} iterations"
+                )
             if reason is not None:
                 if not bypass:
                     drop(key, "oscillation", reason)
                     continue
-                decisions.append(GuardDecision(key, "oscillation", "bypassed",
-                                               "safety move under hard KPI failure: " + reason))
+                decisions.append(
+                    GuardDecision(
+                        key,
+                        "oscillation",
+                        "bypassed",
+                        "safety move under hard KPI failure: " + reason,
+                    )
+                )
 
         half_cap = p.velocity_per_h / 2
-        hot = [e for e in entries
-               if iteration - e["iteration"] <= COOLDOWN_ITERATIONS and abs(e["delta"]) > half_cap + EPS]
+        hot = [
+            e
+            for e in entries
+            if iteration - e["iteration"] <= COOLDOWN_ITERATIONS
+            and abs(e["delta"]) > half_cap + EPS
+        ]
         if hot:
-            reason = (f"changed by {fmt(key, hot[-1]['delta'])} at iteration {hot[-1]['iteration']} "
-                      f"(> half the hourly cap {fmt(key, half_cap)}); cooling down "
-                      f"{COOLDOWN_ITERATIONS} iterations")
+            reason = (
+                f"changed by {fmt(key, hot[-1]['delta'])} at iteration {hot[-1]['iteration']} "
+                f"(> half the hourly cap {fmt(key, half_cap)}); cooling down "
+                f"{COOLDOWN_ITERATIONS} iterations"
+            )
             if not bypass:
                 drop(key, "cooldown", reason)
                 continue
-            decisions.append(GuardDecision(key, "cooldown", "bypassed",
-                                           "safety move under hard KPI failure: " + reason))
+            decisions.append(
+                GuardDecision(
+                    key, "cooldown", "bypassed", "safety move under hard KPI failure: " + reason
+                )
+            )
 
         used = sum(abs(e["delta"]) for e in entries if iteration - e["iteration"] < hour)
         left = p.velocity_per_h - used
         if abs(delta) > left + EPS:
             allowed = _floor_to_precision(key, max(left, 0.0))
             if allowed < p.min_step - EPS:
-                drop(key, "velocity", f"hourly budget {fmt(key, p.velocity_per_h)} used "
-                                      f"({fmt(key, used)} in the last simulated hour)")
+                drop(
+                    key,
+                    "velocity",
+                    f"hourly budget {fmt(key, p.velocity_per_h)} used "
+                    f"({fmt(key, used)} in the last simulated hour)",
+                )
                 continue
             new_delta = p.normalize(_sign(delta) * allowed)
             trimmed[key] = "velocity"
-            decisions.append(GuardDecision(
-                key, "velocity", "trimmed",
-                f"{fmt(key, delta)} trimmed to {fmt(key, new_delta)}: "
-                f"{fmt(key, left)} left of the hourly budget {fmt(key, p.velocity_per_h)}"))
+            decisions.append(
+                GuardDecision(
+                    key,
+                    "velocity",
+                    "trimmed",
+                    f"{fmt(key, delta)} trimmed to {fmt(key, new_delta)}: "
+                    f"{fmt(key, left)} left of the hourly budget {fmt(key, p.velocity_per_h)}",
+                )
+            )
             delta = new_delta
         accepted[key] = delta
     return GuardOutcome(accepted, suppressed, trimmed, tuple(decisions))
@@ -146,7 +182,7 @@ def guard(
 
 def _floor_to_precision(key: str, value: float) -> float:
     p = PARAMS[key]
-    scale = 10 ** p.precision
+    scale = 10**p.precision
     return math.floor(value * scale + EPS) / scale
 
 

@@ -99,7 +99,10 @@ def finalize_iteration(
     stop: StopReason | None = None
     stop_detail = ""
     if errors or missing:
-        stop, stop_detail = StopReason.METRICS_ERROR, "; ".join(reasons[-len(errors) - len(missing):])
+        stop, stop_detail = (
+            StopReason.METRICS_ERROR,
+            "; ".join(reasons[-len(errors) - len(missing) :]),
+        )
     elif verdict == Verdict.FAIL and spec.kpi_gate == "hard":
         stop, stop_detail = StopReason.KPI_GATE, "; ".join(gate.reasons)
 

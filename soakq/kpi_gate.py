@@ -33,6 +33,7 @@ def kpi_gate(summary: Mapping[str, Any], levels: tuple[GateLevel, ...]) -> GateR
             what = "missing" if value is None else f"not a finite number ({value!r})"
             fails.append(f"{level.metric} {what} (fail closed)")
             continue
+        value = float(value)
         if not level.hard_threshold.passes(value):
             fails.append(f"{level.hard_threshold.describe(value)} (hard)")
         elif not level.soft_threshold.passes(value):
@@ -42,5 +43,3 @@ def kpi_gate(summary: Mapping[str, Any], levels: tuple[GateLevel, ...]) -> GateR
     if warns:
         return GateResult(Verdict.WARN, tuple(warns))
     return GateResult(Verdict.OK, ())
-
-

@@ -1,4 +1,4 @@
-"""The six runtime parameters: one table of units, bounds, precision and guard limits (DESIGN §2)."""
+"""The six runtime parameters: units, bounds, precision and guard limits (DESIGN §2)."""
 
 from __future__ import annotations
 
@@ -47,18 +47,72 @@ class Param:
 PARAMS: dict[str, Param] = {
     p.key: p
     for p in (
-        Param("base_spread_bps_delta", "bp", "extra quoted half-spread on top of the base",
-              0.0, 0.6, 4, 0.001, 0.10, +1),
-        Param("min_interval_ms", "ms", "minimum time between two quote actions for one symbol",
-              50, 300, 0, 1, 30, +1),
-        Param("replace_rate_per_min", "1/min", "cap on quote replacements per minute",
-              120, 360, 0, 1, 60, 0),
-        Param("tail_age_ms", "ms", "resting orders older than this are cancelled and requoted",
-              400, 1000, 0, 1, 100, 0),
-        Param("impact_cap_ratio", "ratio", "cap on how far a signal may move the position target",
-              0.04, 0.12, 4, 0.001, 0.02, -1),
-        Param("max_delta_ratio", "ratio", "max change of the position target per tick",
-              0.10, 0.20, 4, 0.001, 0.03, 0),
+        Param(
+            "base_spread_bps_delta",
+            "bp",
+            "extra quoted half-spread on top of the base",
+            0.0,
+            0.6,
+            4,
+            0.001,
+            0.10,
+            +1,
+        ),
+        Param(
+            "min_interval_ms",
+            "ms",
+            "minimum time between two quote actions for one symbol",
+            50,
+            300,
+            0,
+            1,
+            30,
+            +1,
+        ),
+        Param(
+            "replace_rate_per_min",
+            "1/min",
+            "cap on quote replacements per minute",
+            120,
+            360,
+            0,
+            1,
+            60,
+            0,
+        ),
+        Param(
+            "tail_age_ms",
+            "ms",
+            "resting orders older than this are cancelled and requoted",
+            400,
+            1000,
+            0,
+            1,
+            100,
+            0,
+        ),
+        Param(
+            "impact_cap_ratio",
+            "ratio",
+            "cap on how far a signal may move the position target",
+            0.04,
+            0.12,
+            4,
+            0.001,
+            0.02,
+            -1,
+        ),
+        Param(
+            "max_delta_ratio",
+            "ratio",
+            "max change of the position target per tick",
+            0.10,
+            0.20,
+            4,
+            0.001,
+            0.03,
+            0,
+        ),
     )
 }
 
@@ -76,9 +130,7 @@ def apply_delta(key: str, old: Number, delta: Number) -> tuple[Number, bool]:
 def validate_value(key: Any, value: Any, *, layer: str) -> Number:
     """Check one override from ``layer``; return it normalized or raise ConfigError."""
     if not isinstance(key, str) or key not in PARAMS:
-        raise ConfigError(
-            f"{layer}: unknown parameter {key!r}; allowed: {', '.join(KEYS)}"
-        )
+        raise ConfigError(f"{layer}: unknown parameter {key!r}; allowed: {', '.join(KEYS)}")
     p = PARAMS[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{layer}: {key} must be a number, got {value!r}")
@@ -109,4 +161,6 @@ def normalize_overrides(values: Mapping[str, Number]) -> Overrides:
 def fmt(key: str, value: float) -> str:
     """Human formatting at the parameter's precision."""
     p = PARAMS[key]
-    return str(int(round(value))) if p.is_int else f"{value:.{p.precision}f}".rstrip("0").rstrip(".")
+    return (
+        str(int(round(value))) if p.is_int else f"{value:.{p.precision}f}".rstrip("0").rstrip(".")
+    )

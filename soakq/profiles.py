@@ -36,9 +36,7 @@ def profile_names() -> tuple[str, ...]:
 def load_profile(name: str) -> Profile:
     """The named profile, validated; ConfigError naming the allowed names otherwise."""
     if name not in profile_names():
-        raise ConfigError(
-            f"unknown profile {name!r}; available: {', '.join(profile_names())}"
-        )
+        raise ConfigError(f"unknown profile {name!r}; available: {', '.join(profile_names())}")
     raw = json.loads(_dir().joinpath(f"{name}.json").read_text("utf-8"))
     layer = f"profile:{name}"
     overrides = validate_overrides(raw.get("overrides", {}), layer=layer)
@@ -47,5 +45,6 @@ def load_profile(name: str) -> Profile:
         raise ConfigError(f"{layer}: no symbols declared")
     if name == DEFAULT_PROFILE and set(overrides) != set(KEYS):
         raise ConfigError(f"{layer}: the default profile must set all of {', '.join(KEYS)}")
-    return Profile(name, str(raw.get("description", "")), overrides, symbols,
-                   dict(raw.get("kpi_gate", {})))
+    return Profile(
+        name, str(raw.get("description", "")), overrides, symbols, dict(raw.get("kpi_gate", {}))
+    )

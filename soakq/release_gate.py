@@ -24,8 +24,10 @@ class ReleaseResult:
         out = []
         for c in self.checks:
             mark = "ok  " if c["passed"] else "FAIL"
-            out.append(f"{mark} {c['metric']:<18} {fmt_num(c['value']):>10}  "
-                       f"(threshold {c['op']} {fmt_num(c['threshold'])})")
+            out.append(
+                f"{mark} {c['metric']:<18} {fmt_num(c['value']):>10}  "
+                f"(threshold {c['op']} {fmt_num(c['threshold'])})"
+            )
         if self.passed:
             out.append("RELEASE GATE PASSED")
         else:
@@ -60,16 +62,19 @@ def check_summary(doc: Any, *, where: str = "input") -> ReleaseResult:
             what = "missing" if value is None else f"not a finite number ({value!r})"
             raise InputError(f"{where}: summary.{t.metric} is {what}; the release gate needs it")
         ok = t.passes(value)
-        checks.append({"metric": t.metric, "op": t.op, "passed": ok, "threshold": t.bound,
-                       "value": value})
+        checks.append(
+            {"metric": t.metric, "op": t.op, "passed": ok, "threshold": t.bound, "value": value}
+        )
         if not ok:
             violations.append(t.describe(value))
     mock = bool(summary.get("mock_mode")) or bool(summary.get("mock"))
     note = ""
     if mock:
-        note = (f"NOTE: mock data (source={summary.get('source', 'mock')}, "
-                f"mode={summary.get('mock_mode')}, seed={summary.get('mock_seed')}): "
-                "not a production verdict")
+        note = (
+            f"NOTE: mock data (source={summary.get('source', 'mock')}, "
+            f"mode={summary.get('mock_mode')}, seed={summary.get('mock_seed')}): "
+            "not a production verdict"
+        )
     return ReleaseResult(not violations, tuple(checks), tuple(violations), mock, note)
 
 

@@ -66,8 +66,9 @@ def new_record(spec: RunSpec, *, now: float, mode: str) -> dict[str, Any]:
 
 def start_run(store: RunStore, spec: RunSpec, *, now: float, mode: str) -> bool:
     """Record the run and schedule iteration 1 now. False if the run id already exists."""
-    created = store.create_run(spec.run_id, new_record(spec, now=now, mode=mode),
-                               initial_state(spec))
+    created = store.create_run(
+        spec.run_id, new_record(spec, now=now, mode=mode), initial_state(spec)
+    )
     if created:
         store.schedule(spec.run_id, 1, now)
     return created
@@ -189,8 +190,9 @@ def _end_early(
     spec, record = load_spec(store, run_id)
     state, _ = store.get_state(run_id)
     outcome = outcome_of(spec, state, status)
-    outcome.update(stop_reason=str(why), detail=detail, exit_code=int(ExitCode.FAILED),
-                   release_gate=None)
+    outcome.update(
+        stop_reason=str(why), detail=detail, exit_code=int(ExitCode.FAILED), release_gate=None
+    )
     runtime = dict(record.get("runtime", {}))
     runtime["finished_at"] = iso(clock())
     return set_status(store, run_id, status, outcome=outcome, runtime=runtime) is not None

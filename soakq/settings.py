@@ -38,15 +38,21 @@ class Settings(BaseSettings):
         None, gt=0, le=100, validation_alias=AliasChoices("SOAK_MOCK_SIGMA", "SOAKQ_MOCK_SIGMA")
     )
     mock_spike_prob: float | None = Field(
-        None, ge=0, le=1,
+        None,
+        ge=0,
+        le=1,
         validation_alias=AliasChoices("SOAK_MOCK_SPIKE_PROB", "SOAKQ_MOCK_SPIKE_PROB"),
     )
     mock_gap_bps: float | None = Field(
-        None, ge=0, le=10_000,
+        None,
+        ge=0,
+        le=10_000,
         validation_alias=AliasChoices("SOAK_MOCK_GAP_BPS", "SOAKQ_MOCK_GAP_BPS"),
     )
     sleep_seconds: float = Field(
-        0.0, ge=0, le=86_400,
+        0.0,
+        ge=0,
+        le=86_400,
         validation_alias=AliasChoices("SOAK_SLEEP_SECONDS", "SOAKQ_SLEEP_SECONDS"),
     )
     kpi_gate_mode: GateMode = Field(
@@ -82,6 +88,4 @@ def load_settings() -> Settings:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
         env = _ENV_NAMES.get(field, field)
-        raise ConfigError(
-            f"environment {env}={err.get('input')!r}: {err['msg']}"
-        ) from None
+        raise ConfigError(f"environment {env}={err.get('input')!r}: {err['msg']}") from None

@@ -258,9 +258,7 @@ class MemoryStore:
 
     def claim_due(self, now_ts: float, limit: int = 100) -> list[tuple[str, int]]:
         with self._mu:
-            ready = sorted(
-                (ts, key) for key, ts in self._due.items() if ts <= now_ts
-            )[:limit]
+            ready = sorted((ts, key) for key, ts in self._due.items() if ts <= now_ts)[:limit]
             for _, key in ready:
                 del self._due[key]
             return [key for _, key in ready]

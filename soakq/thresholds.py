@@ -70,8 +70,10 @@ def kpi_gate_levels(overrides: dict[str, Any] | None = None) -> tuple[GateLevel,
                 f"profile kpi_gate: unknown metric {metric!r}; allowed: {', '.join(sorted(base))}"
             )
         for name, value in levels.items():
-            if name not in ("soft", "hard") or isinstance(value, bool) or not isinstance(
-                value, (int, float)
+            if (
+                name not in ("soft", "hard")
+                or isinstance(value, bool)
+                or not isinstance(value, (int, float))
             ):
                 raise ConfigError(
                     f"profile kpi_gate.{metric}.{name}: expected soft/hard numbers, got {value!r}"

@@ -107,8 +107,11 @@ def _fired_rules(m: Mapping[str, float | None]) -> list[tuple[str, str]]:
             fired.append(("3", f"risk {fmt_num(risk)} < 0.35 and net {fmt_num(net)} >= 3.0"))
         if risk <= 0.40 and mt is not None and net is not None and mt < 0.85 and net >= 2.7:
             fired.append(
-                ("4", f"risk {fmt_num(risk)} <= 0.40, maker/taker {fmt_num(mt)} < 0.85, "
-                      f"net {fmt_num(net)} >= 2.7")
+                (
+                    "4",
+                    f"risk {fmt_num(risk)} <= 0.40, maker/taker {fmt_num(mt)} < 0.85, "
+                    f"net {fmt_num(net)} >= 2.7",
+                )
             )
     if lat is not None:
         if 330 <= lat <= 360:
@@ -124,10 +127,17 @@ def _fired_rules(m: Mapping[str, float | None]) -> list[tuple[str, str]]:
 
 def propose(summary: Mapping[str, Any], overrides: Mapping[str, Number]) -> Proposal:
     """Apply rules 1–8 to the aggregate KPIs; first rule to set a key wins."""
-    m = {k: _metric(summary, k) for k in (
-        "risk_ratio", "net_bps", "maker_taker_ratio", "p95_latency_ms",
-        "adverse_bps_p95", "slippage_bps_p95",
-    )}
+    m = {
+        k: _metric(summary, k)
+        for k in (
+            "risk_ratio",
+            "net_bps",
+            "maker_taker_ratio",
+            "p95_latency_ms",
+            "adverse_bps_p95",
+            "slippage_bps_p95",
+        )
+    }
     deltas: dict[str, Number] = {}
     rationale: dict[str, str] = {}
     for rule, condition in _fired_rules(m):
@@ -149,7 +159,7 @@ def propose(summary: Mapping[str, Any], overrides: Mapping[str, Number]) -> Prop
     if risk is not None and net is not None and risk < 0.40 and net >= 3.0:
         return Proposal(
             note=f"stable: no change (rule 7: risk {fmt_num(risk)} < 0.40 and net "
-                 f"{fmt_num(net)} >= 3.0)"
+            f"{fmt_num(net)} >= 3.0)"
         )
     # Rule 8: widening the spread while shortening min_interval at high risk drops the latter.
     if (

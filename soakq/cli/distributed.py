@@ -12,8 +12,9 @@ def _todo() -> int:
     raise UserError("distributed execution is not available yet; unset SOAKQ_REDIS_URL")
 
 
-def submit_distributed(settings: Any, spec: Any, root: Path, *, wait: bool,
-                       explicit_id: bool) -> int:
+def submit_distributed(
+    settings: Any, spec: Any, root: Path, *, wait: bool, explicit_id: bool
+) -> int:
     return _todo()
 
 

@@ -71,41 +71,56 @@ def _artifacts(settings: Any, artifacts: Path | None) -> Path:
 @app.command()
 @handles_errors
 def submit(
-    profile: Annotated[str, typer.Option(help="Profile to start from (see `soakq profiles`).")]
-    = "default",
+    profile: Annotated[
+        str, typer.Option(help="Profile to start from (see `soakq profiles`).")
+    ] = "default",
     iterations: Annotated[int, typer.Option(help="Number of iterations.")] = 24,
-    interval: Annotated[float | None, typer.Option(
-        help="Seconds between iterations [default: SOAK_SLEEP_SECONDS or 0].")] = None,
-    mode: Annotated[ModeOpt | None, typer.Option(help="Market regime [default: SOAK_MOCK_MODE "
-                                                   "or calm].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed [default: SOAK_MOCK_SEED or 42].",
-                                             min=0)] = None,
-    source: Annotated[SourceOpt | None, typer.Option(help="Metric source [default: book].")]
-    = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between iterations [default: SOAK_SLEEP_SECONDS or 0]."),
+    ] = None,
+    mode: Annotated[
+        ModeOpt | None, typer.Option(help="Market regime [default: SOAK_MOCK_MODE or calm].")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed [default: SOAK_MOCK_SEED or 42].", min=0)
+    ] = None,
+    source: Annotated[SourceOpt | None, typer.Option(help="Metric source [default: book].")] = None,
     symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
-                                                    help="Override a parameter (repeatable).")]
-    = None,
-    kpi_gate: Annotated[GateOpt | None, typer.Option(
-        help="soft: record verdicts; hard: a FAIL stops the run (exit 3).")] = None,
-    guards: Annotated[bool | None, typer.Option("--guards/--no-guards",
-                                                help="Guards [default: ENABLE_GUARDS or on].")]
-    = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a parameter (repeatable)."),
+    ] = None,
+    kpi_gate: Annotated[
+        GateOpt | None,
+        typer.Option(help="soft: record verdicts; hard: a FAIL stops the run (exit 3)."),
+    ] = None,
+    guards: Annotated[
+        bool | None,
+        typer.Option("--guards/--no-guards", help="Guards [default: ENABLE_GUARDS or on]."),
+    ] = None,
     auto_tune: Annotated[bool, typer.Option("--auto-tune/--no-auto-tune")] = True,
-    artifacts: Annotated[Path | None, typer.Option(help="Artifacts root [default: "
-                                                   "SOAKQ_ARTIFACTS_DIR or ./artifacts].")]
-    = None,
-    run_id: Annotated[str | None, typer.Option(help="Run id [default: derived from the "
-                                               "config].")] = None,
-    wait: Annotated[bool | None, typer.Option("--wait/--no-wait", help="Follow the run to its "
-                                              "end (always, when embedded).")] = None,
-    mock_sigma: Annotated[float | None, typer.Option(min=0.001, help="Volatility "
-                                                     "scale (SOAK_MOCK_SIGMA).")] = None,
-    spike_prob: Annotated[float | None, typer.Option(min=0.0, max=1.0,
-                                                     help="SOAK_MOCK_SPIKE_PROB.")] = None,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(help="Artifacts root [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]."),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id [default: derived from the config].")
+    ] = None,
+    wait: Annotated[
+        bool | None,
+        typer.Option("--wait/--no-wait", help="Follow the run to its end (always, when embedded)."),
+    ] = None,
+    mock_sigma: Annotated[
+        float | None, typer.Option(min=0.001, help="Volatility scale (SOAK_MOCK_SIGMA).")
+    ] = None,
+    spike_prob: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="SOAK_MOCK_SPIKE_PROB.")
+    ] = None,
     gap_bps: Annotated[float | None, typer.Option(min=0.0, help="SOAK_MOCK_GAP_BPS.")] = None,
-    report_dir: Annotated[Path | None, typer.Option(help="Where the file source reads "
-                                                    "KPI_REPORT_<i>.json.")] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="Where the file source reads KPI_REPORT_<i>.json.")
+    ] = None,
 ) -> None:
     """Run a soak: embedded with no Redis configured, on the workers with SOAKQ_REDIS_URL."""
     from soakq.config import build_spec
@@ -134,8 +149,11 @@ def submit(
     if settings.redis_url:
         from soakq.cli.distributed import submit_distributed
 
-        raise typer.Exit(submit_distributed(settings, spec, root, wait=bool(wait),
-                                            explicit_id=run_id is not None))
+        raise typer.Exit(
+            submit_distributed(
+                settings, spec, root, wait=bool(wait), explicit_id=run_id is not None
+            )
+        )
     raise typer.Exit(_submit_embedded(spec, root, explicit_id=run_id is not None))
 
 
@@ -146,9 +164,12 @@ def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
     from soakq.runner import exit_code_of
 
     spec = free_run_id(spec, root, explicit_id)
-    print(f"run {spec.run_id}: {spec.iterations} iterations x {len(spec.symbols)} symbols, "
-          f"profile {spec.profile}, source {spec.source}, mode {spec.mode}, seed {spec.seed} "
-          "(embedded)", flush=True)
+    print(
+        f"run {spec.run_id}: {spec.iterations} iterations x {len(spec.symbols)} symbols, "
+        f"profile {spec.profile}, source {spec.source}, mode {spec.mode}, seed {spec.seed} "
+        "(embedded)",
+        flush=True,
+    )
     with RunProgress(spec.iterations, spec.run_id) as bar:
         record, directory = run_embedded(spec, root, progress=bar.update)
     final_path = directory / "ITER_SUMMARY_final.json"
@@ -220,9 +241,14 @@ def profiles() -> None:
     from soakq.params import KEYS, fmt
     from soakq.profiles import load_profile, profile_names
 
-    short = {"base_spread_bps_delta": "spread", "min_interval_ms": "min_int",
-             "replace_rate_per_min": "repl_rate", "tail_age_ms": "tail_age",
-             "impact_cap_ratio": "impact_cap", "max_delta_ratio": "max_delta"}
+    short = {
+        "base_spread_bps_delta": "spread",
+        "min_interval_ms": "min_int",
+        "replace_rate_per_min": "repl_rate",
+        "tail_age_ms": "tail_age",
+        "impact_cap_ratio": "impact_cap",
+        "max_delta_ratio": "max_delta",
+    }
     print(f"{'profile':<12} " + " ".join(f"{short[k]:>10}" for k in KEYS) + "  description")
     for name in profile_names():
         p = load_profile(name)
@@ -245,5 +271,3 @@ def main() -> None:
         app()
     except click.exceptions.Exit as exc:  # pragma: no cover - typer handles it normally
         raise SystemExit(exc.exit_code) from None
-
-

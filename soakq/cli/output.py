@@ -25,7 +25,9 @@ def iteration_line(i: int, total: int, doc: Mapping[str, Any]) -> str:
     if t["applied_deltas"]:
         extra.append("applied " + ",".join(sorted(t["applied_deltas"])))
     if t["suppressed"]:
-        extra.append("suppressed " + ",".join(f"{k}:{v}" for k, v in sorted(t["suppressed"].items())))
+        extra.append(
+            "suppressed " + ",".join(f"{k}:{v}" for k, v in sorted(t["suppressed"].items()))
+        )
     if s["freeze_active"]:
         extra.append("frozen")
     tail = f" [{'; '.join(extra)}]" if extra else ""
@@ -41,8 +43,12 @@ class RunProgress:
         self._bar: Progress | None = None
         if self.tty:
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[verdict]}"), TimeElapsedColumn(), console=out,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[verdict]}"),
+                TimeElapsedColumn(),
+                console=out,
             )
             self._task = self._bar.add_task(label, total=total, verdict="")
 
@@ -63,8 +69,12 @@ class RunProgress:
             print(iteration_line(i, self.total, doc), flush=True)
 
 
-def verdict_lines(record: Mapping[str, Any], final: Mapping[str, Any] | None,
-                  gate: Mapping[str, Any] | None, where: str | None) -> list[str]:
+def verdict_lines(
+    record: Mapping[str, Any],
+    final: Mapping[str, Any] | None,
+    gate: Mapping[str, Any] | None,
+    where: str | None,
+) -> list[str]:
     o = record.get("outcome", {})
     lines = [
         f"run {record['run_id']}: {record['status']} "
@@ -86,9 +96,10 @@ def verdict_lines(record: Mapping[str, Any], final: Mapping[str, Any] | None,
         else:
             lines.append("not frozen")
     if gate is not None:
-        lines.append(f"release gate: {gate.get('verdict')}"
-                     + (f" ({len(gate.get('violations', []))} violations)"
-                        if gate.get("violations") else ""))
+        lines.append(
+            f"release gate: {gate.get('verdict')}"
+            + (f" ({len(gate.get('violations', []))} violations)" if gate.get("violations") else "")
+        )
         if gate.get("mock"):
             lines.append(gate.get("mock_note", "mock data: not a production verdict"))
     if where:

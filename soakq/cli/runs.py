@@ -29,8 +29,9 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     @handles_errors
     def status(
         run_id: str,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")]
-        = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print the run record as JSON.")
+        ] = False,
         artifacts: Annotated[Path | None, typer.Option()] = None,
     ) -> None:
         """Show a run's status."""
@@ -47,24 +48,27 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
             print(dumps(doc), end="")
             return
         o = doc.get("outcome", {})
-        print(f"run {run_id}: {doc['status']} ({o.get('iterations_completed', 0)}/"
-              f"{o.get('iterations_planned', '?')} iterations, release gate "
-              f"{o.get('release_gate')})")
+        print(
+            f"run {run_id}: {doc['status']} ({o.get('iterations_completed', 0)}/"
+            f"{o.get('iterations_planned', '?')} iterations, release gate "
+            f"{o.get('release_gate')})"
+        )
 
     @app.command()
     @handles_errors
     def watch(
         run_id: str,
-        timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")]
-        = 86_400.0,
+        timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 86_400.0,
     ) -> None:
         """Follow a distributed run until it ends; exit with its code."""
         from soakq.cli.main import _settings
 
         settings = _settings()
         if not settings.redis_url:
-            raise UserError("watch follows distributed runs: set SOAKQ_REDIS_URL "
-                            "(embedded runs are followed by `soakq submit` itself)")
+            raise UserError(
+                "watch follows distributed runs: set SOAKQ_REDIS_URL "
+                "(embedded runs are followed by `soakq submit` itself)"
+            )
         from soakq.cli.distributed import follow
 
         raise typer.Exit(follow(settings, run_id, timeout_s=timeout))
@@ -88,9 +92,14 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
                 continue
             doc = read_json(p)
             o = doc.get("outcome", {})
-            rows.append((doc["run_id"], doc["status"],
-                         f"{o.get('iterations_completed', 0)}/{o.get('iterations_planned', '?')}",
-                         str(o.get("release_gate"))))
+            rows.append(
+                (
+                    doc["run_id"],
+                    doc["status"],
+                    f"{o.get('iterations_completed', 0)}/{o.get('iterations_planned', '?')}",
+                    str(o.get("release_gate")),
+                )
+            )
         print(f"{'run_id':<44} {'status':<10} {'iters':>7}  release_gate")
         for r in rows:
             print(f"{r[0]:<44} {r[1]:<10} {r[2]:>7}  {r[3]}")

@@ -38,7 +38,9 @@ class KpiGenerator:
         if spike:
             base = dict(_SPIKE)
         else:
-            base = {k: mu + rng.gauss(0.0, sd * scale) for k, (mu, sd) in _MODE_MEANS[req.mode].items()}
+            base = {
+                k: mu + rng.gauss(0.0, sd * scale) for k, (mu, sd) in _MODE_MEANS[req.mode].items()
+            }
         gap = rng.random() < _GAP_PROB
         if gap:
             base["net_bps"] -= gap_bps
@@ -55,6 +57,7 @@ class KpiGenerator:
             "snipes": 0,
         }
         result = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
-        result.update(mock_mode=req.mode, mock_seed=req.seed, spike_count=int(spike),
-                      gap_events=int(gap))
+        result.update(
+            mock_mode=req.mode, mock_seed=req.seed, spike_count=int(spike), gap_events=int(gap)
+        )
         return result
