@@ -1,15 +1,15 @@
 """One error tree for soakq.
 
-    SoakqError                      base; carries the exit code the CLI uses
-    ├── UserError (exit 2)          bad input: config, flags, files; message says how to fix it
-    │   ├── ConfigError             a profile, an override layer, a setting
-    │   └── InputError              a file given to a command (gate, freeze, report)
-    ├── MetricsError (exit 1)       a metric source could not measure an iteration
-    ├── StoreError (exit 1)         the run store refused or lost something
-    │   ├── FenceError              a stale lock holder tried to commit
-    │   └── TransientStoreError     connection trouble: the only kind that is retried
-    └── RunFailed (exit 1)          the run ended failed
-        └── KpiGateFailed (exit 3)  hard KPI gate stopped the run
+SoakqError                      base; carries the exit code the CLI uses
+├── UserError (exit 2)          bad input: config, flags, files; message says how to fix it
+│   ├── ConfigError             a profile, an override layer, a setting
+│   └── InputError              a file given to a command (gate, freeze, report)
+├── MetricsError (exit 1)       a metric source could not measure an iteration
+├── StoreError (exit 1)         the run store refused or lost something
+│   ├── FenceError              a stale lock holder tried to commit
+│   └── TransientStoreError     connection trouble: the only kind that is retried
+└── RunFailed (exit 1)          the run ended failed
+    └── KpiGateFailed (exit 3)  hard KPI gate stopped the run
 """
 
 from __future__ import annotations

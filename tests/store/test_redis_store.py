@@ -1,0 +1,184 @@
+"""RedisStore specifics the contract cannot see: keys, stored bytes, scripts, errors, timeouts."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import fakeredis
+import pytest
+from redis import exceptions as rx
+
+from soakq.errors import ConfigError, StoreError, TransientStoreError
+from soakq.jsonio import canonical
+from soakq.store import CommitOutcome, Lease
+from workers import store as store_module
+from workers.store import RedisStore
+
+RUN = "r1"
+
+
+def test_key_layout_and_canonical_bytes(fake_redis):
+    s = fake_redis
+    record, state = {"b": 1, "a": [1.5, "x"]}, {"z": {"y": 2}}
+    assert s.create_run(RUN, record, state)
+    lease = s.acquire_lock(RUN, "w", 5000)
+    assert lease is not None
+    assert s.commit_iteration(RUN, 4, {"i": 4}, {"n": 1}, lease, 0) is CommitOutcome.COMMITTED
+    assert s.put_extra(RUN, "release_gate", {"ok": True})
+    s.schedule(RUN, 5, 42.0)
+    r = s.client
+    p = "soakq:run:{r1}:"
+    assert {k.decode() for k in r.keys("*")} == {
+        p + "record",
+        p + "state",
+        p + "version",
+        p + "iter:4",
+        p + "iters",
+        p + "extra:release_gate",
+        p + "lock",
+        p + "fence",
+        p + "fence_seen",
+        "soakq:runs",
+        "soakq:runs:seq",
+        "soakq:due",
+    }
+    assert r.get(p + "record") == canonical(record).encode()
+    assert r.get(p + "state") == canonical({"n": 1}).encode()
+    assert r.get(p + "iter:4") == b'{"i":4}'
+    assert r.get(p + "version") == b"1"
+    assert r.get(p + "lock") == f"w:{lease.token}".encode()
+    assert r.get(p + "fence") == r.get(p + "fence_seen") == str(lease.token).encode()
+    assert 0 < r.pttl(p + "lock") <= 5000
+    assert r.zrange("soakq:due", 0, -1, withscores=True) == [(b"r1|5", 42.0)]
+
+
+def test_prefixes_isolate_stores_on_one_server():
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    a, b = RedisStore(client, prefix="soakq-a"), RedisStore(client, prefix="soakq-b")
+    assert a.create_run(RUN, {"who": "a"}, {})
+    assert b.create_run(RUN, {"who": "b"}, {})
+    assert a.get_record(RUN) == {"who": "a"} and b.get_record(RUN) == {"who": "b"}
+    a.schedule(RUN, 0, 1.0)
+    assert b.claim_due(10.0) == []
+    assert a.claim_due(10.0) == [(RUN, 0)]
+
+
+def test_works_on_a_decoding_client():
+    s = RedisStore(fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True))
+    assert s.create_run(RUN, {"r": 1}, {"n": 0})
+    lease = s.acquire_lock(RUN, "w", 1000)
+    assert lease is not None
+    assert s.cas_state(RUN, lease, 0, {"n": 1}) is CommitOutcome.COMMITTED
+    assert s.get_state(RUN) == ({"n": 1}, 1)
+    assert s.list_runs() == [RUN]
+    s.schedule(RUN, 3, 1.0)
+    assert s.claim_due(2.0) == [(RUN, 3)]
+
+
+def test_fence_refuses_a_resurrected_old_lock(fake_redis):
+    """Defence in depth: if a failover brought back an old lock value, the old token still
+    cannot commit once a newer token has."""
+    s = fake_redis
+    assert s.create_run(RUN, {}, {"by": None})
+    old = s.acquire_lock(RUN, "a", 5000)
+    assert old is not None and s.release_lock(RUN, old)
+    new = s.acquire_lock(RUN, "b", 5000)
+    assert new is not None
+    assert s.cas_state(RUN, new, 0, {"by": "b"}) is CommitOutcome.COMMITTED
+    s.client.set(s.key(RUN, "lock"), f"a:{old.token}", px=5000)  # the resurrected lock
+    assert s.cas_state(RUN, old, 1, {"by": "a"}) is CommitOutcome.STALE_LOCK
+    outcome = s.commit_iteration(RUN, 0, {}, {"by": "a"}, old, 1)
+    assert outcome is CommitOutcome.STALE_LOCK
+    assert s.get_state(RUN) == ({"by": "b"}, 1)
+
+
+def test_scripts_are_reloaded_after_script_flush(fake_redis):
+    s = fake_redis
+    assert s.create_run(RUN, {}, {})
+    s.client.script_flush()
+    lease = s.acquire_lock(RUN, "w", 1000)
+    assert lease is not None
+    assert s.cas_state(RUN, lease, 0, {"n": 1}) is CommitOutcome.COMMITTED
+
+
+def test_every_script_is_package_data():
+    for name in store_module._SCRIPTS:
+        assert "redis.call" in store_module.lua_source(name)
+
+
+def test_ttl_must_be_positive(fake_redis):
+    with pytest.raises(ValueError):
+        fake_redis.acquire_lock(RUN, "w", 0)
+
+
+def test_corrupt_stored_json_is_a_store_error(fake_redis):
+    fake_redis.client.set(fake_redis.key(RUN, "record"), b"{not json")
+    with pytest.raises(StoreError, match="corrupt"):
+        fake_redis.get_record(RUN)
+
+
+def test_claim_due_with_no_room_claims_nothing(fake_redis):
+    fake_redis.schedule(RUN, 0, 1.0)
+    assert fake_redis.claim_due(5.0, limit=0) == []
+    assert fake_redis.claim_due(5.0) == [(RUN, 0)]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (rx.ConnectionError("reset"), TransientStoreError),
+        (rx.TimeoutError("slow"), TransientStoreError),
+        (rx.BusyLoadingError("loading"), TransientStoreError),
+        (rx.ReadOnlyError("replica"), TransientStoreError),
+        (rx.AuthenticationError("bad password"), StoreError),
+        (rx.ResponseError("OOM command not allowed"), StoreError),
+    ],
+)
+def test_redis_errors_map_onto_the_error_tree(fake_redis, monkeypatch, error, expected):
+    def boom(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(fake_redis.client, "get", boom)
+    with pytest.raises(expected) as info:
+        fake_redis.get_record(RUN)
+    if expected is StoreError:
+        assert not isinstance(info.value, TransientStoreError)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_server_is_transient_and_fails_fast():
+    s = RedisStore.from_url(
+        f"redis://127.0.0.1:{_closed_port()}/0",
+        socket_timeout=0.2,
+        socket_connect_timeout=0.2,
+        retries=1,
+    )
+    started = time.monotonic()
+    with pytest.raises(TransientStoreError):
+        s.ping()
+    with pytest.raises(TransientStoreError):
+        s.acquire_lock(RUN, "w", 1000)
+    with pytest.raises(TransientStoreError):
+        s.cas_state(RUN, Lease("w", 1), 0, {})
+    assert time.monotonic() - started < 5.0
+
+
+def test_from_url_sets_socket_timeouts_explicitly():
+    s = RedisStore.from_url("redis://:pw@127.0.0.1:6399/2", socket_timeout=1.5)
+    kwargs = s.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 1.5
+    assert kwargs["socket_connect_timeout"] == 5.0
+    assert kwargs["password"] == "pw" and kwargs["db"] == 2
+
+
+def test_bad_url_is_a_config_error_without_the_password():
+    with pytest.raises(ConfigError) as info:
+        RedisStore.from_url("http://:hunter2@example/0")
+    assert "hunter2" not in str(info.value)
+    assert "redis://" in str(info.value)
