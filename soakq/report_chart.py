@@ -1,0 +1,243 @@
+"""trend.png: KPI panels with gate thresholds, parameter trajectories, guard and freeze markers.
+
+Rendered with the Agg canvas on a bare ``Figure`` (no pyplot, no global backend switch, nothing
+displayed) into memory. The bytes are deterministic for one matplotlib installation: matplotlib's
+default style (not the user's matplotlibrc), no ``Software`` tag, no timestamp.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from typing import Any
+
+from soakq.params import KEYS, PARAMS, fmt
+from soakq.report_model import CHART_KPIS, Trend, normalised
+from soakq.thresholds import fmt_num
+
+WIDTH_IN, HEIGHT_IN, DPI = 10.0, 8.0, 100
+VERDICT_COLORS = {"OK": "#2ca02c", "WARN": "#ff7f0e", "FAIL": "#d62728"}
+OTHER_COLOR = "#7f7f7f"
+SOFT_COLOR, HARD_COLOR = "#ff7f0e", "#d62728"
+GUARD_COLOR, FREEZE_COLOR, UNFREEZE_COLOR = "#9467bd", "#1f77b4", "#8c564b"
+FROZEN_FILL = "#aec7e8"
+
+# rc_context/style.context change process-wide rcParams; one render at a time keeps them sane.
+_RENDER_LOCK = threading.Lock()
+
+
+def _spans(iterations: list[int]) -> list[tuple[int, int]]:
+    """Contiguous runs of iteration numbers as (first, last)."""
+    spans: list[tuple[int, int]] = []
+    for i in iterations:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], i)
+        else:
+            spans.append((i, i))
+    return spans
+
+
+def _mark_freeze(ax: Any, t: Trend) -> None:
+    for first, last in _spans([r.iteration for r in t.rows if r.frozen]):
+        ax.axvspan(first - 0.5, last + 0.5, color=FROZEN_FILL, alpha=0.35, lw=0, zorder=0)
+    for e in t.freeze_events:
+        color = FREEZE_COLOR if e.kind == "freeze" else UNFREEZE_COLOR
+        ax.axvline(e.iteration, color=color, lw=1.0, ls="--", zorder=1)
+
+
+def _mark_guards(ax: Any, t: Trend) -> None:
+    xs = sorted({e.iteration for e in t.guard_events})
+    if xs:
+        ax.plot(
+            xs,
+            [1.0] * len(xs),
+            transform=ax.get_xaxis_transform(),
+            ls="none",
+            marker="v",
+            ms=6,
+            color=GUARD_COLOR,
+            clip_on=False,
+            zorder=4,
+        )
+
+
+def _kpi_panel(ax: Any, t: Trend, metric: str) -> None:
+    xs = [r.iteration for r in t.rows]
+    ys = [r.kpis[metric] if r.kpis[metric] is not None else math.nan for r in t.rows]
+    _mark_freeze(ax, t)
+    ax.plot(xs, ys, color="#555555", lw=1.0, zorder=2)
+    colors = [VERDICT_COLORS.get(r.verdict, OTHER_COLOR) for r in t.rows]
+    ax.scatter(xs, ys, c=colors, s=18, zorder=3, edgecolors="none")
+    missing = [r.iteration for r in t.rows if r.kpis[metric] is None]
+    if missing:
+        ax.plot(
+            missing,
+            [0.04] * len(missing),
+            transform=ax.get_xaxis_transform(),
+            ls="none",
+            marker="x",
+            ms=6,
+            color=HARD_COLOR,
+            zorder=4,
+        )
+    level = t.levels.get(metric)
+    title = metric
+    if level is not None:
+        ax.axhline(level.soft, color=SOFT_COLOR, lw=1.0, ls="--", zorder=1.5)
+        ax.axhline(level.hard, color=HARD_COLOR, lw=1.0, ls="-", zorder=1.5)
+        op = {">=": "\u2265", "<=": "\u2264"}.get(level.op, level.op)
+        title += f"  {op}{fmt_num(level.soft)} / {op}{fmt_num(level.hard)}"
+    _mark_guards(ax, t)
+    ax.set_title(title, fontsize=9, loc="left", pad=9)  # room for the guard markers
+    ax.tick_params(labelsize=8)
+    ax.set_axisbelow(True)  # grid under the threshold lines, which often sit on a tick
+    ax.grid(True, color="#e5e5e5", lw=0.6)
+
+
+def _param_panel(ax: Any, t: Trend) -> None:
+    xs = [0, *(r.iteration for r in t.rows)]
+    _mark_freeze(ax, t)
+    cmap = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    for n, key in enumerate(KEYS):
+        points = [t.start_overrides.get(key), *(r.overrides_after.get(key) for r in t.rows)]
+        ys = [normalised(key, v) if v is not None else math.nan for v in points]
+        p = PARAMS[key]
+        changed = key in t.changed_params
+        ax.plot(
+            xs,
+            ys,
+            color=cmap[n % len(cmap)],
+            lw=1.6 if changed else 1.0,
+            ls="-" if changed else ":",
+            marker="o" if changed else None,
+            ms=2.5,
+            label=f"{key} [{fmt(key, p.lo)}, {fmt(key, p.hi)}]",
+            zorder=2,
+        )
+        for r in t.rows:
+            v = r.overrides_after.get(key)
+            if v is None:
+                continue
+            if key in r.suppressed:
+                ax.plot(
+                    [r.iteration],
+                    [normalised(key, v)],
+                    marker="x",
+                    ms=7,
+                    mew=1.5,
+                    color=GUARD_COLOR,
+                    zorder=4,
+                )
+            if key in r.trimmed:
+                ax.plot(
+                    [r.iteration],
+                    [normalised(key, v)],
+                    marker="^",
+                    ms=6,
+                    mfc="none",
+                    color=GUARD_COLOR,
+                    zorder=4,
+                )
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylabel("position in bounds", fontsize=8)
+    ax.set_title(
+        "parameters, normalised to their bounds (0 = lo, 1 = hi; dotted: unchanged)",
+        fontsize=9,
+        loc="left",
+    )
+    ax.set_xlabel("iteration (0 = start)", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.set_axisbelow(True)  # grid under the threshold lines, which often sit on a tick
+    ax.grid(True, color="#e5e5e5", lw=0.6)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+
+
+def _legend_handles() -> list[Any]:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    def dot(color: str, label: str) -> Line2D:
+        return Line2D([], [], ls="none", marker="o", ms=5, color=color, label=label)
+
+    return [
+        dot(VERDICT_COLORS["OK"], "KPI OK"),
+        dot(VERDICT_COLORS["WARN"], "KPI WARN"),
+        dot(VERDICT_COLORS["FAIL"], "KPI FAIL"),
+        Line2D([], [], ls="none", marker="x", color=HARD_COLOR, label="KPI missing"),
+        Line2D([], [], color=SOFT_COLOR, ls="--", label="soft threshold"),
+        Line2D([], [], color=HARD_COLOR, ls="-", label="hard threshold"),
+        Line2D([], [], ls="none", marker="v", color=GUARD_COLOR, label="guard event"),
+        Line2D([], [], ls="none", marker="x", color=GUARD_COLOR, label="suppressed"),
+        Line2D([], [], ls="none", marker="^", mfc="none", color=GUARD_COLOR, label="trimmed"),
+        Line2D([], [], color=FREEZE_COLOR, ls="--", label="freeze"),
+        Line2D([], [], color=UNFREEZE_COLOR, ls="--", label="unfreeze"),
+        Patch(color=FROZEN_FILL, alpha=0.35, label="frozen"),
+    ]
+
+
+def _title(t: Trend) -> str:
+    spec = t.spec
+    if t.mock:
+        src = f"source {spec.get('source')} / mode {spec.get('mode')} / seed {spec.get('seed')}"
+    else:
+        src = "source file (live bot)"
+    gate = t.outcome.get("release_gate") or "not run"
+    frozen = "frozen" if t.rows and t.rows[-1].frozen else "not frozen"
+    guards = "" if t.guards_enabled else ", guards off"
+    return (
+        f"{t.run_id}\nprofile {spec.get('profile')}, {src}{guards}  |  run {t.status}, "
+        f"release gate {gate}, {frozen}"
+    )
+
+
+def render_png(t: Trend) -> bytes:
+    """The chart as PNG bytes (WIDTH_IN x HEIGHT_IN inches at DPI)."""
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    with _RENDER_LOCK, matplotlib.style.context("default"):
+        fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
+        FigureCanvasAgg(fig)
+        # 3 x 3: five KPI panels and the legend, then the parameters across the bottom row.
+        # Fixed margins, not constrained layout: it would cost ~40 % of the render time.
+        grid = fig.add_gridspec(
+            3,
+            3,
+            height_ratios=(1.0, 1.0, 1.2),
+            left=0.06,
+            right=0.985,
+            top=0.88,
+            bottom=0.14,
+            hspace=0.45,
+            wspace=0.2,
+        )
+        first = fig.add_subplot(grid[0, 0])
+        axes = [first, *(fig.add_subplot(grid[i // 3, i % 3], sharex=first) for i in (1, 2, 3, 4))]
+        for ax, metric in zip(axes, CHART_KPIS, strict=True):
+            _kpi_panel(ax, t, metric)
+        legend_ax = fig.add_subplot(grid[1, 2])
+        legend_ax.axis("off")
+        legend_ax.legend(handles=_legend_handles(), loc="center", ncol=2, fontsize=8, frameon=False)
+        params_ax = fig.add_subplot(grid[2, :], sharex=first)
+        _param_panel(params_ax, t)
+        last = t.rows[-1].iteration if t.rows else 1
+        first.set_xlim(-0.5, last + 0.5)
+        first.xaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.suptitle(_title(t), fontsize=10, y=0.99)
+        if t.mock:
+            fig.text(
+                0.995,
+                0.995,
+                "MOCK DATA — not a production verdict",
+                ha="right",
+                va="top",
+                fontsize=9,
+                color=HARD_COLOR,
+                fontweight="bold",
+            )
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
