@@ -126,11 +126,11 @@ def export_run(
     gate = store.get_extra(run_id, "release_gate")
     if gate is not None:
         write_json(out / "RELEASE_GATE.json", gate)
+    point_latest(Path(artifacts_root) / SOAK_DIR, run_id)
     if report and docs:
         from soakq.report import write_report
 
         write_report(out, docs, record)
-    point_latest(Path(artifacts_root) / SOAK_DIR, run_id)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -33,7 +34,8 @@ def parse_set(items: Iterable[str]) -> Overrides:
             raise ConfigError(
                 f"{CLI_LAYER}: {key} must be a number, got {text.strip()!r}"
             ) from None
-        if key in PARAMS and PARAMS[key].is_int and value == int(value):
+        # isfinite first: int(nan) / int(inf) would raise before validate_value can say why.
+        if key in PARAMS and PARAMS[key].is_int and math.isfinite(value) and value == int(value):
             value = int(value)
         out[key] = validate_value(key, value, layer=CLI_LAYER)
     return out
@@ -76,7 +78,7 @@ def effective_config(profile: str | None, env_json: str | None, cli_sets: Iterab
 
 
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID_RE.match(run_id) or ".." in run_id:
+    if not RUN_ID_RE.fullmatch(run_id) or ".." in run_id:  # fullmatch: `$` allows a final \n
         raise ConfigError(
             f"--run-id {run_id!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit, without '..' or path separators"

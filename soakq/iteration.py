@@ -17,7 +17,7 @@ from soakq.freeze import FreezeState, update_freeze
 from soakq.guards import empty_ledger, guard, record_changes
 from soakq.jsonio import sha256_of
 from soakq.kpi_gate import Verdict, kpi_gate
-from soakq.metrics.base import MeasureRequest, get_source
+from soakq.metrics.base import KPI_KEYS, MeasureRequest, get_source
 from soakq.params import normalize_overrides
 from soakq.states import StopReason
 from soakq.thresholds import kpi_gate_levels
@@ -88,7 +88,7 @@ def finalize_iteration(
     before = normalize_overrides(state["overrides"])
     freeze = FreezeState.from_json(state.get("freeze"))
     summary = aggregate({s: symbols.get(s, {}) for s in spec.symbols})
-    gate = kpi_gate(summary, kpi_gate_levels(spec.profile_kpi_gate))
+    gate = kpi_gate(summary, kpi_gate_levels(spec.profile_kpi_gate), required=KPI_KEYS)
     reasons = list(gate.reasons)
     for s in missing:
         reasons.append(f"{s}: no result")

@@ -103,5 +103,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def is_finite_number(value: Any) -> TypeGuard[int | float]:
-    """True for an int or float (not bool) that is finite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """True for an int or float (not bool) that is finite as a float (a huge int is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # JSON ints are unbounded: 1 followed by 400 zeros has no float
+        return False

@@ -134,7 +134,8 @@ def validate_value(key: Any, value: Any, *, layer: str) -> Number:
     p = PARAMS[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{layer}: {key} must be a number, got {value!r}")
-    if not math.isfinite(value):
+    # An int is finite; math.isfinite would raise OverflowError on one too large for a float.
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{layer}: {key} must be finite, got {value!r}")
     if p.is_int and value != int(value):
         raise ConfigError(f"{layer}: {key} must be a whole number of {p.unit}, got {value!r}")

@@ -54,6 +54,11 @@ def handles_errors(fn: F) -> F:
         except PermissionError as exc:
             err.print(f"error: permission denied: {exc.filename}", markup=False)
             raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+        except OSError as exc:  # a path we were given is unusable (a file, a directory, ...)
+            path = exc.filename2 or exc.filename  # a rename names the target second
+            where = f"{path}: " if path else ""
+            err.print(f"error: {where}{exc.strerror or exc}", markup=False)
+            raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
 
     return wrapper  # type: ignore[return-value]
 

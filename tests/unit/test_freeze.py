@@ -1,0 +1,272 @@
+"""Freeze: 3 stable iterations freeze the overrides; a FAIL unfreezes; snapshots (DESIGN §4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from soakq_testkit import (
+    GOOD_KPIS,
+    assert_clean_user_error,
+    contract_hash,
+    invoke,
+    iteration_docs,
+    make_spec,
+    read,
+    run_spec,
+    write_reports,
+)
+
+from soakq.freeze import FreezeState, update_freeze
+from soakq.kpi_gate import Verdict
+from soakq.profiles import load_profile
+
+pytestmark = pytest.mark.usefixtures("clean_env")
+
+STEADY = dict(load_profile("steady_safe").overrides)
+OK, WARN, FAIL = Verdict.OK, Verdict.WARN, Verdict.FAIL
+
+
+def walk(steps: list[tuple[Verdict, bool]]) -> list[FreezeState]:
+    state, out = FreezeState(), []
+    for i, (verdict, applied) in enumerate(steps, start=1):
+        state = update_freeze(
+            state,
+            iteration=i,
+            verdict=verdict,
+            applied_any=applied,
+            overrides_after=STEADY,
+            fail_reasons=("risk_ratio 0.7 > 0.5 (hard)",),
+        )
+        out.append(state)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("steps", "frozen_at"),
+    [
+        ([(OK, False)] * 3, 3),
+        ([(OK, False)] * 2, None),
+        ([(OK, True), (OK, False), (OK, False), (OK, False)], 4),  # an applied delta resets
+        ([(OK, False), (WARN, False), (OK, False), (OK, False)], None),  # WARN resets
+        ([(OK, False), (OK, False), (FAIL, False), (OK, False), (OK, False), (OK, False)], 6),
+        ([(WARN, False)] * 5, None),
+    ],
+)
+def test_freeze_table(steps: list, frozen_at: int | None) -> None:
+    states = walk(steps)
+    last = states[-1]
+    if frozen_at is None:
+        assert not any(s.active for s in states)
+        assert last.signature_hash == ""
+    else:
+        assert last.active and last.frozen_at == frozen_at
+        assert last.proving == tuple(range(frozen_at - 2, frozen_at + 1))
+        assert last.signature_hash == contract_hash(STEADY)
+        assert "3 consecutive" in last.reason
+
+
+def test_frozen_stays_frozen_on_warn_and_unfreezes_on_fail() -> None:
+    states = walk([(OK, False)] * 3 + [(WARN, False), (OK, False), (FAIL, False)])
+    assert [s.active for s in states] == [False, False, True, True, True, False]
+    gone = states[-1]
+    assert "unfrozen at iteration 6" in gone.reason and "risk_ratio" in gone.reason
+    assert gone.signature_hash == "" and gone.stable_streak == ()
+
+
+def test_freeze_state_json_round_trip() -> None:
+    state = walk([(OK, False)] * 3)[-1]
+    assert FreezeState.from_json(json.loads(json.dumps(state.as_json()))) == state
+    assert FreezeState.from_json(None) == FreezeState()
+
+
+# --- in a run (file source: exact, deterministic) --------------------------------------------
+
+
+def file_run(
+    clean_env: Path, reports: dict[int, Any], iterations: int, **kw: Any
+) -> tuple[dict, Path]:
+    rdir = write_reports(clean_env / "reports", reports)
+    spec = make_spec(
+        source="file", report_dir=str(rdir), symbols=["BTCUSDT"], iterations=iterations, **kw
+    )
+    return run_spec(spec, clean_env / "art")
+
+
+def test_run_freezes_then_tuner_proposes_nothing(clean_env: Path) -> None:
+    # Iterations 1-3 stable; 4-6 have latency 340 (still OK) which would fire rule 5.
+    reports = {i: dict(GOOD_KPIS) for i in (1, 2, 3)}
+    reports.update({i: {**GOOD_KPIS, "p95_latency_ms": 340.0} for i in (4, 5, 6)})
+    record, run_dir = file_run(clean_env, reports, 6)
+    assert record["status"] == "succeeded"
+    docs = iteration_docs(run_dir)
+    assert [d["summary"]["freeze_active"] for d in docs] == [False, False, True, True, True, True]
+    for d in docs[3:]:
+        assert d["summary"]["kpi_verdict"] == "OK"
+        assert d["tuning"]["proposed_deltas"] == {} and d["tuning"]["applied_deltas"] == {}
+    overrides = read(run_dir / "runtime_overrides.json")
+    sig = contract_hash(overrides)
+    assert docs[-1]["summary"]["signature_hash"] == sig == docs[-1]["summary"]["state_hash"]
+
+    report = read(run_dir / "TUNING_REPORT.json")
+    assert [e["freeze_active"] for e in report["iterations"]] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
+    assert report["iterations"][2]["freeze_reason"] and report["iterations"][2]["signature_hash"]
+
+    snap = read(run_dir / "PRODUCTION_SNAPSHOT.json")
+    assert snap["profile"] == "steady_safe" and snap["overrides"] == overrides
+    assert snap["signature_hash"] == sig and snap["run_id"] == record["run_id"]
+    assert snap["proving_iterations"] == [1, 2, 3] and snap["frozen_at_iteration"] == 3
+    assert snap["mock"] is False and snap["source"] == "file"
+
+
+def test_same_reports_without_freeze_do_tune(clean_env: Path) -> None:
+    """Control for the test above: latency 340 at iteration 1 makes the tuner act."""
+    reports = {i: {**GOOD_KPIS, "p95_latency_ms": 340.0} for i in (1, 2)}
+    _, run_dir = file_run(clean_env, reports, 2)
+    assert iteration_docs(run_dir)[0]["tuning"]["applied_deltas"] == {"tail_age_ms": 50}
+
+
+def test_fail_while_frozen_unfreezes_in_run(clean_env: Path) -> None:
+    reports = {i: dict(GOOD_KPIS) for i in (1, 2, 3)}
+    reports[4] = {**GOOD_KPIS, "risk_ratio": 0.7}
+    record, run_dir = file_run(clean_env, reports, 4, kpi_gate="soft")
+    last = iteration_docs(run_dir)[-1]["summary"]
+    assert last["kpi_verdict"] == "FAIL" and last["freeze_active"] is False
+    assert (
+        "unfrozen at iteration 4" in last["freeze_reason"] and "risk_ratio" in last["freeze_reason"]
+    )
+    assert not (run_dir / "PRODUCTION_SNAPSHOT.json").exists()
+    assert record["status"] == "succeeded"
+
+
+def test_mock_run_snapshot_says_mock(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kpi-source run frozen by hand-fed OK metrics says mock in its snapshot."""
+    import soakq.engine as engine_mod
+
+    def measure(spec: Any, iteration: int, symbol: str, overrides: Any) -> dict[str, Any]:
+        return {
+            "symbol": symbol,
+            "metrics": {
+                **GOOD_KPIS,
+                "mock_mode": spec.mode,
+                "mock_seed": spec.seed,
+                "spike_count": 0,
+                "gap_events": 0,
+            },
+        }
+
+    monkeypatch.setattr(engine_mod, "measure_symbol", measure)
+    record, run_dir = run_spec(make_spec(iterations=3, seed=5), clean_env / "art")
+    snap = read(run_dir / "PRODUCTION_SNAPSHOT.json")
+    assert snap["mock"] is True and snap["mock_seed"] == 5 and snap["source"] == "kpi"
+
+
+# --- soakq freeze ----------------------------------------------------------------------------
+
+
+def test_freeze_command_writes_snapshot(clean_env: Path) -> None:
+    src = clean_env / "runtime_overrides.json"
+    src.write_text(json.dumps(STEADY))
+    out = clean_env / "snap" / "PRODUCTION_SNAPSHOT.json"
+    result = invoke(
+        ["freeze", "--input", str(src), "--output", str(out), "--profile", "steady_safe"]
+    )
+    assert result.exit_code == 0, result.stderr
+    snap = read(out)
+    assert snap["overrides"] == STEADY and snap["profile"] == "steady_safe"
+    assert snap["signature_hash"] == contract_hash(STEADY)
+    assert snap["signature_hash"] in result.stdout
+
+
+def test_freeze_console_script_from_a_run(run_cli, clean_env: Path) -> None:
+    _, run_dir = run_spec(make_spec(iterations=3), clean_env / "art")
+    out = clean_env / "PRODUCTION_SNAPSHOT.json"
+    proc = run_cli(
+        "freeze",
+        "--input",
+        str(run_dir / "runtime_overrides.json"),
+        "--output",
+        str(out),
+        "--profile",
+        "steady_safe",
+    )
+    assert proc.returncode == 0, proc.stderr
+    snap = read(out)
+    overrides = read(run_dir / "runtime_overrides.json")
+    assert snap["signature_hash"] == contract_hash(overrides)
+    assert snap["mock"] is True and snap["run_id"] == run_dir.name  # RUN.json beside it
+
+
+BAD_FREEZE = [
+    ("missing", None, "steady_safe", ["file not found"]),
+    ("garbled", "{", "steady_safe", ["not valid JSON"]),
+    ("nan", '{"min_interval_ms": NaN}', "steady_safe", ["NaN"]),
+    ("array", "[]", "steady_safe", ["JSON object"]),
+    ("unknown-key", json.dumps({**STEADY, "junk": 1}), "steady_safe", ["'junk'"]),
+    (
+        "missing-key",
+        json.dumps({k: v for k, v in STEADY.items() if k != "tail_age_ms"}),
+        "steady_safe",
+        ["tail_age_ms"],
+    ),
+    (
+        "out-of-bounds",
+        json.dumps({**STEADY, "tail_age_ms": 5000}),
+        "steady_safe",
+        ["tail_age_ms", "bounds"],
+    ),
+    ("bool", json.dumps({**STEADY, "min_interval_ms": True}), "steady_safe", ["min_interval_ms"]),
+    ("unknown-profile", json.dumps(STEADY), "nope", ["unknown profile"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "profile", "needles"), [c[1:] for c in BAD_FREEZE], ids=[c[0] for c in BAD_FREEZE]
+)
+def test_freeze_command_rejects_bad_input(
+    clean_env: Path, body: str | None, profile: str, needles: list[str]
+) -> None:
+    src = clean_env / "in.json"
+    if body is not None:
+        src.write_text(body)
+    out = clean_env / "out.json"
+    result = invoke(["freeze", "--input", str(src), "--output", str(out), "--profile", profile])
+    assert_clean_user_error(result, *needles)
+    assert not out.exists()
+
+
+def test_freeze_console_script_rejects(run_cli, clean_env: Path) -> None:
+    src = clean_env / "in.json"
+    src.write_text(json.dumps({**STEADY, "impact_cap_ratio": 0.5}))
+    out = clean_env / "out.json"
+    proc = run_cli("freeze", "--input", str(src), "--output", str(out), "--profile", "steady_safe")
+    assert_clean_user_error(proc, "impact_cap_ratio")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["directory", "under-a-file"])
+def test_freeze_unusable_output_path(clean_env: Path, where: str) -> None:
+    src = clean_env / "in.json"
+    src.write_text(json.dumps(STEADY))
+    if where == "directory":
+        out = clean_env / "outdir"
+        out.mkdir()
+    else:
+        (clean_env / "afile").write_text("x")
+        out = clean_env / "afile" / "snap.json"
+    result = invoke(
+        ["freeze", "--input", str(src), "--output", str(out), "--profile", "steady_safe"]
+    )
+    assert_clean_user_error(result, out.name if where == "directory" else "afile")
+    if where == "directory":
+        assert list(out.iterdir()) == []
+    assert sorted(p.name for p in clean_env.iterdir() if p.name.startswith(".")) == []
