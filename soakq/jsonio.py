@@ -14,6 +14,9 @@ from typing import Any, TypeGuard
 from soakq.errors import InputError
 
 
+ARTIFACT_MODE = 0o644
+
+
 def dumps(obj: Any) -> str:
     """Pretty canonical form used for every artifact: sorted, ASCII, indent 2, trailing newline."""
     return json.dumps(obj, sort_keys=True, ensure_ascii=True, allow_nan=False, indent=2) + "\n"
@@ -50,6 +53,8 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp creates 0600; artifacts are read by other users and containers.
+        os.fchmod(fd, ARTIFACT_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

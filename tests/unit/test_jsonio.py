@@ -200,3 +200,12 @@ def test_every_run_artifact_rewrites_to_the_same_bytes(clean_env: Path) -> None:
     leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
     assert leftovers == []
     assert not any(name.endswith(".tmp") for name in os.listdir(run_dir))
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    import stat
+
+    from soakq.jsonio import write_json
+
+    path = write_json(tmp_path / "x.json", {"a": 1})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
