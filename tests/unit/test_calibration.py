@@ -1,0 +1,45 @@
+"""Calibration of the `book` simulator through the whole engine (issue 3).
+
+Each case runs complete 24-iteration soaks (tuning on, guards on, KPI gate soft) through the
+in-memory driver, the same iteration code every execution path uses. The full 20-seed study is
+`python bench/study_calibration.py`; here a smaller seed set keeps the suite fast.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from soakq.study import soak_outcome
+
+SEEDS = range(101, 109)  # 8 seeds, disjoint from the study's 1..20
+
+
+@pytest.fixture(autouse=True)
+def _clean(clean_env):
+    return clean_env
+
+
+def _rates(profile: str, mode: str, *, auto_tune: bool) -> tuple[float, float]:
+    outcomes = [soak_outcome(profile, mode, s, auto_tune=auto_tune) for s in SEEDS]
+    n = len(outcomes)
+    return sum(p for p, _ in outcomes) / n, sum(f for _, f in outcomes) / n
+
+
+@pytest.mark.slow
+def test_steady_safe_on_calm_passes_the_release_gate_on_most_seeds():
+    release, _ = _rates("steady_safe", "calm", auto_tune=True)
+    assert release >= 0.8
+
+
+@pytest.mark.slow
+def test_aggressive_on_spike_fails_the_kpi_gate_at_iteration_1_on_most_seeds():
+    _, first_fail = _rates("aggressive", "spike", auto_tune=True)
+    assert first_fail >= 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["volatile", "spike"])
+def test_auto_tune_raises_the_release_pass_rate_from_aggressive(mode):
+    tuned, _ = _rates("aggressive", mode, auto_tune=True)
+    untuned, _ = _rates("aggressive", mode, auto_tune=False)
+    assert tuned > untuned
