@@ -120,3 +120,14 @@ def assert_clean_user_error(result: Any, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+# DESIGN §4 velocity caps per simulated hour (3 iterations of 20 minutes), written out once.
+DESIGN_VELOCITY_PER_H = {
+    "base_spread_bps_delta": 0.10,
+    "min_interval_ms": 30,
+    "replace_rate_per_min": 60,
+    "tail_age_ms": 100,
+    "impact_cap_ratio": 0.02,
+    "max_delta_ratio": 0.03,
+}

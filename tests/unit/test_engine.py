@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from soakq_testkit import (
+    DESIGN_VELOCITY_PER_H,
     GOOD_KPIS,
     RUN_JSON_FILES,
     artifact_paths,
@@ -26,14 +27,7 @@ from soakq.params import KEYS, PARAMS
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
-VELOCITY_CAP = {  # DESIGN §4, per simulated hour (3 iterations of 20 minutes)
-    "base_spread_bps_delta": 0.10,
-    "min_interval_ms": 30,
-    "replace_rate_per_min": 60,
-    "tail_age_ms": 100,
-    "impact_cap_ratio": 0.02,
-    "max_delta_ratio": 0.03,
-}
+VELOCITY_CAP = DESIGN_VELOCITY_PER_H
 
 
 def comparable(run_dir: Path) -> dict[str, str]:

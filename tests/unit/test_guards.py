@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from soakq_testkit import PROPERTY
+from soakq_testkit import DESIGN_VELOCITY_PER_H, PROPERTY
 
 from soakq.apply import apply_deltas
 from soakq.guards import empty_ledger, guard, record_changes
@@ -19,15 +19,7 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 
 MIN_PER_ITER = 20.0  # 3 iterations = one simulated hour
 STEADY = dict(load_profile("steady_safe").overrides)
-# DESIGN §4 hourly caps, written out again.
-CAP = {
-    "base_spread_bps_delta": 0.10,
-    "min_interval_ms": 30,
-    "replace_rate_per_min": 60,
-    "tail_age_ms": 100,
-    "impact_cap_ratio": 0.02,
-    "max_delta_ratio": 0.03,
-}
+CAP = DESIGN_VELOCITY_PER_H
 
 
 def ledger_of(history: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from soakq_testkit import PROPERTY
+from soakq_testkit import DESIGN_VELOCITY_PER_H, PROPERTY
 
 from soakq.errors import ConfigError
 from soakq.params import KEYS, PARAMS, apply_delta, validate_overrides, validate_value
@@ -24,15 +24,7 @@ DESIGN_BOUNDS = {
     "impact_cap_ratio": (0.04, 0.12, 4),
     "max_delta_ratio": (0.10, 0.20, 4),
 }
-# DESIGN §4 velocity caps per simulated hour.
-DESIGN_VELOCITY = {
-    "base_spread_bps_delta": 0.10,
-    "min_interval_ms": 30,
-    "replace_rate_per_min": 60,
-    "tail_age_ms": 100,
-    "impact_cap_ratio": 0.02,
-    "max_delta_ratio": 0.03,
-}
+DESIGN_VELOCITY = DESIGN_VELOCITY_PER_H
 # DESIGN §2 profile table: spread, min_interval, replace_rate, tail_age, impact_cap, max_delta.
 DESIGN_PROFILES = {
     "default": (0.14, 65, 280, 620, 0.09, 0.14),
