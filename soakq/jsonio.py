@@ -13,7 +13,6 @@ from typing import Any, TypeGuard
 
 from soakq.errors import InputError
 
-
 ARTIFACT_MODE = 0o644
 
 
