@@ -24,17 +24,25 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=24)
     ap.add_argument("--profiles", default="steady_safe,aggressive")
     args = ap.parse_args()
-    for k in [k for k in os.environ if k.startswith(("SOAK", "KPI_GATE", "ENABLE_GUARDS",
-                                                      "MM_RUNTIME", "USE_MOCK"))]:
+    for k in [
+        k
+        for k in os.environ
+        if k.startswith(("SOAK", "KPI_GATE", "ENABLE_GUARDS", "MM_RUNTIME", "USE_MOCK"))
+    ]:
         del os.environ[k]
     t0 = time.perf_counter()
-    cells = study(args.profiles.split(","), MODES,
-                  range(args.first_seed, args.first_seed + args.seeds),
-                  iterations=args.iterations)
+    cells = study(
+        args.profiles.split(","),
+        MODES,
+        range(args.first_seed, args.first_seed + args.seeds),
+        iterations=args.iterations,
+    )
     for line in table(cells):
         print(line)
-    print(f"({args.seeds} seeds from {args.first_seed}, {args.iterations} iterations, "
-          f"{time.perf_counter() - t0:.1f} s)")
+    print(
+        f"({args.seeds} seeds from {args.first_seed}, {args.iterations} iterations, "
+        f"{time.perf_counter() - t0:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -38,13 +38,26 @@ class Cell:
 
 
 def soak_outcome(
-    profile: str, mode: str, seed: int, *, auto_tune: bool, iterations: int = 24,
+    profile: str,
+    mode: str,
+    seed: int,
+    *,
+    auto_tune: bool,
+    iterations: int = 24,
     source: str = "book",
 ) -> tuple[bool, bool]:
     """(final summary passes the release gate, iteration 1 failed the KPI gate)."""
     spec = build_spec(
-        Settings(), profile=profile, mode=mode, seed=seed, iterations=iterations,
-        source=source, auto_tune=auto_tune, guards=True, kpi_gate="soft", interval_s=0.0,
+        Settings(),
+        profile=profile,
+        mode=mode,
+        seed=seed,
+        iterations=iterations,
+        source=source,
+        auto_tune=auto_tune,
+        guards=True,
+        kpi_gate="soft",
+        interval_s=0.0,
     )
     store = MemoryStore()
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,8 +71,13 @@ def soak_outcome(
 
 
 def study(
-    profiles: Sequence[str], modes: Sequence[str], seeds: Iterable[int], *,
-    auto_tune: Sequence[bool] = (True, False), iterations: int = 24, source: str = "book",
+    profiles: Sequence[str],
+    modes: Sequence[str],
+    seeds: Iterable[int],
+    *,
+    auto_tune: Sequence[bool] = (True, False),
+    iterations: int = 24,
+    source: str = "book",
 ) -> list[Cell]:
     seed_list = list(seeds)
     cells = []
@@ -67,18 +85,29 @@ def study(
         for mode in modes:
             for tune in auto_tune:
                 outcomes = [
-                    soak_outcome(profile, mode, s, auto_tune=tune, iterations=iterations,
-                                 source=source)
+                    soak_outcome(
+                        profile, mode, s, auto_tune=tune, iterations=iterations, source=source
+                    )
                     for s in seed_list
                 ]
-                cells.append(Cell(profile, mode, tune, len(seed_list),
-                                  sum(p for p, _ in outcomes), sum(f for _, f in outcomes)))
+                cells.append(
+                    Cell(
+                        profile,
+                        mode,
+                        tune,
+                        len(seed_list),
+                        sum(p for p, _ in outcomes),
+                        sum(f for _, f in outcomes),
+                    )
+                )
     return cells
 
 
 def table(cells: Sequence[Cell]) -> list[str]:
-    lines = [f"{'profile':<12} {'regime':<9} {'auto-tune':<9} {'seeds':>5} "
-             f"{'release pass':>12} {'iter-1 KPI FAIL':>15}"]
+    lines = [
+        f"{'profile':<12} {'regime':<9} {'auto-tune':<9} {'seeds':>5} "
+        f"{'release pass':>12} {'iter-1 KPI FAIL':>15}"
+    ]
     for c in cells:
         lines.append(
             f"{c.profile:<12} {c.mode:<9} {'on' if c.auto_tune else 'off':<9} {c.seeds:>5} "
