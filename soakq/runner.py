@@ -184,6 +184,17 @@ def complete_run(store: RunStore, run_id: str, *, clock: Clock = time.time) -> d
     return updated or store.get_record(run_id) or record
 
 
+def close_if_finished(store: RunStore, run_id: str, *, clock: Clock = time.time) -> bool:
+    """Close a run whose last iteration is committed when whoever committed it died before
+    closing it (``complete_run`` is idempotent). True when the run is finished."""
+    spec, _ = load_spec(store, run_id)
+    state, _ = store.get_state(run_id)
+    if not (state.get("stop") or state["iteration"] >= spec.iterations):
+        return False
+    complete_run(store, run_id, clock=clock)
+    return True
+
+
 def _end_early(
     store: RunStore, run_id: str, status: RunStatus, why: StopReason, detail: str, clock: Clock
 ) -> bool:

@@ -1,38 +1,190 @@
-"""CLI side of distributed runs (imports the Celery side lazily). Filled in by the worker layer."""
+"""CLI side of distributed runs: the run store on Redis, tasks sent by name to the workers.
+
+Imports of ``workers`` (and so of celery, kombu, redis) happen inside the functions: the domain
+package never loads them at import time.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from soakq.errors import UserError
+from soakq.errors import ConfigError, InputError
+
+POLL_S = 0.2  # how often `--wait` / `watch` look at the run record
+PUBLISH_GRACE_S = 120.0  # how long a follower waits for the workers' files once the run ended
 
 
-def _todo() -> int:
-    raise UserError("distributed execution is not available yet; unset SOAKQ_REDIS_URL")
+def _connect(settings: Any) -> tuple[Any, Any]:
+    """A client app (sends by name, runs no task) and the run store, both on SOAKQ_REDIS_URL."""
+    from workers.app import make_app, store_of
+    from workers.store import RedisStore
+
+    app = make_app(settings)
+    store = store_of(app)
+    assert isinstance(store, RedisStore)
+    store.ping()  # unreachable Redis: TransientStoreError, said plainly, exit 1
+    return app, store
+
+
+def _record(store: Any, run_id: str) -> dict[str, Any]:
+    from soakq.config import check_run_id
+
+    check_run_id(run_id)
+    record: dict[str, Any] | None = store.get_record(run_id)
+    if record is None:
+        raise InputError(
+            f"run {run_id!r} is not in Redis ({store.runs_key}); "
+            "`soakq runs` lists the runs it knows"
+        )
+    return record
 
 
 def submit_distributed(
     settings: Any, spec: Any, root: Path, *, wait: bool, explicit_id: bool
 ) -> int:
-    return _todo()
+    """Record the run, send the start of iteration 1, print the run id; follow it with ``wait``."""
+    from soakq.runner import start_run
+    from workers.client import send_start
+
+    app, store = _connect(settings)
+    base, n = spec.run_id, 1
+    while True:
+        now = time.time()
+        if start_run(store, spec, now=now, mode="distributed"):
+            break
+        if explicit_id:
+            raise ConfigError(
+                f"--run-id {base}: a run with this id already exists in Redis; "
+                "choose another run id (or `soakq status` it)"
+            )
+        n += 1  # the derived id is taken: -2, -3, ... as the embedded mode does for directories
+        spec = spec.model_copy(update={"run_id": f"{base}-{n}"})
+    send_start(app, store, spec.run_id, 1, now=now)
+    print(spec.run_id, flush=True)
+    if not wait:
+        return 0
+    print(
+        f"run {spec.run_id}: {spec.iterations} iterations x {len(spec.symbols)} symbols, "
+        f"profile {spec.profile}, source {spec.source}, mode {spec.mode}, seed {spec.seed} "
+        "(distributed)",
+        flush=True,
+    )
+    return _follow(store, spec.run_id, timeout_s=float("inf"))
+
+
+def _follow(store: Any, run_id: str, *, timeout_s: float) -> int:
+    from soakq.artifacts import run_aggregates
+    from soakq.cli.output import RunProgress, verdict_lines
+    from soakq.runner import exit_code_of
+    from soakq.states import RunStatus
+
+    record = _record(store, run_id)
+    total = int(record["spec"]["iterations"])
+    deadline = time.monotonic() + timeout_s
+    grace_until: float | None = None
+    shown = 0
+    with RunProgress(total, run_id) as bar:
+        while True:
+            record = _record(store, run_id)  # read before the state: no iteration is missed
+            state, _ = store.get_state(run_id)
+            while shown < state["iteration"]:
+                shown += 1
+                doc = store.get_iteration(run_id, shown)
+                if doc is not None:
+                    bar.update(shown, doc)
+            if RunStatus(record["status"]).terminal and _published(record, grace_until):
+                break
+            if RunStatus(record["status"]).terminal and grace_until is None:
+                grace_until = time.monotonic() + PUBLISH_GRACE_S
+            if time.monotonic() > deadline:
+                print(
+                    f"run {run_id}: still {record['status']} after {timeout_s:g}s "
+                    f"({shown}/{total} iterations); `soakq watch {run_id}` follows it again"
+                )
+                return 1
+            time.sleep(POLL_S)
+    docs = store.iterations(run_id)
+    final = dict(docs[-1], run=run_aggregates(docs, record)) if docs else None
+    gate = store.get_extra(run_id, "release_gate")
+    for line in verdict_lines(record, final, gate, None):
+        print(line)
+    print(
+        f"artifacts: written by the workers under their SOAKQ_ARTIFACTS_DIR; "
+        f"`soakq export {run_id}` writes them here"
+    )
+    return exit_code_of(record)
+
+
+def _published(record: dict[str, Any], grace_until: float | None) -> bool:
+    """The workers wrote the run directory for this final status (or we stop waiting for it)."""
+    if (record.get("published") or {}).get("status") == record["status"]:
+        return True
+    if record["status"] == "cancelled":  # a cancel with nothing in flight publishes nothing
+        return True
+    return grace_until is not None and time.monotonic() > grace_until
 
 
 def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
-    return _todo()
+    from soakq.jsonio import dumps
+
+    _, store = _connect(settings)
+    record = _record(store, run_id)
+    if as_json:
+        print(dumps(record), end="")
+        return 0
+    state, _ = store.get_state(run_id)
+    o = record.get("outcome", {})
+    drive = record.get("drive") or {}
+    line = (
+        f"run {run_id}: {record['status']} ({state['iteration']}/"
+        f"{record['spec']['iterations']} iterations, release gate {o.get('release_gate')})"
+    )
+    if drive and drive.get("iteration", 0) > state["iteration"] and not o:
+        line += f"; iteration {drive['iteration']} attempt {drive.get('attempt', 0)} in flight"
+    print(line)
+    if o.get("stop_reason"):
+        print(f"stopped: {o['stop_reason']}: {o.get('detail', '')}")
+    return 0
 
 
 def follow(settings: Any, run_id: str, *, timeout_s: float) -> int:
-    return _todo()
+    _, store = _connect(settings)
+    return _follow(store, run_id, timeout_s=timeout_s)
 
 
 def list_distributed(settings: Any) -> int:
-    return _todo()
+    _, store = _connect(settings)
+    print(f"{'run_id':<44} {'status':<10} {'iters':>7}  release_gate")
+    for run_id in store.list_runs():
+        record = store.get_record(run_id)
+        if record is None:
+            continue
+        state, _ = store.get_state(run_id)
+        o = record.get("outcome", {})
+        iters = f"{state['iteration']}/{record['spec']['iterations']}"
+        print(f"{run_id:<44} {record['status']:<10} {iters:>7}  {o.get('release_gate')}")
+    return 0
 
 
 def cancel_distributed(settings: Any, run_id: str) -> int:
-    return _todo()
+    from soakq.runner import cancel_run
+
+    _, store = _connect(settings)
+    _record(store, run_id)
+    if cancel_run(store, run_id, reason="cancelled with `soakq cancel`"):
+        print(f"run {run_id}: cancelled (an iteration in flight finishes its tasks as no-ops)")
+        return 0
+    print(f"run {run_id}: not cancelled, it already ended ({_record(store, run_id)['status']})")
+    return 1
 
 
 def export_distributed(settings: Any, run_id: str, root: Path) -> int:
-    return _todo()
+    from soakq.artifacts import export_run
+
+    _, store = _connect(settings)
+    _record(store, run_id)
+    out = export_run(store, run_id, root)
+    print(f"wrote {out}")
+    return 0

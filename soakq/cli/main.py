@@ -163,10 +163,12 @@ def submit(
 
 
 def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
+    """The run on the production tasks, served by a Celery worker inside this process."""
     from soakq.cli.output import RunProgress, verdict_lines
-    from soakq.engine import free_run_id, run_embedded
+    from soakq.engine import free_run_id
     from soakq.jsonio import read_json
     from soakq.runner import exit_code_of
+    from workers.embedded import run_embedded_celery
 
     spec = free_run_id(spec, root, explicit_id)
     print(
@@ -176,7 +178,7 @@ def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
         flush=True,
     )
     with RunProgress(spec.iterations, spec.run_id) as bar:
-        record, directory = run_embedded(spec, root, progress=bar.update)
+        record, directory = run_embedded_celery(spec, root, progress=bar.update)
     final_path = directory / "ITER_SUMMARY_final.json"
     gate_path = directory / "RELEASE_GATE.json"
     final = read_json(final_path) if final_path.exists() else None
@@ -259,6 +261,30 @@ def profiles() -> None:
         p = load_profile(name)
         vals = " ".join(f"{fmt(k, p.overrides[k]):>10}" for k in KEYS)
         print(f"{name:<12} {vals}  {p.description}")
+
+
+@app.command()
+@handles_errors
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    pool: Annotated[str, typer.Option(help="prefork, solo or threads.")] = "prefork",
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Node name (w1@%h).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker for distributed runs (same as `celery -A workers.app worker`)."""
+    from soakq.errors import UserError
+
+    if not _settings().redis_url:
+        raise UserError(
+            "a worker serves distributed runs: set SOAKQ_REDIS_URL "
+            "(embedded runs bring their own worker)"
+        )
+    from workers.app import app as celery_app
+
+    argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
+    if name:
+        argv.append(f"--hostname={name}")
+    celery_app.worker_main(argv)
 
 
 def _register_run_commands() -> None:

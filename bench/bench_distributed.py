@@ -1,0 +1,211 @@
+"""Distributed benchmark (run on demand): ``python bench/bench_distributed.py``.
+
+Starts its own redis-server on a free loopback port and two worker processes
+(``celery -A workers.app worker --pool=prefork --concurrency=1``), then measures, on the same
+cluster:
+
+* a raw no-op chord of an iteration's shape (3 header + 1 body ``soakq.bench.noop`` tasks), sent
+  and waited on by this process, one after another: latency p50/p99;
+* one 3-symbol run (kpi source, interval 0): sequential iteration latency, commit to commit
+  (start task + chord + body + driving the successor), p50/p99, and each iteration's own span
+  (start task sends the chord -> body committed);
+* 20 runs submitted at once: committed iterations per second until the last one commits (and the
+  wall time until every run's directory is written, report included).
+
+Prints the figures and the ratio p50(iteration) / p50(raw chord) (target: <= 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def ms(values: list[float]) -> str:
+    return (
+        f"p50 {pct(values, 50) * 1000:6.2f} ms  p99 {pct(values, 99) * 1000:6.2f} ms  "
+        f"mean {statistics.fmean(values) * 1000:6.2f} ms  (n={len(values)})"
+    )
+
+
+def iso_ts(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+
+def wait(predicate: Any, what: str, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {limit_s:g}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Cluster:
+    def __init__(self, workdir: Path, workers: int) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SOAKQ_")}
+        self.env.update(SOAKQ_REDIS_URL=self.url, SOAKQ_ARTIFACTS_DIR=str(workdir / "artifacts"))
+        from workers.app import make_app, store_of
+        from workers.celeryconfig import WorkerSettings
+
+        self.app = make_app(WorkerSettings(redis_url=self.url, artifacts_dir=workdir / "artifacts"))
+        self.store = store_of(self.app)
+        wait(self._pong, "redis-server", 10)
+        for n in range(1, workers + 1):
+            log = open(workdir / f"w{n}.log", "ab")  # noqa: SIM115
+            argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                    "--pool=prefork", "--concurrency=1", "-n", f"w{n}@bench",
+                    "--loglevel=WARNING", "--without-mingle", "--without-gossip"]  # fmt: skip
+            self.procs.append(
+                subprocess.Popen(
+                    argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+            log.close()
+        names = {f"w{n}@bench" for n in range(1, workers + 1)}
+        wait(lambda: names <= {h for r in self.app.control.ping(timeout=0.3) or [] for h in r},
+             "the workers", 60)  # fmt: skip
+
+    def _pong(self) -> bool:
+        try:
+            self.store.ping()
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.redis.terminate()
+        self.redis.wait(timeout=10)
+
+
+def raw_chords(c: Cluster, n: int) -> list[float]:
+    from celery import chord, group
+
+    from workers import names
+
+    sig = c.app.signature
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        res = chord(group([sig(names.BENCH_NOOP) for _ in range(3)]), sig(names.BENCH_NOOP))()
+        res.get(timeout=30, interval=0.0005)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def submit(c: Cluster, run_id: str, iterations: int, seed: int) -> None:
+    from soakq.config import build_spec
+    from soakq.runner import start_run
+    from soakq.settings import Settings
+    from workers.client import send_start
+
+    spec = build_spec(Settings(), profile="steady_safe", iterations=iterations, source="kpi",
+                      interval_s=0.0, seed=seed, run_id=run_id)  # fmt: skip
+    now = time.time()
+    assert start_run(c.store, spec, now=now, mode="distributed")
+    send_start(c.app, c.store, run_id, 1, now=now)
+
+
+def committed(c: Cluster, run_id: str) -> int:
+    return int(c.store.get_state(run_id)[0]["iteration"])
+
+
+def published(c: Cluster, run_id: str) -> bool:
+    record = c.store.get_record(run_id) or {}
+    return (record.get("published") or {}).get("status") == record.get("status")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chords", type=int, default=200, help="raw chords to time")
+    parser.add_argument("--iterations", type=int, default=100, help="iterations of the run")
+    parser.add_argument("--runs", type=int, default=20, help="concurrent runs")
+    parser.add_argument("--run-iterations", type=int, default=10, help="iterations per run")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is not on PATH")
+
+    workdir = Path(tempfile.mkdtemp(prefix="soakq-bench-"))
+    c = Cluster(workdir, args.workers)
+    try:
+        raw_chords(c, 20)  # warm-up: connections, imports in the pool children
+        submit(c, "warmup", 5, 1)
+        wait(lambda: published(c, "warmup"), "the warm-up run", 120)
+
+        raw = raw_chords(c, args.chords)
+
+        submit(c, "latency", args.iterations, 42)
+        wait(lambda: committed(c, "latency") >= args.iterations, "the latency run", 600)
+        docs = c.store.iterations("latency")
+        finished = [iso_ts(d["runtime"]["finished_at"]) for d in docs]
+        period = [b - a for a, b in zip(finished, finished[1:], strict=False)]
+        span = [iso_ts(d["runtime"]["finished_at"]) - iso_ts(d["runtime"]["started_at"])
+                for d in docs]  # fmt: skip
+
+        ids = [f"tp-{n:02d}" for n in range(args.runs)]
+        t0 = time.perf_counter()
+        for n, run_id in enumerate(ids):
+            submit(c, run_id, args.run_iterations, 100 + n)
+        wait(lambda: all(committed(c, r) >= args.run_iterations for r in ids),
+             "the concurrent runs to commit", 600)  # fmt: skip
+        commit_s = time.perf_counter() - t0
+        wait(lambda: all(published(c, r) for r in ids), "the concurrent runs' files", 600)
+        publish_s = time.perf_counter() - t0
+
+        total = args.runs * args.run_iterations
+        print(f"cluster: redis-server {c.url}, {args.workers} workers (prefork, concurrency 1)")
+        print(f"raw no-op chord (3 header + 1 body), waited on:  {ms(raw)}")
+        print(f"iteration, commit to commit (3 symbols):        {ms(period)}")
+        print(f"iteration span, chord sent -> body committed:   {ms(span)}")
+        print(f"ratio p50 iteration / p50 raw chord: {pct(period, 50) / pct(raw, 50):.2f} "
+              "(target <= 2)")  # fmt: skip
+        print(
+            f"{args.runs} concurrent runs x {args.run_iterations} iterations: "
+            f"{total / commit_s:.1f} iterations/s committed ({commit_s:.2f} s); "
+            f"all run directories written after {publish_s:.2f} s"
+        )
+    finally:
+        c.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Celery configuration derived from soakq's settings (DESIGN §6).
+
+``WorkerSettings`` is soakq's ``Settings`` plus the knobs only the Celery side reads (same
+``SOAKQ_`` prefix). ``celery_config`` turns it into the ``app.conf`` dict: Redis broker and result
+backend when ``SOAKQ_REDIS_URL`` is set, ``memory://`` + ``cache+memory://`` (embedded) otherwise.
+
+Time budget, in one place because the pieces depend on each other::
+
+    task hard time limit  <  visibility_timeout      (else a running task is redelivered)
+    retry countdowns      <  visibility_timeout      (an ETA message is held unacked too)
+    iteration deadline    >  one iteration's work    (else the watchdog re-drives a live one)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from soakq.errors import ConfigError
+from soakq.settings import Settings
+
+#: Embedded transport poll period: with kombu's default (1 s) a chord waits a second per hop.
+EMBEDDED_POLL_S = 0.001
+
+
+class WorkerSettings(Settings):
+    """Settings of the Celery side. Every duration in seconds."""
+
+    key_prefix: str = Field("soakq", min_length=1)
+    task_time_limit_s: float = Field(300.0, gt=0)
+    visibility_timeout_s: float = Field(900.0, gt=0)
+    # How often a worker looks for messages whose consumer died (kombu's default is ~100 s).
+    unacked_restore_interval_s: float = Field(10.0, gt=0)
+    retry_countdown_s: float = Field(0.05, ge=0, le=240)
+    iteration_deadline_s: float = Field(600.0, gt=0)
+    max_redrives: int = Field(3, ge=0)
+    tick_interval_s: float = Field(10.0, gt=0)
+    result_expires_s: int = Field(86_400, gt=0)
+    task_events: bool = True
+    beat_lock_timeout_s: int = Field(60, gt=0)
+
+    @property
+    def task_soft_time_limit_s(self) -> float:
+        return self.task_time_limit_s * 0.9
+
+    @model_validator(mode="after")
+    def _time_budget(self) -> WorkerSettings:
+        if self.visibility_timeout_s <= self.task_time_limit_s + self.retry_countdown_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
+                f"task_time_limit_s + retry_countdown_s ({self.task_time_limit_s} + "
+                f"{self.retry_countdown_s}), or running tasks get redelivered"
+            )
+        return self
+
+
+def worker_settings(base: Settings | None = None) -> WorkerSettings:
+    """Read the worker knobs from the environment; fields of ``base`` win over the environment."""
+    if isinstance(base, WorkerSettings):
+        return base
+    try:
+        ws = WorkerSettings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        raise ConfigError(f"environment SOAKQ_{field.upper()}: {err['msg']}") from None
+    if base is None:
+        return ws
+    return ws.model_copy(update={name: getattr(base, name) for name in Settings.model_fields})
+
+
+def celery_config(ws: WorkerSettings) -> dict[str, Any]:
+    """The ``app.conf`` mapping for ``ws``."""
+    from workers.beat import beat_schedule
+
+    conf: dict[str, Any] = {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        # Reject-on-lost is set per task, on the idempotent ones only (workers.tasks).
+        "task_reject_on_worker_lost": False,
+        "task_time_limit": ws.task_time_limit_s,
+        "task_soft_time_limit": ws.task_soft_time_limit_s,
+        "task_default_queue": "soakq",
+        "result_expires": ws.result_expires_s,
+        "result_chord_join_timeout": 30.0,
+        "broker_connection_retry_on_startup": True,
+        "worker_send_task_events": ws.task_events,
+        # "task-sent" events would double the cost of every publish; Flower does without.
+        "task_send_sent_event": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "beat_schedule": beat_schedule(ws),
+        "beat_max_loop_interval": 5,
+    }
+    if not ws.redis_url:
+        conf.update(
+            broker_url="memory://",
+            result_backend="cache+memory://",
+            broker_transport_options={"polling_interval": EMBEDDED_POLL_S},
+            worker_send_task_events=False,
+            task_send_sent_event=False,
+        )
+        return conf
+    timeout = ws.socket_timeout_s
+    conf.update(
+        broker_url=ws.redis_url,
+        result_backend=ws.redis_url,
+        broker_transport_options={
+            "visibility_timeout": ws.visibility_timeout_s,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "socket_keepalive": True,
+            "unacked_restore_interval": ws.unacked_restore_interval_s,
+            "unacked_restore_throttle": 1,
+        },
+        result_backend_transport_options={
+            "retry_policy": {
+                "max_retries": 5,
+                "interval_start": 0,
+                "interval_step": 0.2,
+                "interval_max": 1.0,
+            },
+        },
+        redis_socket_timeout=timeout,
+        redis_socket_connect_timeout=timeout,
+        redis_socket_keepalive=True,
+        redis_retry_on_timeout=True,
+        redis_backend_health_check_interval=30,
+        redbeat_redis_url=ws.redis_url,
+        redbeat_key_prefix=f"{ws.key_prefix}:redbeat:",
+        redbeat_lock_timeout=ws.beat_lock_timeout_s,
+        redbeat_redis_options={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry_period": 30,
+        },
+    )
+    return conf

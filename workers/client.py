@@ -1,0 +1,237 @@
+"""Driving runs on the queue: send an iteration's start, claim due iterations, the watchdog.
+
+Used by the CLI (start iteration 1), the chord body (an immediate successor) and the beat tick
+(due iterations, overdue ones). Every start goes out with a deterministic task id keyed by
+``(run_id, iteration, attempt)``, after the run record says so in its ``drive`` field::
+
+    drive = {"iteration": i, "attempt": a, "due_ts": ..., "enqueued_ts": ... | None,
+             "deadline_ts": ...}
+
+``enqueued_ts`` is None while the iteration waits in the due set for the tick. A start sent
+twice for the same attempt is harmless (the chord's header results are de-duplicated by task id
+and the body commits once); a re-drive takes the next attempt number so it gets a fresh chord.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from celery import Celery
+
+from soakq.runner import close_if_finished, load_spec, mark_lost
+from soakq.states import RunStatus
+from soakq.store import RunStore
+from workers import names
+from workers.app import settings_of
+
+log = logging.getLogger(__name__)
+
+#: Pseudo run id of the tick's lock: not a valid run id, so it never meets a real run.
+TICK_LOCK = "__tick__"
+
+
+def parse_iso(text: str | None) -> float | None:
+    """Epoch seconds of a ``runner.iso`` timestamp; None when absent or unparsable."""
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def send_start(
+    app: Celery,
+    store: RunStore,
+    run_id: str,
+    iteration: int,
+    *,
+    now: float,
+    attempt: int = 0,
+    reason: str | None = None,
+) -> str:
+    """Record the drive, then enqueue ``start(run_id, iteration)``; return the task id."""
+    deadline = now + settings_of(app).iteration_deadline_s
+    changes: dict[str, Any] = {
+        "drive": {
+            "attempt": attempt,
+            "deadline_ts": deadline,
+            "due_ts": now,
+            "enqueued_ts": now,
+            "iteration": iteration,
+        }
+    }
+    if reason:
+        record = store.get_record(run_id) or {}
+        events = list(record.get("watchdog", []))
+        events.append({"attempt": attempt, "at_ts": now, "iteration": iteration, "reason": reason})
+        changes["watchdog"] = events
+    store.update_record(run_id, changes)
+    task_id = names.start_id(run_id, iteration, attempt)
+    app.send_task(
+        names.ITERATION_START,
+        args=[run_id, iteration],
+        kwargs={"attempt": attempt},
+        task_id=task_id,
+    )
+    return task_id
+
+
+def note_pending(app: Celery, store: RunStore, run_id: str, iteration: int, due_ts: float) -> None:
+    """Say in the record that ``iteration`` waits in the due set (the watchdog's reference)."""
+    deadline = due_ts + settings_of(app).iteration_deadline_s
+    store.update_record(
+        run_id,
+        {
+            "drive": {
+                "attempt": 0,
+                "deadline_ts": deadline,
+                "due_ts": due_ts,
+                "enqueued_ts": None,
+                "iteration": iteration,
+            }
+        },
+    )
+
+
+def in_flight(drive: Mapping[str, Any] | None, iteration: int, now: float) -> bool:
+    return (
+        drive is not None
+        and drive.get("iteration") == iteration
+        and drive.get("enqueued_ts") is not None
+        and now < drive["deadline_ts"]
+    )
+
+
+def drive_due(app: Celery, store: RunStore, now: float, limit: int = 100) -> list[tuple[str, int]]:
+    """Claim the due iterations (atomically) and send their starts; return what was sent."""
+    sent = []
+    for run_id, iteration in store.claim_due(now, limit):
+        record = store.get_record(run_id)
+        if record is None or RunStatus(record["status"]).terminal:
+            continue
+        state, _ = store.get_state(run_id)
+        drive = record.get("drive")
+        if state["iteration"] >= iteration or in_flight(drive, iteration, now):
+            continue
+        # Sent before and overdue: a fresh attempt, so the chord gets fresh ids.
+        drive = drive or {}
+        sent_before = drive.get("iteration") == iteration and drive.get("enqueued_ts")
+        attempt = int(drive["attempt"]) + 1 if sent_before else 0
+        send_start(app, store, run_id, iteration, now=now, attempt=attempt)
+        sent.append((run_id, iteration))
+    return sent
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the watchdog does about one run."""
+
+    kind: Literal["wait", "drive", "complete", "lose"]
+    iteration: int = 0
+    attempt: int = 0
+    reason: str = ""
+
+
+def watchdog_action(
+    *,
+    done: int,
+    planned: int,
+    stopped: bool,
+    drive: Mapping[str, Any] | None,
+    now: float,
+    deadline_s: float,
+    max_redrives: int,
+    last_ts: float | None,
+    interval_s: float,
+) -> Action:
+    """Decide for a run that has not ended. ``last_ts``: when the last iteration finished
+    (or the run was submitted); ``done``: iterations committed. Pure."""
+    if stopped or done >= planned:
+        return Action("complete", reason=f"{done}/{planned} iterations committed, not closed")
+    nxt = done + 1
+    if drive is not None and drive.get("iteration") == nxt:
+        if now < drive["deadline_ts"]:
+            return Action("wait")
+        if drive.get("enqueued_ts") is None:
+            return Action(
+                "drive",
+                nxt,
+                int(drive["attempt"]),
+                f"iteration {nxt} was due but never started within {deadline_s:g}s",
+            )
+        attempt = int(drive["attempt"]) + 1
+        if attempt > max_redrives:
+            return Action(
+                "lose",
+                nxt,
+                attempt,
+                f"iteration {nxt} did not finish within {deadline_s:g}s of its start, "
+                f"{max_redrives} re-drives given up",
+            )
+        return Action(
+            "drive",
+            nxt,
+            attempt,
+            f"iteration {nxt} attempt {attempt - 1} passed its {deadline_s:g}s deadline",
+        )
+    # Nobody drives the successor: a crash between commit and drive.
+    if last_ts is None or now < last_ts + interval_s + deadline_s:
+        return Action("wait")
+    return Action("drive", nxt, 0, f"iteration {nxt} was never scheduled after iteration {done}")
+
+
+def watchdog(app: Celery, store: RunStore, now: float) -> list[tuple[str, Action]]:
+    """Look at every run that has not ended; re-drive, close or give up on it."""
+    from workers.tasks import publish
+
+    ws = settings_of(app)
+    taken = []
+    for run_id in store.list_runs():
+        record = store.get_record(run_id)
+        if record is None or RunStatus(record["status"]).terminal:
+            continue
+        spec, _ = load_spec(store, run_id)
+        state, _ = store.get_state(run_id)
+        done = int(state["iteration"])
+        if done:
+            last = store.get_iteration(run_id, done) or {}
+            last_ts = parse_iso(last.get("runtime", {}).get("finished_at"))
+        else:
+            last_ts = parse_iso(record.get("runtime", {}).get("submitted_at"))
+        action = watchdog_action(
+            done=done,
+            planned=spec.iterations,
+            stopped=bool(state.get("stop")),
+            drive=record.get("drive"),
+            now=now,
+            deadline_s=ws.iteration_deadline_s,
+            max_redrives=ws.max_redrives,
+            last_ts=last_ts,
+            interval_s=spec.interval_s,
+        )
+        if action.kind == "wait":
+            continue
+        log.warning("watchdog: run %s: %s (%s)", run_id, action.kind, action.reason)
+        if action.kind == "drive":
+            send_start(
+                app,
+                store,
+                run_id,
+                action.iteration,
+                now=now,
+                attempt=action.attempt,
+                reason=action.reason,
+            )
+        elif action.kind == "complete":
+            close_if_finished(store, run_id)
+            publish(app, store, run_id)
+        else:
+            mark_lost(store, run_id, reason=action.reason)
+            publish(app, store, run_id)
+        taken.append((run_id, action))
+    return taken

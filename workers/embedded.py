@@ -1,0 +1,220 @@
+"""Embedded mode: the production tasks on a Celery worker inside this process (DESIGN §6).
+
+Broker ``memory://`` polled every millisecond, results ``cache+memory://``, a solo-pool worker on a
+daemon thread, and the run store on an in-process ``fakeredis`` with Lua through ``RedisStore``.
+Nothing is eager: every task is serialized to JSON, queued and executed by the worker, and the
+chord body fires from the header results exactly as it does on Redis.
+
+One worker serves the process; runs go through it one at a time (each on a fresh store).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+from celery import Celery, signals
+from celery.worker import WorkController
+
+from soakq.artifacts import run_dir
+from soakq.config import RunSpec
+from soakq.errors import ConfigError, StoreError
+from soakq.runner import cancel_run, start_run
+from soakq.settings import Settings
+from soakq.states import RunStatus
+from workers import names
+from workers.app import context_of, make_app
+from workers.celeryconfig import worker_settings
+from workers.store import RedisStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, Mapping[str, Any]], None]
+_START_TIMEOUT_S = 30.0
+
+
+class EmbeddedWorker:
+    """An app on ``memory://`` and its solo worker thread, serving runs one at a time."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        ws = worker_settings(settings).model_copy(update={"redis_url": None})
+        self.app: Celery = make_app(ws, main="soakq-embedded")
+        # The memory transport's queues are process-wide: keep ours apart from any other app.
+        self.queue = f"soakq.embedded.{os.getpid()}.{id(self)}"
+        self.app.conf.task_default_queue = self.queue
+        self._mu = threading.Lock()  # one run at a time
+        self._cv = threading.Condition()
+        self._running = 0
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._worker: WorkController | None = None
+
+    # -- worker --------------------------------------------------------------------------------
+    def start(self) -> None:
+        ready = threading.Event()
+        self._worker = WorkController(
+            app=self.app,
+            hostname=f"embedded-{os.getpid()}@{socket.gethostname()}",
+            pool="solo",
+            concurrency=1,
+            queues=[self.queue],
+            loglevel="WARNING",
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            ready_callback=lambda consumer: ready.set(),
+        )
+        for sig, fn in (
+            (signals.task_prerun, self._on_prerun),
+            (signals.task_postrun, self._on_postrun),
+            (signals.task_failure, self._on_failure),
+        ):
+            sig.connect(fn, weak=False)
+        self._thread = threading.Thread(
+            target=self._serve, name="soakq-embedded-worker", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(_START_TIMEOUT_S):
+            raise StoreError(f"the embedded worker did not start within {_START_TIMEOUT_S:g}s")
+
+    def _serve(self) -> None:
+        # The solo pool looks tasks up in the thread's current app: make it ours, in this
+        # thread only (other apps in the process keep theirs).
+        self.app.set_current()
+        assert self._worker is not None
+        self._worker.start()
+
+    def _ours(self, sender: Any) -> bool:
+        return getattr(sender, "app", None) is self.app
+
+    def _on_prerun(self, sender: Any = None, **_: Any) -> None:
+        if self._ours(sender):
+            with self._cv:
+                self._running += 1
+
+    def _on_postrun(self, sender: Any = None, **_: Any) -> None:
+        if self._ours(sender):
+            with self._cv:
+                self._running -= 1
+                self._cv.notify_all()
+
+    def _on_failure(
+        self, sender: Any = None, exception: BaseException | None = None, **_: Any
+    ) -> None:
+        if self._ours(sender):
+            with self._cv:
+                self._failure = exception or StoreError(f"task {sender.name} failed")
+                self._cv.notify_all()
+
+    # -- runs ----------------------------------------------------------------------------------
+    def _fresh(self, artifacts_root: str | os.PathLike[str]) -> RedisStore:
+        """A new store for the next run; leftovers of an aborted run are dropped first."""
+        with self.app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(self.queue)
+        ctx = context_of(self.app)
+        store = RedisStore(
+            fakeredis.FakeRedis(server=fakeredis.FakeServer()), prefix=ctx.settings.key_prefix
+        )
+        ctx.use(store, artifacts_root)
+        self._failure = None
+        return store
+
+    def run(
+        self,
+        spec: RunSpec,
+        artifacts_root: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> tuple[dict[str, Any], Path]:
+        """Run ``spec`` to its end on the worker; return the final record and the run directory."""
+        from workers.client import send_start
+
+        with self._mu:
+            # An unusable artifacts root fails here, in the caller's thread, not in a task.
+            run_dir(artifacts_root, spec.run_id).mkdir(parents=True, exist_ok=True)
+            store = self._fresh(artifacts_root)
+            now = time.time()
+            if not start_run(store, spec, now=now, mode="embedded"):
+                raise ConfigError(f"run {spec.run_id} already exists in the store")
+            send_start(self.app, store, spec.run_id, 1, now=now)
+            tick_every = (
+                min(
+                    context_of(self.app).settings.tick_interval_s,
+                    max(0.01, spec.interval_s / 10),
+                )
+                if spec.interval_s > 0
+                else None
+            )
+            try:
+                return self._follow(store, spec, artifacts_root, progress, tick_every)
+            except BaseException:
+                cancel_run(store, spec.run_id, reason="embedded driver interrupted")
+                raise
+
+    def _follow(
+        self,
+        store: RedisStore,
+        spec: RunSpec,
+        root: str | os.PathLike[str],
+        progress: Progress | None,
+        tick_every: float | None,
+    ) -> tuple[dict[str, Any], Path]:
+        shown = 0
+        next_tick = time.monotonic() + (tick_every or 0.0)
+        while True:
+            with self._cv:
+                if self._failure is not None:
+                    # Same process: the task's own exception, so the CLI reports it as the
+                    # in-memory driver would (a SoakqError keeps its exit code, a bad path is 2).
+                    raise self._failure
+                self._cv.wait(timeout=tick_every or 0.05)
+            state, _ = store.get_state(spec.run_id)
+            while shown < state["iteration"]:
+                shown += 1
+                doc = store.get_iteration(spec.run_id, shown)
+                if progress is not None and doc is not None:
+                    progress(shown, doc)
+            record = store.get_record(spec.run_id)
+            assert record is not None
+            # Whatever ends a run publishes its directory in the same task, so once the run is
+            # over (read first) and no task is running (read second), the directory is complete.
+            if RunStatus(record["status"]).terminal:
+                with self._cv:
+                    if self._running == 0:
+                        return record, run_dir(root, spec.run_id)
+            if tick_every is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + tick_every
+                self.app.send_task(names.SCHEDULE_TICK)
+
+
+_shared: EmbeddedWorker | None = None
+_shared_mu = threading.Lock()
+
+
+def embedded_worker(settings: Settings | None = None) -> EmbeddedWorker:
+    """The process's embedded worker, started on first use."""
+    global _shared
+    with _shared_mu:
+        if _shared is None:
+            worker = EmbeddedWorker(settings)
+            worker.start()
+            _shared = worker
+        return _shared
+
+
+def run_embedded_celery(
+    spec: RunSpec,
+    artifacts_root: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+    settings: Settings | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Run ``spec`` through the production tasks in this process."""
+    return embedded_worker(settings).run(spec, artifacts_root, progress=progress)

@@ -1,0 +1,38 @@
+"""Every task name in one place. The CLI and the canvas send by name, never by import."""
+
+from __future__ import annotations
+
+ITERATION_START = "soakq.iteration.start"
+METRICS_MEASURE = "soakq.metrics.measure"
+ITERATION_FINALIZE = "soakq.iteration.finalize"
+SCHEDULE_TICK = "soakq.schedule.tick"
+WEEKLY_START = "soakq.weekly.start"
+RELEASE_GATE_CHECK = "soakq.release_gate.check"
+BENCH_NOOP = "soakq.bench.noop"
+
+ALL = (
+    ITERATION_START,
+    METRICS_MEASURE,
+    ITERATION_FINALIZE,
+    SCHEDULE_TICK,
+    WEEKLY_START,
+    RELEASE_GATE_CHECK,
+    BENCH_NOOP,
+)
+
+
+def start_id(run_id: str, iteration: int, attempt: int) -> str:
+    """Deterministic ids, keyed by (run, iteration, drive attempt, step)."""
+    return f"{run_id}:{iteration}:{attempt}:start"
+
+
+def header_group_id(run_id: str, iteration: int, attempt: int) -> str:
+    return f"{run_id}:{iteration}:{attempt}:header"
+
+
+def measure_id(run_id: str, iteration: int, attempt: int, symbol: str) -> str:
+    return f"{run_id}:{iteration}:{attempt}:measure:{symbol}"
+
+
+def finalize_id(run_id: str, iteration: int, attempt: int) -> str:
+    return f"{run_id}:{iteration}:{attempt}:finalize"

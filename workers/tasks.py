@@ -1,0 +1,215 @@
+"""The tasks: thin adapters from a message to one soakq function (DESIGN §6).
+
+Iteration i of a run is a chord::
+
+    start(run_id, i)  ->  chord([measure(run_id, i, s) for s in symbols], finalize(run_id, i))
+
+``finalize`` commits once (set-if-absent document + fenced CAS), so every task here may run twice:
+all are ``acks_late`` and ``reject_on_worker_lost`` (a message whose worker died is redelivered).
+No task waits on another's result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Task, chord, group, shared_task
+
+from soakq import runner
+from soakq.artifacts import export_run, write_iteration
+from soakq.errors import TransientStoreError
+from soakq.iteration import measure_symbol
+from soakq.runner import FinalizeResult, FinalizeStatus
+from soakq.states import RunStatus
+from soakq.store import RunStore
+from workers import names
+from workers.app import artifacts_of, settings_of, store_of
+from workers.beat import gate_for, parse_slot, weekly_run_id, weekly_slot, weekly_spec
+
+log = logging.getLogger(__name__)
+
+# Every task is idempotent: ack only when it is done, redeliver it when its worker dies, and
+# retry it (with backoff, a few seconds at most: well under visibility_timeout) when Redis
+# blinked; a TransientStoreError is the only error worth a retry.
+IDEMPOTENT: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (TransientStoreError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 8,
+    "retry_jitter": True,
+}
+_RETRY_CAP_S = 2.0
+
+
+def publish(app: Any, store: RunStore, run_id: str) -> None:
+    """Write the whole run directory from the store (same bytes every time), then say so in
+    the record (``published``, which RUN.json leaves out) for whoever waits on the files."""
+    record = store.get_record(run_id)
+    if record is None:
+        return
+    export_run(store, run_id, artifacts_of(app))
+    store.update_record(
+        run_id, {"published": {"at": runner.iso(time.time()), "status": record["status"]}}
+    )
+
+
+@shared_task(name=names.ITERATION_START, max_retries=8, **IDEMPOTENT)
+def start(self: Task, run_id: str, iteration: int, attempt: int = 0) -> str:
+    """Send the chord of ``iteration`` unless the run moved on or ended."""
+    store = store_of(self.app)
+    spec, record = runner.load_spec(store, run_id)
+    state, _ = store.get_state(run_id)
+    if RunStatus(record["status"]).terminal or state["iteration"] != iteration - 1:
+        return "skipped"
+    sig = self.app.signature
+    header = group(
+        [
+            sig(
+                names.METRICS_MEASURE,
+                args=(run_id, iteration, s),
+                task_id=names.measure_id(run_id, iteration, attempt, s),
+            )
+            for s in spec.symbols
+        ],
+        task_id=names.header_group_id(run_id, iteration, attempt),
+    )
+    body = sig(
+        names.ITERATION_FINALIZE, args=(run_id, iteration), kwargs={"started_ts": time.time()}
+    )
+    chord(header, body).apply_async(task_id=names.finalize_id(run_id, iteration, attempt))
+    return "started"
+
+
+@shared_task(name=names.METRICS_MEASURE, max_retries=8, **IDEMPOTENT)
+def measure(self: Task, run_id: str, iteration: int, symbol: str) -> dict[str, Any]:
+    """One symbol's metrics under the overrides the run has now (after ``iteration - 1``)."""
+    store = store_of(self.app)
+    spec, _ = runner.load_spec(store, run_id)
+    state, _ = store.get_state(run_id)
+    return measure_symbol(spec, iteration, symbol, state["overrides"])
+
+
+@shared_task(name=names.ITERATION_FINALIZE, max_retries=8, **IDEMPOTENT)
+def finalize(
+    self: Task,
+    results: list[Mapping[str, Any]],
+    run_id: str,
+    iteration: int,
+    started_ts: float | None = None,
+) -> str:
+    """Commit the iteration once, then write its file and drive what comes next."""
+    app, store, ws = self.app, store_of(self.app), settings_of(self.app)
+    result = runner.finalize(
+        store,
+        run_id,
+        iteration,
+        results,
+        owner=f"{self.request.hostname}:{os.getpid()}",
+        lock_ttl_ms=ws.lock_ttl_ms,
+        started_ts=started_ts,
+    )
+    if result.status in (FinalizeStatus.LOCKED, FinalizeStatus.REFUSED):
+        # Long enough in total to outlive a dead holder's lock.
+        budget = 10 + math.ceil(2 * ws.lock_ttl_ms / 1000 / _RETRY_CAP_S)
+        countdown = min(ws.retry_countdown_s * 2**self.request.retries, _RETRY_CAP_S)
+        raise self.retry(countdown=countdown, max_retries=budget)
+    after_finalize(app, store, run_id, iteration, result)
+    return str(result.status)
+
+
+def after_finalize(
+    app: Any, store: RunStore, run_id: str, iteration: int, result: FinalizeResult
+) -> None:
+    """Side effects after a commit; all repeatable, so a duplicate body redoes them safely."""
+    from workers.client import drive_due, note_pending
+
+    if result.status == FinalizeStatus.OUT_OF_ORDER:
+        log.warning(
+            "run %s: finalize %s arrived out of order; the watchdog re-drives", run_id, iteration
+        )
+        return
+    if result.status in (FinalizeStatus.COMMITTED, FinalizeStatus.DUPLICATE):
+        write_iteration(store, run_id, iteration, artifacts_of(app))
+    now = time.time()
+    if result.status == FinalizeStatus.COMMITTED and not result.completed:
+        if result.next_due_ts is not None and result.next_due_ts > now:
+            note_pending(app, store, run_id, iteration + 1, result.next_due_ts)
+        else:
+            drive_due(app, store, now)  # claims the successor (and whatever else is due)
+        return
+    if result.status == FinalizeStatus.DUPLICATE:
+        runner.close_if_finished(store, run_id)  # the first delivery may have died before
+    record = store.get_record(run_id) or {"status": "lost"}
+    if RunStatus(record["status"]).terminal:
+        publish(app, store, run_id)
+    else:
+        drive_due(app, store, now)
+
+
+@shared_task(name=names.SCHEDULE_TICK, max_retries=8, **IDEMPOTENT)
+def tick(self: Task) -> dict[str, Any]:
+    """Start due iterations; then, under a short lock, the watchdog pass."""
+    from workers.client import TICK_LOCK, drive_due, watchdog
+
+    app, store, ws = self.app, store_of(self.app), settings_of(self.app)
+    now = time.time()
+    sent = drive_due(app, store, now)
+    lease = store.acquire_lock(
+        TICK_LOCK, f"{self.request.hostname}:{os.getpid()}", int(ws.tick_interval_s * 3000)
+    )
+    if lease is None:
+        return {"sent": len(sent), "watchdog": "busy"}
+    try:
+        taken = watchdog(app, store, now)
+    finally:
+        store.release_lock(TICK_LOCK, lease)
+    return {"sent": len(sent), "watchdog": [[r, a.kind, a.reason] for r, a in taken]}
+
+
+@shared_task(name=names.WEEKLY_START, max_retries=8, **IDEMPOTENT)
+def weekly_start(self: Task, slot: str | None = None) -> dict[str, Any]:
+    """Start this week's soak; the run id is the slot's, so a second fire starts nothing."""
+    from workers.client import send_start
+
+    app, store = self.app, store_of(self.app)
+    now = time.time()
+    when = parse_slot(slot) if slot else weekly_slot(now)
+    if when is None:
+        return {"created": False, "run_id": None, "reason": "too late for this week's slot"}
+    spec = weekly_spec(settings_of(app), when)
+    created = runner.start_run(store, spec, now=now, mode="weekly")
+    if created:
+        send_start(app, store, spec.run_id, 1, now=now)
+    return {"created": created, "run_id": spec.run_id}
+
+
+@shared_task(name=names.RELEASE_GATE_CHECK, max_retries=12, **IDEMPOTENT)
+def release_gate_check(self: Task, slot: str | None = None) -> dict[str, Any]:
+    """Record RELEASE_GATE for the latest weekly run (waits a little if it is still going)."""
+    app, store, ws = self.app, store_of(self.app), settings_of(self.app)
+    when = parse_slot(slot) if slot else weekly_slot(time.time(), max_late_s=None)
+    assert when is not None
+    run_id = weekly_run_id(when)
+    record = store.get_record(run_id)
+    if record is None:
+        log.error("release gate: no weekly run %s", run_id)
+        return {"run_id": run_id, "verdict": "MISSING"}
+    if not RunStatus(record["status"]).terminal:
+        raise self.retry(countdown=min(240.0, ws.visibility_timeout_s / 2))
+    store.put_extra(run_id, "release_gate", gate_for(record))
+    publish(app, store, run_id)
+    gate = store.get_extra(run_id, "release_gate") or {}
+    return {"run_id": run_id, "verdict": gate.get("verdict")}
+
+
+@shared_task(name=names.BENCH_NOOP, max_retries=8, **IDEMPOTENT)
+def noop(self: Task, *args: Any, **kwargs: Any) -> None:
+    """Does nothing: the benchmark's raw chord is made of these."""
+    return None
