@@ -1,4 +1,4 @@
-"""Flower, started for real behind basic auth, sees the real workers."""
+"""Flower, started for real behind basic auth and read-only, sees the real workers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from soakq_worker_harness import HOST, Cluster, free_port, wait_for
 pytestmark = [pytest.mark.workers, pytest.mark.redis, pytest.mark.slow]
 
 
-def get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
+def get(url: str, auth: tuple[str, str] | None = None, *, method: str = "GET") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
@@ -44,6 +44,7 @@ def test_flower_lists_the_workers_behind_basic_auth(cluster: Cluster) -> None:
             f"--port={port}",
             "--address=127.0.0.1",
             "--basic-auth=user:pass",
+            "--read-only",
             "--inspect_timeout=1000",
         ],
     )
@@ -62,5 +63,9 @@ def test_flower_lists_the_workers_behind_basic_auth(cluster: Cluster) -> None:
 
         workers = wait_for(listed, "flower to list w1 and w2", every_s=0.5)
         assert workers[f"w1@{HOST}"]["stats"]["pool"]["max-concurrency"] == 1
+        # Read-only: even with credentials, a control call is refused and the worker lives on.
+        shutdown = f"http://127.0.0.1:{port}/api/worker/shutdown/w1@{HOST}"
+        assert get(shutdown, ("user", "pass"), method="POST")[0] == 403
+        assert cluster.procs["w1"].poll() is None
     finally:
         cluster.stop("flower")
