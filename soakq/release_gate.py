@@ -48,6 +48,11 @@ class ReleaseResult:
         }
 
 
+def failed_gate(error: str) -> dict[str, Any]:
+    """The RELEASE_GATE document of a run whose final summary cannot be judged: FAILED, why."""
+    return {"error": error, "passed": False, "verdict": "FAILED"}
+
+
 def check_summary(doc: Any, *, where: str = "input") -> ReleaseResult:
     """Judge ``doc['summary']``; InputError when a KPI is missing or not finite."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("summary"), Mapping):

@@ -17,7 +17,7 @@ from typing import Any
 from soakq.config import RunSpec
 from soakq.errors import ExitCode, StoreError
 from soakq.iteration import finalize_iteration, initial_state
-from soakq.release_gate import check_summary
+from soakq.release_gate import check_summary, failed_gate
 from soakq.states import RunStatus, StopReason, can_transition
 from soakq.store import CommitOutcome, RunStore
 
@@ -172,7 +172,7 @@ def complete_run(store: RunStore, run_id: str, *, clock: Clock = time.time) -> d
         try:
             gate = check_summary(last, where=f"ITER_SUMMARY_{state['iteration']}").as_json()
         except Exception as exc:  # an unusable final summary is a failed gate, said plainly
-            gate = {"error": str(exc), "passed": False, "verdict": "FAILED"}
+            gate = failed_gate(str(exc))
         gate["iteration"] = state["iteration"]
         store.put_extra(run_id, "release_gate", gate)
     status = RunStatus.FAILED if state.get("stop") else RunStatus.SUCCEEDED

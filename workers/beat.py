@@ -14,6 +14,7 @@ from typing import Any
 from celery.schedules import crontab
 
 from soakq.config import RunSpec, build_spec
+from soakq.release_gate import failed_gate
 from soakq.settings import Settings
 from workers import names
 
@@ -111,4 +112,4 @@ def gate_for(record: dict[str, Any]) -> dict[str, Any]:
     """RELEASE_GATE of a run that ended without one (no iteration to judge): failed, with why."""
     outcome = record.get("outcome", {})
     why = outcome.get("detail") or outcome.get("stop_reason") or "no final summary"
-    return {"error": f"run {record['status']}: {why}", "passed": False, "verdict": "FAILED"}
+    return failed_gate(f"run {record['status']}: {why}")
