@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,9 +52,7 @@ def chaos_cluster(redis_server: Any, tmp_path: Path) -> Iterator[Cluster]:
     # the first recovery and the watchdog only rescues what redelivery cannot.
     c = new_cluster(redis_server, tmp_path / "cluster", SOAKQ_ITERATION_DEADLINE_S="15")
     try:
-        c.start_worker("w1", wait=False)
-        c.start_worker("w2", wait=False)
-        c.wait_workers("w1", "w2")
+        c.start_two_workers()
         yield c
     finally:
         c.close()
@@ -79,27 +76,6 @@ def wait_executing(cluster: Cluster, task_id_prefix: str) -> tuple[str, dict[str
         every_s=0.0,
     )
     return found
-
-
-def start_beat(cluster: Cluster) -> None:
-    """A real redbeat beat, as in production, ticking every second: its tick is the watchdog
-    that re-drives an iteration whose body died between its commit and scheduling the
-    successor."""
-    cluster.start_process(
-        "beat",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.app",
-            "beat",
-            "-S",
-            "redbeat.RedBeatScheduler",
-            "--loglevel=INFO",
-        ],
-        SOAKQ_TICK_INTERVAL_S="1",
-    )
 
 
 def kill_finalize_holder(cluster: Cluster, run_id: str, iteration: int) -> str:
@@ -157,7 +133,7 @@ def test_kill_pool_child_mid_chord(chaos_cluster: Cluster, embedded_twin) -> Non
     spec = spec_for(iterations=ITERATIONS, mode="volatile", symbols=SYMBOLS, run_id="chaos-child")
     # The first kill lands on any task, possibly a body between its commit and scheduling the
     # successor: only the watchdog recovers that, so this test runs beat.
-    start_beat(c)
+    c.start_beat(SOAKQ_TICK_INTERVAL_S="1")  # the watchdog ticks every second
     c.submit(spec)
     # First a child busy with some task of an iteration in the middle of the run (whether it
     # had started that task or not, the run must not notice)...

@@ -217,6 +217,27 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
+    def start_beat(self, **env: str) -> subprocess.Popen[bytes]:
+        """A real redbeat beat, as production runs it (``celery -A workers.app beat``)."""
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "beat",
+            "-S",
+            "redbeat.RedBeatScheduler",
+            "--loglevel=INFO",
+        ]
+        return self.start_process("beat", argv, **env)
+
+    def start_two_workers(self) -> None:
+        """w1 and w2 (prefork, concurrency 1), started together, then awaited."""
+        self.start_worker("w1", wait=False)
+        self.start_worker("w2", wait=False)
+        self.wait_workers("w1", "w2")
+
     def wait_workers(self, *names: str, limit_s: float = WAIT_S) -> None:
         wanted = {f"{n}@{HOST}" for n in names}
 
@@ -308,9 +329,7 @@ def cluster(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """Two worker processes (prefork, concurrency 1: w1, w2) shared by a test module."""
     c = new_cluster(redis_server, tmp_path_factory.mktemp("cluster"))
     try:
-        c.start_worker("w1", wait=False)
-        c.start_worker("w2", wait=False)
-        c.wait_workers("w1", "w2")
+        c.start_two_workers()
         yield c
     finally:
         c.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -140,21 +139,7 @@ def test_release_gate_task(cluster: Cluster) -> None:
 def test_redbeat_runs_the_schedule(cluster: Cluster) -> None:
     client = cluster.store.client
     prefix = f"{cluster.settings().key_prefix}:redbeat:"
-    beat = cluster.start_process(
-        "beat",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.app",
-            "beat",
-            "-S",
-            "redbeat.RedBeatScheduler",
-            "--loglevel=INFO",
-        ],
-        SOAKQ_TICK_INTERVAL_S="1",
-    )  # the beat's own tick, for speed
+    beat = cluster.start_beat(SOAKQ_TICK_INTERVAL_S="1")  # the beat's own tick, for speed
     try:
         wait_for(
             lambda: client.exists(f"{prefix}soakq-weekly-soak", f"{prefix}:lock") == 2,
