@@ -173,7 +173,6 @@ class Cluster:
     def start_worker(
         self, name: str, *, pool: str = "prefork", concurrency: int = 1, wait: bool = True
     ) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 (lives with the process)
         argv = [
             sys.executable,
             "-m",
@@ -189,16 +188,7 @@ class Cluster:
             "--without-mingle",
             "--without-gossip",
         ]
-        proc = subprocess.Popen(
-            argv,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=self.workdir,
-        )
-        log.close()
-        self.procs[name] = proc
+        proc = self.start_process(name, argv)
         if wait:
             self.wait_workers(name)
         return proc
