@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -51,6 +54,12 @@ def handles_errors(fn: F) -> F:
         except SoakqError as exc:
             err.print(f"error: {exc}", markup=False)
             raise typer.Exit(int(exc.exit_code)) from None
+        except BrokenPipeError:
+            # Whoever read our output went away (`soakq submit | head`): not bad input, and
+            # nothing left to print to. The run did not finish under our eyes: exit 1.
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the exit flush
+            raise typer.Exit(int(ExitCode.FAILED)) from None
         except PermissionError as exc:
             err.print(f"error: permission denied: {exc.filename}", markup=False)
             raise typer.Exit(int(ExitCode.BAD_INPUT)) from None

@@ -379,3 +379,35 @@ def test_artifacts_root_that_is_a_file_is_exit_2(clean_env: Path) -> None:
     result = invoke([*BASE, "--artifacts", str(blocker)])
     assert_clean_user_error(result, "afile")
     assert blocker.read_text() == "not a directory"
+
+
+def test_closed_stdout_pipe_exits_1_quietly(soakq_exe, tmp_path):
+    """`soakq submit | head -1`: the reader leaves; no traceback, not reported as bad input."""
+    import os
+    import subprocess
+
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    proc = subprocess.Popen(
+        [
+            soakq_exe,
+            "submit",
+            "--source",
+            "kpi",
+            "--iterations",
+            "24",
+            "--artifacts",
+            str(tmp_path / "a"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `head -1` exiting
+    err = proc.stderr.read().decode()
+    rc = proc.wait(timeout=120)
+    assert first.startswith(b"run ")
+    assert rc == 1, err
+    assert "Traceback" not in err
