@@ -108,7 +108,10 @@ class RunSpec(BaseModel):
     spike_prob: float | None = None
     gap_bps: float | None = None
     report_dir: str | None = None
-    minutes_per_iteration: float = 20.0
+    failure_limit: int = Field(default=1, ge=1, le=10_000)
+    # The time one iteration covers (the simulator's clock; a live bot's window): the guards'
+    # velocity hour is measured in it (docs/tuner.md).
+    minutes_per_iteration: float = Field(default=20.0, gt=0, le=1440, allow_inf_nan=False)
     profile_kpi_gate: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -139,6 +142,7 @@ def build_spec(
     kpi_gate: str | None = None,
     guards: bool | None = None,
     auto_tune: bool = True,
+    failure_limit: int = 1,
     run_id: str | None = None,
     sigma_scale: float | None = None,
     spike_prob: float | None = None,
@@ -149,6 +153,8 @@ def build_spec(
     prof = load_profile(profile)
     if iterations < 1:
         raise ConfigError(f"--iterations {iterations}: must be at least 1")
+    if not 1 <= failure_limit <= 10_000:
+        raise ConfigError(f"--failure-limit {failure_limit}: must be 1..10000 consecutive FAILs")
     if interval_s is not None and interval_s < 0:
         raise ConfigError(f"--interval {interval_s}: must be >= 0 seconds")
     overrides, sources = effective_overrides(profile, settings.runtime_overrides_json, sets)
@@ -175,6 +181,7 @@ def build_spec(
         "kpi_gate": kpi_gate or settings.kpi_gate_mode,
         "guards": settings.enable_guards if guards is None else guards,
         "auto_tune": auto_tune,
+        "failure_limit": failure_limit,
         "sigma_scale": settings.mock_sigma if sigma_scale is None else sigma_scale,
         "spike_prob": settings.mock_spike_prob if spike_prob is None else spike_prob,
         "gap_bps": settings.mock_gap_bps if gap_bps is None else gap_bps,

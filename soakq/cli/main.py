@@ -114,6 +114,12 @@ def submit(
         typer.Option("--guards/--no-guards", help="Guards [default: ENABLE_GUARDS or on]."),
     ] = None,
     auto_tune: Annotated[bool, typer.Option("--auto-tune/--no-auto-tune")] = True,
+    failure_limit: Annotated[
+        int,
+        typer.Option(
+            help="With --kpi-gate hard: this many consecutive KPI FAILs stop the run (exit 3)."
+        ),
+    ] = 1,
     artifacts: Annotated[
         Path | None,
         typer.Option(help="Artifacts root [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]."),
@@ -153,6 +159,7 @@ def submit(
         kpi_gate=kpi_gate.value if kpi_gate else None,
         guards=guards,
         auto_tune=auto_tune,
+        failure_limit=failure_limit,
         run_id=run_id,
         sigma_scale=mock_sigma,
         spike_prob=spike_prob,
