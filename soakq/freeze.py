@@ -73,9 +73,7 @@ def update_freeze(
     fail_reasons: tuple[str, ...] = (),
 ) -> FreezeState:
     """The freeze state after ``iteration`` (unfreezing on a FAIL first, if not done yet)."""
-    state = unfreeze_on_fail(
-        state, iteration=iteration, verdict=verdict, fail_reasons=fail_reasons
-    )
+    state = unfreeze_on_fail(state, iteration=iteration, verdict=verdict, fail_reasons=fail_reasons)
     if state.active:
         return state
     stable = verdict == Verdict.OK and not applied_any

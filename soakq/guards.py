@@ -65,7 +65,9 @@ def window_iterations(minutes_per_iteration: float) -> int:
     sources, the measured window for a live bot. ValueError unless it is finite and > 0.
     """
     if not (math.isfinite(minutes_per_iteration) and minutes_per_iteration > 0):
-        raise ValueError(f"minutes_per_iteration must be finite and > 0, got {minutes_per_iteration}")
+        raise ValueError(
+            f"minutes_per_iteration must be finite and > 0, got {minutes_per_iteration}"
+        )
     return max(1, math.ceil(60.0 / minutes_per_iteration - EPS))
 
 
@@ -225,7 +227,5 @@ def record_changes(
             {"delta": delta, "iteration": iteration, "reversal": reversal}
         )
         last_dir[key] = _sign(delta)
-    pruned = {
-        k: [e for e in v if iteration - e["iteration"] < keep] for k, v in changes.items()
-    }
+    pruned = {k: [e for e in v if iteration - e["iteration"] < keep] for k, v in changes.items()}
     return {"changes": {k: v for k, v in sorted(pruned.items()) if v}, "last_dir": last_dir}
