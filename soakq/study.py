@@ -1,8 +1,9 @@
 """Calibration study: how profiles fare per regime over many seeds, with and without auto-tune.
 
 Runs whole soaks through the in-memory driver (the same iteration code as every other path) and
-reports, per (profile, regime, auto-tune): the share of seeds whose final summary passes the
-release gate, and the share whose iteration 1 fails the KPI gate.
+reports, per (profile, regime, auto-tune): how often the run-level release gate says PASSED,
+FAILED and INCONCLUSIVE (docs/gates.md), and the share of seeds whose iteration 1 fails the KPI
+gate.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from soakq.config import build_spec
 from soakq.engine import run_embedded
-from soakq.release_gate import check_summary
+from soakq.runner import release_gate_of
 from soakq.settings import Settings
 from soakq.store import MemoryStore
 
@@ -27,6 +28,8 @@ class Cell:
     seeds: int
     release_pass: int
     first_fail: int
+    release_fail: int = 0
+    release_inconclusive: int = 0
 
     @property
     def release_rate(self) -> float:
@@ -45,8 +48,8 @@ def soak_outcome(
     auto_tune: bool,
     iterations: int = 24,
     source: str = "book",
-) -> tuple[bool, bool]:
-    """(final summary passes the release gate, iteration 1 failed the KPI gate)."""
+) -> tuple[str, bool]:
+    """(the run-level release-gate verdict, iteration 1 failed the KPI gate)."""
     spec = build_spec(
         Settings(),
         profile=profile,
@@ -63,11 +66,8 @@ def soak_outcome(
     with tempfile.TemporaryDirectory() as tmp:
         run_embedded(spec, Path(tmp), store=store, report=False)
     docs = store.iterations(spec.run_id)
-    try:
-        passed = check_summary(docs[-1]).passed
-    except Exception:  # a missing final KPI is a failed gate
-        passed = False
-    return passed, docs[0]["summary"]["kpi_verdict"] == "FAIL"
+    gate = release_gate_of(spec, docs) or {"verdict": "FAILED"}
+    return str(gate["verdict"]), docs[0]["summary"]["kpi_verdict"] == "FAIL"
 
 
 def study(
@@ -90,14 +90,17 @@ def study(
                     )
                     for s in seed_list
                 ]
+                verdicts = [v for v, _ in outcomes]
                 cells.append(
                     Cell(
                         profile,
                         mode,
                         tune,
                         len(seed_list),
-                        sum(p for p, _ in outcomes),
+                        verdicts.count("PASSED"),
                         sum(f for _, f in outcomes),
+                        verdicts.count("FAILED"),
+                        verdicts.count("INCONCLUSIVE"),
                     )
                 )
     return cells
@@ -106,11 +109,12 @@ def study(
 def table(cells: Sequence[Cell]) -> list[str]:
     lines = [
         f"{'profile':<12} {'regime':<9} {'auto-tune':<9} {'seeds':>5} "
-        f"{'release pass':>12} {'iter-1 KPI FAIL':>15}"
+        f"{'PASSED':>7} {'FAILED':>7} {'INCONCL':>7} {'iter-1 KPI FAIL':>15}"
     ]
     for c in cells:
         lines.append(
             f"{c.profile:<12} {c.mode:<9} {'on' if c.auto_tune else 'off':<9} {c.seeds:>5} "
-            f"{c.release_rate:>11.0%} {c.first_fail_rate:>15.0%}"
+            f"{c.release_pass:>7} {c.release_fail:>7} {c.release_inconclusive:>7} "
+            f"{c.first_fail_rate:>15.0%}"
         )
     return lines
