@@ -86,6 +86,15 @@ FROZEN = FreezeState(
 )
 
 
+def test_freeze_state_is_an_immutable_value() -> None:
+    import dataclasses
+
+    assert FreezeState() == FreezeState(False, "", "", 0, (), ())
+    assert hash(FROZEN) == hash(FreezeState.from_json(FROZEN.as_json()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FROZEN.active = False  # type: ignore[misc]
+
+
 def test_three_stable_iterations_is_the_documented_number() -> None:
     assert STABLE_ITERATIONS == 3
     assert signature(STEADY) == contract_hash(STEADY)

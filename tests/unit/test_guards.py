@@ -7,6 +7,7 @@ Every ledger here is built the way a run builds it: ``record_changes`` once per 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +18,15 @@ from hypothesis import strategies as st
 from soakq_testkit import DESIGN_VELOCITY_PER_H, PROPERTY
 
 from soakq.apply import apply_deltas
-from soakq.guards import empty_ledger, guard, ledger_keep, record_changes, window_iterations
+from soakq.guards import (
+    GuardDecision,
+    GuardOutcome,
+    empty_ledger,
+    guard,
+    ledger_keep,
+    record_changes,
+    window_iterations,
+)
 from soakq.params import PARAMS
 from soakq.profiles import load_profile
 
@@ -519,6 +528,24 @@ def test_guard_does_not_mutate_the_ledger() -> None:
         minutes_per_iteration=MIN_PER_ITER,
     )
     assert repr(ledger) == snapshot
+
+
+def test_decisions_and_outcomes_are_immutable_values() -> None:
+    d = GuardDecision("tail_age_ms", "cooldown", "suppressed", "why")
+    assert d.as_json() == {
+        "action": "suppressed",
+        "detail": "why",
+        "guard": "cooldown",
+        "param": "tail_age_ms",
+    }
+    assert hash(d) == hash(GuardDecision("tail_age_ms", "cooldown", "suppressed", "why"))
+    out = GuardOutcome({}, {}, {})
+    assert out.decisions == () and not out.flag("cooldown")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.param = "min_interval_ms"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        out.accepted = {"tail_age_ms": 1}  # type: ignore[misc]
+    assert empty_ledger() == {"changes": {}, "last_dir": {}}
 
 
 # --- record_changes -------------------------------------------------------------------------

@@ -626,6 +626,20 @@ def test_exhaustion(start: dict, kpis: dict, expected: dict, exhausted: list) ->
     check_against_contract(p, start, kpis, OK3)
 
 
+def test_proposal_and_exhaustion_are_immutable_values() -> None:
+    import dataclasses
+
+    empty = Proposal()
+    assert (empty.deltas, empty.rationale, empty.note, empty.kind) == ({}, {}, "", "")
+    assert (empty.fired, empty.exhausted) == ((), ())
+    e = Exhaustion("5a", "p95_latency_ms", 345.0, ("tail_age_ms",))
+    assert hash(e) == hash(Exhaustion("5a", "p95_latency_ms", 345.0, ("tail_age_ms",)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        empty.note = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.rule = "1"  # type: ignore[misc]
+
+
 def test_exhaustion_json_and_text() -> None:
     e = tune({**STEADY, "tail_age_ms": 800}, {"p95_latency_ms": 345.0}).exhausted[0]
     assert e.as_json() == {
