@@ -153,14 +153,10 @@ def test_steady_safe_calm_default_seed_harvests_and_ends_frozen() -> None:
 
 
 def test_steady_safe_calm_runs_harvest_then_end_frozen() -> None:
-    """Among seeds 1-6, the runs that complete all end frozen after harvesting."""
-    complete = [seed for seed in SEEDS if len(run("steady_safe", "calm", seed)) == ITERATIONS]
-    frozen = [
-        seed
-        for seed in complete
-        if run("steady_safe", "calm", seed)[-1].doc["summary"]["freeze_active"]
-    ]
-    assert len(frozen) >= 3, (complete, frozen)
+    """Among seeds 1-10, most runs that complete end frozen, each after harvesting."""
+    complete = [s for s in range(1, 11) if len(run("steady_safe", "calm", s)) == ITERATIONS]
+    frozen = [s for s in complete if run("steady_safe", "calm", s)[-1].state["freeze"]["active"]]
+    assert frozen and 2 * len(frozen) > len(complete), (complete, frozen)
     for seed in frozen:
         check_ends_frozen_after_harvest(run("steady_safe", "calm", seed))
 
