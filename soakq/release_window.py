@@ -19,6 +19,7 @@ the bad side or any window iteration is a hard FAIL (a critical veto); INCONCLUS
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -122,12 +123,13 @@ def kpi_stats(threshold: Threshold, values: Sequence[float], confidence: float) 
     n = len(values)
     if n == 0:
         return KpiStats(threshold, 0, None, None, None, confidence)
-    mean = math.fsum(values) / n
+    # statistics computes exactly (constant data has sd 0.0, not 1e-16); scipy gives t.
+    mean = statistics.fmean(values)
     if n == 1:
         return KpiStats(threshold, 1, mean, None, None, confidence)
     from scipy import stats
 
-    sd = float(stats.tstd(values))  # sample standard deviation, ddof=1
+    sd = statistics.stdev(values)  # sample standard deviation, ddof=1
     half = float(stats.t.ppf(confidence, n - 1)) * sd / math.sqrt(n)
     bound = mean - half if threshold.op == ">=" else mean + half
     return KpiStats(threshold, n, mean, sd, bound, confidence)

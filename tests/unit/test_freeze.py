@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 from soakq_testkit import (
     GOOD_KPIS,
-    assert_clean_user_error,
     contract_hash,
-    invoke,
     iteration_docs,
     make_spec,
     read,
@@ -323,105 +321,3 @@ def test_mock_run_snapshot_says_mock(clean_env: Path, monkeypatch: pytest.Monkey
     record, run_dir = run_spec(make_spec(iterations=3, seed=5), clean_env / "art")
     snap = read(run_dir / "PRODUCTION_SNAPSHOT.json")
     assert snap["mock"] is True and snap["mock_seed"] == 5 and snap["source"] == "kpi"
-
-
-# --- soakq freeze ----------------------------------------------------------------------------
-
-
-def test_freeze_command_writes_snapshot(clean_env: Path) -> None:
-    src = clean_env / "runtime_overrides.json"
-    src.write_text(json.dumps(STEADY))
-    out = clean_env / "snap" / "PRODUCTION_SNAPSHOT.json"
-    result = invoke(
-        ["freeze", "--input", str(src), "--output", str(out), "--profile", "steady_safe"]
-    )
-    assert result.exit_code == 0, result.stderr
-    snap = read(out)
-    assert snap["overrides"] == STEADY and snap["profile"] == "steady_safe"
-    assert snap["signature_hash"] == contract_hash(STEADY)
-    assert snap["signature_hash"] in result.stdout
-
-
-def test_freeze_console_script_from_a_run(run_cli, clean_env: Path) -> None:
-    _, run_dir = run_spec(make_spec(iterations=3), clean_env / "art")
-    out = clean_env / "PRODUCTION_SNAPSHOT.json"
-    proc = run_cli(
-        "freeze",
-        "--input",
-        str(run_dir / "runtime_overrides.json"),
-        "--output",
-        str(out),
-        "--profile",
-        "steady_safe",
-    )
-    assert proc.returncode == 0, proc.stderr
-    snap = read(out)
-    overrides = read(run_dir / "runtime_overrides.json")
-    assert snap["signature_hash"] == contract_hash(overrides)
-    assert snap["mock"] is True and snap["run_id"] == run_dir.name  # RUN.json beside it
-
-
-BAD_FREEZE = [
-    ("missing", None, "steady_safe", ["file not found"]),
-    ("garbled", "{", "steady_safe", ["not valid JSON"]),
-    ("nan", '{"min_interval_ms": NaN}', "steady_safe", ["NaN"]),
-    ("array", "[]", "steady_safe", ["JSON object"]),
-    ("unknown-key", json.dumps({**STEADY, "junk": 1}), "steady_safe", ["'junk'"]),
-    (
-        "missing-key",
-        json.dumps({k: v for k, v in STEADY.items() if k != "tail_age_ms"}),
-        "steady_safe",
-        ["tail_age_ms"],
-    ),
-    (
-        "out-of-bounds",
-        json.dumps({**STEADY, "tail_age_ms": 5000}),
-        "steady_safe",
-        ["tail_age_ms", "bounds"],
-    ),
-    ("bool", json.dumps({**STEADY, "min_interval_ms": True}), "steady_safe", ["min_interval_ms"]),
-    ("unknown-profile", json.dumps(STEADY), "nope", ["unknown profile"]),
-]
-
-
-@pytest.mark.parametrize(
-    ("body", "profile", "needles"), [c[1:] for c in BAD_FREEZE], ids=[c[0] for c in BAD_FREEZE]
-)
-def test_freeze_command_rejects_bad_input(
-    clean_env: Path, body: str | None, profile: str, needles: list[str]
-) -> None:
-    src = clean_env / "in.json"
-    if body is not None:
-        src.write_text(body)
-    out = clean_env / "out.json"
-    result = invoke(["freeze", "--input", str(src), "--output", str(out), "--profile", profile])
-    assert_clean_user_error(result, *needles)
-    assert not out.exists()
-
-
-def test_freeze_console_script_rejects(run_cli, clean_env: Path) -> None:
-    src = clean_env / "in.json"
-    src.write_text(json.dumps({**STEADY, "impact_cap_ratio": 0.5}))
-    out = clean_env / "out.json"
-    proc = run_cli("freeze", "--input", str(src), "--output", str(out), "--profile", "steady_safe")
-    assert_clean_user_error(proc, "impact_cap_ratio")
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("where", ["directory", "under-a-file"])
-def test_freeze_unusable_output_path(clean_env: Path, where: str) -> None:
-    src = clean_env / "in.json"
-    src.write_text(json.dumps(STEADY))
-    if where == "directory":
-        out = clean_env / "outdir"
-        out.mkdir()
-    else:
-        (clean_env / "afile").write_text("x")
-        out = clean_env / "afile" / "snap.json"
-    result = invoke(
-        ["freeze", "--input", str(src), "--output", str(out), "--profile", "steady_safe"]
-    )
-    assert_clean_user_error(result, out.name if where == "directory" else "afile")
-    if where == "directory":
-        assert list(out.iterdir()) == []
-    assert sorted(p.name for p in clean_env.iterdir() if p.name.startswith(".")) == []
