@@ -2,7 +2,8 @@
 
 An unusable input is never laundered: a symbol's value outside its valid range is carried into
 the summary as it is (the KPI gate then names it), and a missing one makes the aggregate missing.
-Fill-weighted KPIs need every symbol's fills valid and a positive total (docs/gates.md).
+Fill-weighted KPIs need every symbol's fills valid and a positive total (with one symbol whose
+fills are unusable, its own values stand and the fills are named) (docs/gates.md).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def aggregate(symbols: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         vals, bad = _valid(key, [r.get(key) for r in rows])
         if vals is None:
             out[key] = bad
+        elif len(vals) == 1 and fills is None:
+            # One symbol needs no weight: its value stands while its unusable fills are named.
+            out[key] = round(vals[0], 4)
         elif fills is None or total <= 0:
             out[key] = None  # cannot be weighted: the fills say why (unusable or none)
         else:

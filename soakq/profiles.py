@@ -7,7 +7,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from soakq.errors import ConfigError
+from soakq.errors import ConfigError, InputError
 from soakq.jsonio import loads
 from soakq.params import KEYS, Overrides, validate_overrides
 from soakq.thresholds import check_min_fills
@@ -40,7 +40,10 @@ def load_profile(name: str) -> Profile:
     if name not in profile_names():
         raise ConfigError(f"unknown profile {name!r}; available: {', '.join(profile_names())}")
     layer = f"profile:{name}"
-    raw = loads(_dir().joinpath(f"{name}.json").read_text("utf-8"), what=layer)
+    try:
+        raw = loads(_dir().joinpath(f"{name}.json").read_text("utf-8"), what=layer)
+    except InputError as exc:  # a bad profile file is configuration, not a command's input
+        raise ConfigError(str(exc)) from None
     overrides = validate_overrides(raw.get("overrides", {}), layer=layer)
     symbols = tuple(raw.get("symbols", ()))
     if not symbols:
