@@ -154,7 +154,7 @@ def kpi_gate(
     warns: list[GateReason] = []
     for metric in sorted(needed | present):
         value = summary.get(metric)
-        rng = table.get(metric, ValidRange(metric, None, None, False, ""))
+        rng = table.get(metric) or ValidRange(metric, None, None)  # no range: any finite number
         why = rng.explain(value)
         if why is not None:
             fails.append(unusable(metric, value, why))

@@ -24,8 +24,8 @@ class ValidRange:
     metric: str
     lo: float | None
     hi: float | None
-    integer: bool
-    unit: str
+    integer: bool = False
+    unit: str = ""
 
     def describe(self) -> str:
         """The allowed values in words, e.g. ``[0, 1]``, ``>= 0``, ``an integer >= 0``."""

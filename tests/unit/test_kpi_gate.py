@@ -55,6 +55,29 @@ def reason(**fields: Any) -> GateReason:
     return GateReason(**{**base, **fields})
 
 
+def test_vocabularies() -> None:
+    assert [v.value for v in Verdict] == ["OK", "WARN", "FAIL"]
+    assert [lv.value for lv in ReasonLevel] == [
+        "soft",
+        "hard",
+        "unusable",
+        "insufficient_fills",
+        "source_error",
+    ]
+
+
+def test_results_and_reasons_are_immutable() -> None:
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    result = judge(net_bps=1.5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.verdict = Verdict.OK  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        result.reasons[0].text = "reworded"  # type: ignore[misc]
+
+
 def test_table_is_the_design_table() -> None:
     assert {lv.metric: (lv.op, lv.soft, lv.hard) for lv in LEVELS} == DESIGN
 
@@ -342,6 +365,7 @@ def test_reason_json_round_trip() -> None:
         "value": 1.5,
     }
     assert GateReason.model_validate(doc) == got
+    assert type(doc["level"]) is str  # plain JSON types, not enum members
 
 
 def test_reasons_are_validated() -> None:
