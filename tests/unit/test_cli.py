@@ -482,3 +482,22 @@ def test_watch_timeout_must_be_finite(run_cli) -> None:
     for bad in ("inf", "nan", "0"):
         proc = run_cli("watch", "some-run", "--timeout", bad)
         assert_clean_user_error(proc, f"--timeout {float(bad)!r}", "finite")
+
+
+def test_negative_zero_gives_identical_overrides_and_hash(clean_env: Path) -> None:
+    """`--set base_spread_bps_delta=-0.0` and `=0.0`: the same bytes and the same state_hash."""
+    dirs = []
+    for text in ("-0.0", "0.0"):
+        root = clean_env / f"art{text}"
+        args = [*BASE, "--set", f"base_spread_bps_delta={text}", "--artifacts", str(root)]
+        result = invoke(args)
+        assert result.exit_code == 0, result.stderr
+        dirs.append(root / "soak" / "latest")
+    neg, pos = dirs
+    assert (neg / "runtime_overrides.json").read_bytes() == (
+        pos / "runtime_overrides.json"
+    ).read_bytes()
+    assert b"-0.0" not in (neg / "runtime_overrides.json").read_bytes()
+    hashes = [iteration_docs(d)[-1]["summary"]["state_hash"] for d in dirs]
+    assert hashes[0] == hashes[1] == contract_hash(read(neg / "runtime_overrides.json"))
+    assert os.readlink(neg) == os.readlink(pos)  # the same derived run id
