@@ -100,6 +100,14 @@ def test_a_no_op_delta_does_not_stop_later_ones(start: dict, deltas: dict, appli
         assert result.overrides[key] == PARAMS[key].normalize(start[key] + applied.get(key, 0))
 
 
+def test_apply_result_is_an_immutable_value() -> None:
+    import dataclasses
+
+    result = apply_deltas(STEADY, {"tail_age_ms": 30})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.overrides = {}  # type: ignore[misc]
+
+
 def test_applied_is_the_effective_change() -> None:
     result = apply_deltas({**STEADY, "min_interval_ms": 298}, {"min_interval_ms": 5})
     assert result.applied == {"min_interval_ms": 2}

@@ -246,6 +246,9 @@ def test_reversal_budget_counts_only_reversals() -> None:
             15,
             20,
         ),
+        # a delta of exactly what is left passes whole (not "trimmed")
+        ("min_interval_ms", {1: {"min_interval_ms": 10}, 2: {"min_interval_ms": 12}}, 3, 8, 8, 20),
+        ("impact_cap_ratio", {1: {"impact_cap_ratio": -0.009}}, 3, -0.011, -0.011, 20),
         # a single delta above the cap is trimmed to the cap
         ("base_spread_bps_delta", {}, 1, 0.15, 0.1, 20),
         ("replace_rate_per_min", {}, 1, -100, -60, 20),

@@ -872,6 +872,16 @@ def test_rules_are_data_a_changed_number_changes_the_delta() -> None:
         (lambda d: d["defensive"][0].update(when=[]), "at least 1"),
         (lambda d: d["key_limits"].update(junk={"cap": 1}), "unknown parameter"),
         (lambda d: d.update(harvest_window=0), "greater than or equal to 1"),
+        (lambda d: d.update(harvest_window=101), "less than or equal to 100"),
+        (lambda d: d["defensive"][0].update(moves=[]), "at least 1"),
+        (
+            lambda d: d["defensive"][0]["moves"][0].update(add=None, mul=1.0),
+            "must change the value",
+        ),
+        (lambda d: d["defensive"][0]["moves"][0].update(add=None, mul=-0.5), "greater than 0"),
+        (lambda d: d["defensive"][0]["moves"][0].update(add=None, mul=0.0), "greater than 0"),
+        (lambda d: d["defensive"][0].update(typo=1), "Extra inputs are not permitted"),
+        (lambda d: d["key_limits"]["tail_age_ms"].update(max=1), "Extra inputs are not permitted"),
     ],
 )
 def test_bad_rule_tables_are_refused(change: Any, needle: str) -> None:
@@ -879,6 +889,61 @@ def test_bad_rule_tables_are_refused(change: Any, needle: str) -> None:
     change(doc)
     with pytest.raises(ValidationError, match=needle):
         TunerRules.model_validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("move", "intent"),
+    [
+        ({"add": 30}, 1),
+        ({"add": 0.5}, 1),
+        ({"add": 0.005}, 1),
+        ({"add": -3}, -1),
+        ({"add": -0.005}, -1),
+        ({"mul": 1.1}, 1),
+        ({"mul": 0.85}, -1),
+        ({"mul": 0.5}, -1),
+    ],
+)
+def test_move_intent(move: dict, intent: int) -> None:
+    assert tuner_mod.Move(key="tail_age_ms", **move).intent == intent
+
+
+def test_limits_merge_the_key_limit_and_the_moves_own() -> None:
+    rules = load_rules()
+    move = tuner_mod.Move
+    assert rules.limits(move(key="tail_age_ms", add=30)) == (800, None)
+    assert rules.limits(move(key="tail_age_ms", add=30, cap=900)) == (800, None)
+    assert rules.limits(move(key="tail_age_ms", add=30, cap=760)) == (760, None)
+    assert rules.limits(move(key="min_interval_ms", add=-3)) == (100, 50)
+    assert rules.limits(move(key="min_interval_ms", add=-3, floor=60)) == (100, 60)
+    assert rules.limits(move(key="min_interval_ms", add=-3, floor=40)) == (100, 50)
+    assert rules.limits(move(key="impact_cap_ratio", add=0.005, cap=0.11)) == (0.10, 0.04)
+    assert rules.limits(move(key="max_delta_ratio", add=0.01)) == (None, None)
+    assert rules.limits(move(key="replace_rate_per_min", mul=1.1, floor=200)) == (None, 200)
+
+
+def test_rule_tables_are_immutable_and_the_description_optional() -> None:
+    rules = load_rules()
+    with pytest.raises(ValidationError):
+        rules.defensive[0].moves[0].add = 10  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        rules.harvest_window = 5  # type: ignore[misc]
+    doc = _table()
+    doc.pop("description")
+    assert TunerRules.model_validate(doc).description == ""
+
+
+def test_a_zero_value_is_quoted_as_zero() -> None:
+    rows = [("OK", {"risk_ratio": 0.0})] * 3
+    p = harvest(hist(*rows))
+    assert "risk_ratio 0 < 0.35" in p.rationale["min_interval_ms"]
+    e = tune(
+        {**STEADY, "tail_age_ms": 800, "base_spread_bps_delta": 0.25}, {"slippage_bps_p95": 3.1}
+    ).exhausted[0]
+    assert e.text == (
+        "tuning cannot fix slippage_bps_p95 further "
+        "(rule 6b: base_spread_bps_delta, tail_age_ms pinned)"
+    )
 
 
 def test_broken_packaged_table_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
