@@ -269,14 +269,14 @@ def final_window(
     return window[::-1], final, ()
 
 
-# Which failing reasons a veto names first: the cause before its consequences (a source error
-# leaves the aggregated KPIs missing, and those are reasons too).
-_FIRST = {
-    ReasonLevel.SOURCE_ERROR: 0,
-    ReasonLevel.HARD: 1,
-    ReasonLevel.INSUFFICIENT_FILLS: 2,
-    ReasonLevel.UNUSABLE: 3,
-}
+# The order in which a veto names failing reasons: the cause before its consequences (a source
+# error leaves the aggregated KPIs missing, and those are reasons too).
+_FIRST = (
+    ReasonLevel.SOURCE_ERROR,
+    ReasonLevel.HARD,
+    ReasonLevel.INSUFFICIENT_FILLS,
+    ReasonLevel.UNUSABLE,
+)
 VETO_REASONS = 3  # reasons a veto names; the rest are counted
 
 
@@ -286,7 +286,7 @@ def veto_of(doc: Mapping[str, Any], thresholds: Sequence[Threshold]) -> Veto | N
     summary = doc["summary"]
     if summary["kpi_verdict"] == Verdict.FAIL:
         parsed = [GateReason.model_validate(r) for r in summary["kpi_reasons"]]
-        failing = sorted((r for r in parsed if r.fails), key=lambda r: _FIRST.get(r.level, 9))
+        failing = sorted((r for r in parsed if r.fails), key=lambda r: _FIRST.index(r.level))
         texts = [r.text for r in failing] or ["KPI gate FAIL"]
     else:
         texts = []

@@ -352,17 +352,21 @@ def test_veto_names_the_cause_first_and_counts_the_rest() -> None:
 
     reasons = [
         r("unusable", "u1"),
+        r("insufficient_fills", "f"),
         r("unusable", "u2"),
         r("soft", "s"),
         r("hard", "h"),
         r("source_error", "e"),
-        r("insufficient_fills", "f"),
     ]
     veto = veto_of(doc(3, A, verdict="FAIL", reasons=reasons), release_rules().thresholds)
     assert veto is not None
     assert veto.reasons == ("e", "h", "f", "(+2 more)")
-    exactly = veto_of(doc(3, A, verdict="FAIL", reasons=reasons[2:]), release_rules().thresholds)
+    exactly = veto_of(
+        doc(3, A, verdict="FAIL", reasons=[reasons[1], *reasons[3:]]), release_rules().thresholds
+    )
     assert exactly is not None and exactly.reasons == ("e", "h", "f")
+    order = veto_of(doc(3, A, verdict="FAIL", reasons=reasons[:3]), release_rules().thresholds)
+    assert order is not None and order.reasons == ("f", "u1", "u2")
 
 
 def test_fail_without_reasons_still_vetoes() -> None:
@@ -420,6 +424,39 @@ def test_malformed_documents_are_input_errors(docs: list[Any], needle: str) -> N
         judge_run(docs, where="RUN")
     assert str(err.value).startswith("RUN")
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "text"),
+    [
+        (lambda d: d.pop(1), "run iteration 2: iteration number 3 where 2 was expected"),
+        (lambda d: d[1].pop("tuning"), "run iteration 2: needs 'summary' and 'tuning' objects"),
+        (
+            lambda d: d[2]["tuning"].update(overrides_after=None),
+            "run iteration 3: tuning.overrides_after is not an object",
+        ),
+        (
+            lambda d: d[0]["summary"].update(kpi_verdict="PASS"),
+            "run iteration 1: summary.kpi_verdict 'PASS' is not OK, WARN or FAIL",
+        ),
+        (
+            lambda d: d[0]["summary"].update(kpi_reasons={}),
+            "run iteration 1: summary.kpi_reasons is not a list",
+        ),
+        (
+            lambda d: d[0]["summary"].update(kpi_reasons=["x"]),
+            "run iteration 1: summary.kpi_reasons holds an invalid reason (Input should be a "
+            "valid dictionary or instance of GateReason)",
+        ),
+    ],
+)
+def test_malformed_messages_exactly(change: Any, text: str) -> None:
+    with pytest.raises(InputError) as err:
+        judge_run(_broken(change))  # the default `where` is "run"
+    assert str(err.value) == f"{text}; expected the ITER_SUMMARY documents of one run"
+    with pytest.raises(InputError) as empty:
+        judge_run([])
+    assert str(empty.value) == "run: no iterations to judge (no ITER_SUMMARY_<i>.json)"
 
 
 # --- documents and lines --------------------------------------------------------------------
@@ -526,6 +563,46 @@ def test_lines_of_an_empty_window_and_a_failure() -> None:
     failed = judge_run(steady(2, net_bps=[2.0, 2.1]))
     assert failed.lines()[1].startswith("FAIL net_bps")
     assert "RELEASE GATE FAILED" in failed.lines()
+
+
+def test_defaults_say_not_mock_and_no_run() -> None:
+    gate = judge_run(steady(6))
+    assert (gate.mock, gate.mock_note, gate.run_id) == (False, "", None)
+    assert judge_run(steady(6), mock=False, mock_note="ignored").mock_note == ""
+    assert judge_run(steady(6), mock=True, mock_note="M").mock_note == "M"
+    assert gate.rules == release_rules() and gate.iterations == 6
+
+
+def test_values_are_frozen() -> None:
+    import dataclasses
+
+    gate = judge_run([doc(1, A, verdict="FAIL"), *[doc(i, A) for i in range(2, 7)]])
+    for value, field in ((gate, "verdict"), (gate.stats[0], "n"), (gate.vetoes[0], "iteration")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, field, 0)
+    assert [v.value for v in GateVerdict] == ["PASSED", "FAILED", "INCONCLUSIVE"]
+
+
+def test_exact_lines_without_values() -> None:
+    empty = judge_run([doc(1, A, B)])
+    assert empty.lines()[0] == (
+        "window: empty (the final configuration was never measured; 1 iterations)"
+    )
+    assert empty.lines()[1] == (
+        "open net_bps            n=0  (no value in the window)  threshold >= 2.7"
+    )
+    one = judge_run(steady(1, net_bps=[3.0]))
+    assert one.lines()[1] == (
+        "open net_bps            n=1  mean 3 ± n/a  lower 95% bound n/a  threshold >= 2.7"
+    )
+
+
+def test_a_key_added_or_dropped_by_the_last_iteration_is_a_change() -> None:
+    docs = [*[doc(i, A) for i in range(1, 7)], doc(7, A, {**A, "impact_cap_ratio": 0.09})]
+    gate = judge_run(docs)
+    assert gate.changed_at_end == ("impact_cap_ratio",) and gate.window == ()
+    dropped = [*[doc(i, A) for i in range(1, 7)], doc(7, A, {"min_interval_ms": 75})]
+    assert judge_run(dropped).changed_at_end == ("tail_age_ms",)
 
 
 def test_verdict_exit_codes() -> None:

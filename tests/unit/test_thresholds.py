@@ -104,20 +104,21 @@ def table(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("change", "needle"),
+    ("change", "text"),
     [
-        ({"min_window": 1}, "min_window"),
-        ({"min_window": 2.0}, "min_window"),
-        ({"min_window": True}, "min_window"),
-        ({"confidence": 1.0}, "confidence"),
-        ({"confidence": 0.5}, "confidence"),
-        ({"confidence": "x"}, "confidence"),
+        ({"min_window": 1}, "release_gate.min_window: a whole number >= 2, got 1"),
+        ({"min_window": 2.0}, "release_gate.min_window: a whole number >= 2, got 2.0"),
+        ({"min_window": True}, "release_gate.min_window: a whole number >= 2, got True"),
+        ({"confidence": 1.0}, "release_gate.confidence: between 0.5 and 1, got 1.0"),
+        ({"confidence": 0.5}, "release_gate.confidence: between 0.5 and 1, got 0.5"),
+        ({"confidence": "x"}, "release_gate.confidence: expected a finite number, got 'x'"),
     ],
 )
-def test_bad_release_settings(table: dict[str, Any], change: dict, needle: str) -> None:
+def test_bad_release_settings(table: dict[str, Any], change: dict, text: str) -> None:
     table["release_gate"].update(change)
-    with pytest.raises(ConfigError, match=f"release_gate.{needle}"):
+    with pytest.raises(ConfigError) as err:
         release_rules()
+    assert str(err.value) == text
 
 
 def test_release_settings_edges_accepted(table: dict[str, Any]) -> None:
@@ -129,29 +130,81 @@ def test_release_settings_edges_accepted(table: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("row", "needle"),
+    ("row", "text"),
     [
-        ({"metric": "net_bps", "op": "=>", "value": 2.7}, "op must be one of"),
-        ({"metric": "net_bps", "op": ">=", "value": "2.7"}, "net_bps.value"),
-        ({"metric": "net_bps", "op": ">=", "value": math.inf}, "net_bps.value"),
+        (
+            {"metric": "net_bps", "op": "=>", "value": 2.7},
+            "release_gate.net_bps: op must be one of >=, <=, got '=>'",
+        ),
+        (
+            {"metric": "net_bps", "op": ">=", "value": "2.7"},
+            "release_gate.net_bps.value: expected a finite number, got '2.7'",
+        ),
+        (
+            {"metric": "net_bps", "op": ">=", "value": math.inf},
+            "release_gate.net_bps.value: expected a finite number, got inf",
+        ),
     ],
 )
-def test_bad_release_threshold_rows(table: dict[str, Any], row: dict, needle: str) -> None:
+def test_bad_release_threshold_rows(table: dict[str, Any], row: dict, text: str) -> None:
     table["release_gate"]["thresholds"][0] = row
-    with pytest.raises(ConfigError, match=needle):
+    with pytest.raises(ConfigError) as err:
         release_rules()
+    assert str(err.value) == text
+
+
+def _levels_error() -> str:
+    with pytest.raises(ConfigError) as err:
+        kpi_gate_levels()
+    return str(err.value)
 
 
 def test_bad_kpi_gate_rows(table: dict[str, Any]) -> None:
     table["kpi_gate"]["net_bps"]["op"] = "<"
-    with pytest.raises(ConfigError, match="kpi_gate.net_bps: op"):
-        kpi_gate_levels()
+    assert _levels_error() == "kpi_gate.net_bps: op must be one of >=, <=, got '<'"
     table["kpi_gate"]["net_bps"].update(op=">=", soft=None)
-    with pytest.raises(ConfigError, match="kpi_gate.net_bps.soft"):
-        kpi_gate_levels()
+    assert _levels_error() == "kpi_gate.net_bps.soft: expected a finite number, got None"
     table["kpi_gate"]["net_bps"].update(soft=2.7, hard="2")
-    with pytest.raises(ConfigError, match="kpi_gate.net_bps.hard"):
-        kpi_gate_levels()
+    assert _levels_error() == "kpi_gate.net_bps.hard: expected a finite number, got '2'"
+    table["kpi_gate"]["net_bps"].update(soft=1.0, hard=2.0)
+    assert _levels_error() == "kpi_gate.net_bps: soft bound must be stricter than hard bound"
+
+
+@pytest.mark.parametrize(
+    ("targets", "text"),
+    [
+        (
+            {"nope": {"soft": 1}},
+            "profile kpi_gate: unknown metric 'nope'; allowed: adverse_bps_p95, "
+            "maker_taker_ratio, net_bps, p95_latency_ms, risk_ratio",
+        ),
+        (
+            {"net_bps": {"soft": "x"}},
+            "profile kpi_gate.net_bps.soft: expected soft/hard numbers, got 'x'",
+        ),
+        (
+            {"net_bps": {"medium": 1}},
+            "profile kpi_gate.net_bps.medium: expected soft/hard numbers, got 1",
+        ),
+    ],
+)
+def test_profile_target_messages(targets: dict, text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        kpi_gate_levels(targets)
+    assert str(err.value) == text
+
+
+def test_values_are_frozen_and_the_table_is_read_once() -> None:
+    import dataclasses
+
+    for value, field in (
+        (Threshold("m", ">=", 1.0), "bound"),
+        (GateLevel("m", ">=", 2.0, 1.0), "soft"),
+        (release_rules(), "min_window"),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, field, 0)
+    assert thresholds._table() is thresholds._table()
 
 
 def test_bad_default_min_fills(table: dict[str, Any]) -> None:
