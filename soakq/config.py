@@ -9,7 +9,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from soakq.errors import ConfigError
 from soakq.jsonio import loads, sha256_of
@@ -128,6 +128,7 @@ class RunSpec(BaseModel):
 
 
 # Allowed ranges of the numeric run options (inclusive), the same as their environment twins.
+MAX_ITERATIONS = 10_000
 INTERVAL_S = (0.0, 86_400.0)
 SIGMA_SCALE = (0.001, 100.0)
 SPIKE_PROB = (0.0, 1.0)
@@ -196,8 +197,10 @@ def build_spec(
 ) -> RunSpec:
     """Flags over settings over profile; validated. ConfigError names the bad flag or layer."""
     prof = load_profile(profile)
-    if iterations < 1:
-        raise ConfigError(f"--iterations {iterations}: must be at least 1")
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise ConfigError(f"--iterations {iterations}: must be 1..{MAX_ITERATIONS}")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed {seed}: must be 0..{2**63 - 1}")
     if not 1 <= failure_limit <= 10_000:
         raise ConfigError(f"--failure-limit {failure_limit}: must be 1..10000 consecutive FAILs")
     check_number("--interval", interval_s, *INTERVAL_S, unit=" seconds")
@@ -240,5 +243,7 @@ def build_spec(
     fields["run_id"] = check_run_id(run_id) if run_id else derived_run_id(fields)
     try:
         return RunSpec.model_validate(fields)
-    except Exception as exc:
-        raise ConfigError(f"run configuration: {exc}") from None
+    except ValidationError as exc:  # one line: the first problem, named by its field
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"run configuration: {where}: {first['msg']}") from None

@@ -297,6 +297,8 @@ BAD_SUBMITS: list[tuple[str, list[str], dict[str, str], list[str]]] = [
     ),
     ("iterations-0", ["--iterations", "0"], {}, ["--iterations 0"]),
     ("iterations-negative", ["--iterations", "-3"], {}, ["--iterations -3"]),
+    ("iterations-huge", ["--iterations", "20000"], {}, ["--iterations 20000", "1..10000"]),
+    ("seed-huge", ["--seed", str(2**63)], {}, [f"--seed {2**63}"]),
     ("run-id-dotdot-slash", ["--run-id", "../x"], {}, ["--run-id", "../x"]),
     ("run-id-slash", ["--run-id", "a/b"], {}, ["--run-id", "a/b"]),
     ("run-id-dotdot", ["--run-id", ".."], {}, ["--run-id", ".."]),
@@ -363,6 +365,8 @@ def test_bad_submit_in_process(
         "gap-bps-nan",
         "spike-prob-high",
         "env-duplicate-key",
+        "iterations-huge",
+        "seed-huge",
     ],
 )
 def test_bad_submit_console_script(run_cli, clean_env: Path, case: str) -> None:

@@ -404,3 +404,12 @@ def test_profile_min_fills_is_validated(monkeypatch: pytest.MonkeyPatch, tmp_pat
     finally:
         profiles_mod.profile_names.cache_clear()
         profiles_mod.load_profile.cache_clear()
+
+
+def test_a_spec_field_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anything the flags do not check first still comes back as one line naming the field."""
+    with pytest.raises(ConfigError) as err:
+        make_spec(mode="wild")
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith("run configuration: mode: Input should be 'calm', 'volatile' or 'spike'")
