@@ -65,12 +65,9 @@ def submit_distributed(
     print(spec.run_id, flush=True)
     if not wait:
         return 0
-    print(
-        f"run {spec.run_id}: {spec.iterations} iterations x {len(spec.symbols)} symbols, "
-        f"profile {spec.profile}, source {spec.source}, mode {spec.mode}, seed {spec.seed} "
-        "(distributed)",
-        flush=True,
-    )
+    from soakq.cli.output import run_line
+
+    print(run_line(spec, "distributed"), flush=True)
     return _follow(store, spec.run_id, timeout_s=float("inf"))
 
 

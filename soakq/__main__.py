@@ -1,0 +1,5 @@
+"""`python -m soakq`: the same as the `soakq` console script."""
+
+from soakq.cli.main import main
+
+main()
