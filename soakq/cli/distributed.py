@@ -41,6 +41,26 @@ def _record(store: Any, run_id: str) -> dict[str, Any]:
     return record
 
 
+def check_live_budget(spec: Any) -> None:
+    """A live step blocks for the window + report timeout: the broker must not redeliver it and
+    the watchdog must not re-drive it meanwhile (docs/live-bot.md)."""
+    from workers.celeryconfig import worker_settings
+    from workers.tasks import LIVE_MARGIN_S
+
+    ws = worker_settings()
+    need = spec.window_s + spec.report_timeout_s + LIVE_MARGIN_S
+    for knob, value in (
+        ("SOAKQ_VISIBILITY_TIMEOUT_S", ws.visibility_timeout_s),
+        ("SOAKQ_ITERATION_DEADLINE_S", ws.iteration_deadline_s),
+    ):
+        if value <= need:
+            raise ConfigError(
+                f"--window {spec.window_s:g} + --report-timeout {spec.report_timeout_s:g} "
+                f"(+{LIVE_MARGIN_S:g} s margin) needs {knob} above {need:g} s (now {value:g}); "
+                "raise it for the workers and this command"
+            )
+
+
 def submit_distributed(
     settings: Any, spec: Any, root: Path, *, wait: bool, explicit_id: bool
 ) -> int:
@@ -48,6 +68,8 @@ def submit_distributed(
     from soakq.runner import start_run
     from workers.client import send_start
 
+    if spec.live:
+        check_live_budget(spec)
     app, store = _connect(settings)
     base, n = spec.run_id, 1
     while True:

@@ -337,6 +337,12 @@ def worker(
     pool: Annotated[str, typer.Option(help="prefork, solo or threads.")] = "prefork",
     name: Annotated[str | None, typer.Option("--name", "-n", help="Node name (w1@%h).")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues", "-Q", help="Queues to consume, e.g. soakq.bot.NAME [default: soakq]."
+        ),
+    ] = None,
 ) -> None:
     """Run a Celery worker for distributed runs (same as `celery -A workers.app worker`)."""
     from soakq.errors import UserError
@@ -351,6 +357,8 @@ def worker(
     argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
     if name:
         argv.append(f"--hostname={name}")
+    if queues:
+        argv.append(f"--queues={queues}")
     celery_app.worker_main(argv)
 
 
