@@ -49,7 +49,7 @@ class Bot:
     """
 
     clip_per_impact_cap: float  # quote clip = impact_cap_ratio * this (shown size per side)
-    informed_ref_clip: float  # informed arrivals are informed_per_s at this clip, pro rata
+    informed_ref_clip: float  # informed takers come at informed_per_s at this clip, pro rata
     signal_tau_s: float  # time constant of the bot's position signal (an AR(1), unit variance)
     signal_full_scale: float  # signal value at which the target reaches its cap
     target_tick_ms: int  # the position target is re-evaluated once per tick
@@ -66,6 +66,7 @@ class Bot:
     fill_report_ms: float  # a filled side is re-posted max(this, min_interval_ms) + latency later
     exchange_limit_per_min: float  # venue message limit per symbol: latency blows up near it
     rate_window_ms: float  # trailing window of the message-rate estimate driving congestion
+    session_service_ms: float  # the venue serves a session's messages in order, this apart
     burst_s: float  # token-bucket depth of replace_rate_per_min, in seconds of budget
 
 
@@ -80,15 +81,18 @@ class Regime:
     fill_k_per_bp: float
     max_fill_rate_per_s: float  # cap on A*exp(-k*delta) for a quote at or near the mid
     crossed_rate_per_s: float  # rate at which a quote the mid moved through is taken (x queue)
-    informed_per_s: float  # arrivals of takers who know the mid one markout horizon ahead
-    informed_edge_bps: float  # they trade only if that mid beats the quote by this much
+    informed_per_s: float  # informed takers know the mid's move over the markout horizon; when it
+    # exceeds informed_move_bps toward a quote, they take it at this rate per second of the
+    # quote's price age (x queue, at the reference clip): the stalest quotes go first
+    informed_move_bps: float
     taker_size_mean: float  # mean size an uninformed taker wants, in inventory-limit units
     half_spread_bps: float  # the bot's base quoted half-spread in this regime (vol-adaptive)
     requote_bps: float  # the bot requotes when the mid moved beyond this from its quotes' mid
     touch_bps: float  # half the market spread a taker hedge crosses
     impact_bps_per_limit: float  # hedge impact per unit of inventory limit traded in one step
     latency_ms: float  # median venue round trip at idle
-    latency_sigma: float  # lognormal sigma of the round trip around latency_ms
+    latency_sigma: float  # lognormal sigma of one message's round trip around the window's level
+    latency_level_sigma: float  # lognormal sigma of the venue's load level from window to window
     congestion_gain: float  # latency *= 1 + gain * u / (1 - u), u = message rate / venue limit
     jump_latency_boost: float  # latency *= 1 + boost * exp(-dt / burst_decay_ms) after a jump
     hiccups_per_min: float  # venue slowdowns unrelated to price (Poisson), same decay ...

@@ -28,7 +28,7 @@ import numpy as np
 
 from soakq.metrics.book import kernels
 from soakq.metrics.book.config import BookConfig, Regime, SymbolSpec
-from soakq.metrics.book.market import AUX_SIZE, Market, aux_uniform
+from soakq.metrics.book.market import AUX_INFORMED, AUX_SIZE, Market, aux_uniform
 from soakq.metrics.book.quotes import Schedule
 
 Array = np.ndarray
@@ -91,8 +91,8 @@ def build_book(cfg: BookConfig, market: Market, sched: Schedule, half_spread_bps
     """Where and when each action's quotes rest."""
     step_ms = float(cfg.clock.step_ms)
     live_step = np.ceil(sched.live_ms / step_ms).astype(np.int64)
-    ref = market.mid[sched.step]
-    price = np.stack((ref - half_spread_bps, ref + half_spread_bps))
+    centre = market.mid[sched.step]  # the bot prices off the mid it sees then
+    price = np.stack((centre - half_spread_bps, centre + half_spread_bps))
     return Book(market, sched, live_step, price, step_ms, cfg.bot.queue_floor, cfg.bot.queue_tau_ms)
 
 
@@ -100,15 +100,20 @@ def _pack(st: Array, sd: Array, act: Array, kind: int, u: Array, x: Array, want:
     return st, sd, act, np.full(st.size, kind), u, x, want
 
 
-def _uninformed(book: Book, regime: Regime, spec: SymbolSpec) -> tuple:
+def _quoted(book: Book, n: int) -> Array:
+    """(2, steps) log-price of the quote resting on each side at each step (NaN: none yet)."""
+    out = np.empty((2, n))
+    for s in (0, 1):
+        counts = np.diff(np.minimum(book.live_step[s], n), prepend=0, append=n)
+        out[s] = np.repeat(np.concatenate(([np.nan], book.price[s])), counts)
+    return out
+
+
+def _uninformed(book: Book, quoted: Array, regime: Regime, spec: SymbolSpec) -> tuple:
     """Fills by uninformed takers: ``u < 1 - exp(-lambda(delta) * queue * dt)``."""
     market = book.market
-    n = market.u_fill.shape[1]
-    hits = []
-    for s in (0, 1):  # the quote's price at every step, then the pre-filter (market.fill_reach)
-        counts = np.diff(np.minimum(book.live_step[s], n), prepend=0, append=n)
-        quoted = np.repeat(np.concatenate(([np.nan], book.price[s])), counts)
-        hits.append(np.flatnonzero(quoted > market.reach[0] if s == 0 else quoted < market.reach[1]))
+    reach = market.reach  # the pre-filter (market.fill_reach); NaN compares False
+    hits = (np.flatnonzero(quoted[0] > reach[0]), np.flatnonzero(quoted[1] < reach[1]))
     st = np.concatenate(hits)
     sd = np.repeat(np.array([0, 1]), [hits[0].size, hits[1].size])
     act = book.act_at(sd, st)
@@ -124,19 +129,21 @@ def _uninformed(book: Book, regime: Regime, spec: SymbolSpec) -> tuple:
     return _pack(st, sd, act[keep], KIND_UNINFORMED, u[keep], x[keep], want)
 
 
-def _informed(book: Book, regime: Regime, ratio: float, h: int) -> tuple:
-    """Informed takers: the mid one horizon ahead beats the quote by the edge, thinned by queue."""
+def _informed(book: Book, regime: Regime, shown_ratio: float) -> tuple:
+    """Informed takers (see module): rate x price age x queue before a move toward the quote."""
     market = book.market
-    st = market.informed_steps
-    mid = market.mid
-    move = mid[st] - mid[st + h]  # > 0: the mid is about to fall (the bid gets picked off)
-    sd = (move < 0.0).astype(np.int64)  # only the side the mid moves toward can be mispriced
+    move = market.move_ahead
+    st = np.flatnonzero(np.abs(move) > regime.informed_move_bps)
+    sd = (move[st] > 0.0).astype(np.int64)  # the mid will rise: takers lift the ask
     act = book.act_at(sd, st)
-    hit = (act >= 0) & (np.abs(move) > book.dist(sd, st, act) + regime.informed_edge_bps)
-    st, sd, act, u = st[hit], sd[hit], act[hit], market.informed_u[hit]
-    keep = u < ratio * book.queue(sd, st, act)
+    ok = act >= 0
+    st, sd, act = st[ok], sd[ok], act[ok]
+    age_s = (st * book.step_ms - book.sched.decided_ms[act]) / 1000.0  # since it was priced
+    x = (regime.informed_per_s * shown_ratio * book.step_ms / 1000.0) * age_s
+    u = aux_uniform(market.aux[st], AUX_INFORMED)
+    keep = u < -np.expm1(-x * book.queue(sd, st, act))
     st = st[keep]
-    return _pack(st, sd[keep], act[keep], KIND_INFORMED, u[keep], np.full(st.size, ratio), st * 0.0)
+    return _pack(st, sd[keep], act[keep], KIND_INFORMED, u[keep], x[keep], st * 0.0)
 
 
 def _sweeps(book: Book) -> tuple:
@@ -158,13 +165,13 @@ def candidates(
     cfg: BookConfig, regime: Regime, spec: SymbolSpec, book: Book, shown: float
 ) -> tuple[Array, ...]:
     """All possible fills at the orders' original queue priority, in time order (see module)."""
-    market = book.market
-    a_inf = regime.informed_per_s * spec.depth_scale * shown / cfg.bot.informed_ref_clip
-    ratio = a_inf / market.informed_max_per_s if market.informed_max_per_s > 0 else 0.0
+    n = cfg.clock.steps
+    quoted = _quoted(book, n)
+    shown_ratio = shown / cfg.bot.informed_ref_clip  # informed go where the size is
     parts = (
         _sweeps(book),
-        _informed(book, regime, ratio, cfg.clock.markout_steps),
-        _uninformed(book, regime, spec),
+        _informed(book, regime, shown_ratio),
+        _uninformed(book, quoted, regime, spec),
     )
     cols = tuple(np.concatenate(col) for col in zip(*parts, strict=True))
     st, sd, _, kind = cols[:4]

@@ -20,28 +20,32 @@ INF = math.inf
 
 
 def walk_schedule(
-    nxt: np.ndarray, urgent: set[int], n: int, *, interval: float, tolerance: float
+    code: np.ndarray, urgent: set[int], n: int, *, interval: float, tolerance: float
 ) -> np.ndarray:
-    """Steps of the bot's quote actions: follow ``nxt`` from step 0 under a replace budget.
+    """Steps of the bot's quote actions: follow the trigger table from step 0 under a budget.
 
-    ``nxt[a]`` is the step the next action wants after one at ``a`` (``quotes.trigger_table``).
-    The budget is a GCRA (the virtual-scheduling form of a token bucket): one action per
-    ``interval`` steps on average, bursts ``tolerance`` steps ahead of that schedule allowed. An
-    action the budget does not allow yet waits for it, unless its step is in ``urgent`` (a
-    requote forced by a jump goes at once, and the schedule runs late for it).
+    ``code[a] = 2 * next + price`` (``quotes.trigger_table``): the step the next action wants
+    after one at ``a``, and whether the mid (1) or the orders' age (0) triggers it. The budget is
+    a GCRA (the virtual-scheduling form of a token bucket): one action per ``interval`` steps on
+    average, bursts ``tolerance`` steps ahead of that schedule. A requote the budget does not
+    allow yet waits for it; a routine (age) refresh also leaves one action of budget in reserve
+    for the next requote the mid may force; a requote forced by a jump (``a`` in ``urgent``)
+    goes at once and the schedule runs late for it.
     """
-    ahead = memoryview(nxt)  # Python ints without converting the whole table
+    table = memoryview(code)  # Python ints without converting the whole table
     steps = np.empty(n, dtype=np.int64)
     out = memoryview(steps)
     ceil = math.ceil
+    reserve = tolerance - interval  # an age refresh keeps one interval of burst in hand
     k = 0
     tat = 0.0  # theoretical arrival time of the next action under the budget
     a = 0
     while a < n:
         out[k] = a
         k += 1
-        c = ahead[a]
-        earliest = tat - tolerance
+        c = table[a]
+        earliest = tat - (tolerance if c & 1 else reserve)
+        c >>= 1
         if earliest > c and a not in urgent:
             c = ceil(earliest)
         tat = (tat if tat > c else c) + interval
@@ -91,9 +95,7 @@ def _refill_prob(kind: int, x: float, q: float) -> float:
     """Fill probability of a candidate on a re-posted order with queue priority ``q``."""
     if kind == 0:  # sweep: the jump takes the quote if our order is reached
         return q
-    if kind == 1:  # informed: thinned by the queue
-        return x * q
-    return 1.0 - math.exp(-x * q)  # uninformed: x = intensity * dt
+    return 1.0 - math.exp(-x * q)  # informed and uninformed: x = intensity * dt
 
 
 def _hedge(

@@ -21,12 +21,11 @@ import numpy as np
 
 from soakq.metrics.base import derive_seed
 from soakq.metrics.book.config import BookConfig, Regime, SymbolSpec
-from soakq.params import PARAMS
 
 Array = np.ndarray
 
 # Fields of the per-step auxiliary random word (16-bit uniforms), see ``aux_uniform``.
-AUX_SIZE, AUX_LAT_1, AUX_LAT_2 = 0, 1, 2
+AUX_SIZE, AUX_LAT_1, AUX_LAT_2, AUX_INFORMED = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -34,19 +33,19 @@ class Market:
     """One symbol-iteration's market and counterparties; independent of the bot's parameters."""
 
     mid: Array  # (steps + markout_steps,) log-mid in bp
+    move_ahead: Array  # (steps,) the mid's diffusive move over the next markout horizon (bp):
+    # what informed takers know (a jump is news to everyone)
     jump_steps: Array  # sorted steps whose mid jumped (the jump happens going into that step)
     jump_count: int
     gap_count: int
     u_fill: Array  # (2, steps) uniforms deciding uninformed fills and sweeps, [side, step]
     reach: Array  # (2, steps) log-price the step's uninformed taker could reach: a bid above
     # reach[0] or an ask below reach[1] may fill (see ``fill_reach``); others cannot
-    informed_steps: Array  # sorted steps of informed arrivals, at the largest possible rate
-    informed_u: Array  # their thinning uniforms (kept when u < actual rate / largest rate)
-    informed_max_per_s: float  # the rate informed_steps were drawn at
-    aux: Array  # (steps,) uint64: 16-bit uniforms per step (taker size, two latency jitters)
+    aux: Array  # (steps,) uint64: 16-bit uniforms per step (taker size, jitters, informed)
     phase: Array  # (steps,) the bot's timer phase at each step, uniform in [0, 1)
     burst_ms: Array  # sorted start times of venue latency bursts (jumps and hiccups)
     burst_boost: Array  # their boost: latency *= 1 + boost * exp(-dt / burst_decay_ms)
+    latency_level: float  # the venue's load in this window: idle latency *= this (lognormal)
     signal: list[float]  # per target tick, in [-1, 1]: the bot's position signal
 
 
@@ -69,13 +68,6 @@ def aux_uniform(aux: Array, field: int) -> Array:
     """The 16-bit uniform ``field`` of each auxiliary word, in (0, 1) (never 0 or 1)."""
     bits = (aux >> np.uint64(16 * field)) & np.uint64(0xFFFF)
     return (bits.astype(np.float64) + 0.5) * (1.0 / 65536.0)
-
-
-def informed_max_per_s(cfg: BookConfig, regime: Regime, spec: SymbolSpec) -> float:
-    """The largest informed arrival rate any valid parameters can give (per second)."""
-    clip_hi = PARAMS["impact_cap_ratio"].hi * cfg.bot.clip_per_impact_cap
-    size_hi = min(clip_hi, PARAMS["max_delta_ratio"].hi)
-    return regime.informed_per_s * spec.depth_scale * size_hi / cfg.bot.informed_ref_clip
 
 
 def fill_reach(
@@ -121,45 +113,44 @@ def build_market(
     u_fill = rng.random((2, n))
     aux = rng.bit_generator.random_raw(n)
     phase = rng.random(n)
-    inf_max = informed_max_per_s(cfg, regime, spec)
-    n_inf = int(rng.poisson(inf_max * n * clock.step_ms / 1000.0))
-    informed_steps = np.sort(rng.integers(0, n, n_inf))
-    informed_u = rng.random(n_inf)
     signal = _signal(rng, cfg)
     sigma_step = regime.sigma_bps_sqrt_s * spec.vol_scale * sigma_scale
-    steps_bp = logistic_increments(rng, n + h) * (sigma_step * math.sqrt(clock.step_ms / 1000.0))
-    jump_steps, sizes = _jumps(rng, steps_bp, jumps_per_min * clock.step_ms / 60_000.0, jump_bps)
-    mid = np.cumsum(steps_bp)
+    diffusion = np.cumsum(
+        logistic_increments(rng, n + h) * (sigma_step * math.sqrt(clock.step_ms / 1000.0))
+    )
+    jump_steps, sizes, gaps = _jumps(rng, n + h, jumps_per_min * clock.step_ms / 60_000.0, jump_bps)
+    mid = diffusion + gaps
+    latency_level = math.exp(regime.latency_level_sigma * float(rng.standard_normal()))
     burst_ms, burst_boost = _bursts(rng, cfg, regime, jump_steps[jump_steps < n])
     in_run = jump_steps < n
     return Market(
         mid=mid,
+        move_ahead=diffusion[h:] - diffusion[:n],
         jump_steps=jump_steps[in_run],
         jump_count=int(np.count_nonzero(in_run)),
         gap_count=int(np.count_nonzero(sizes[in_run] >= cfg.gap_threshold_bps)),
         u_fill=u_fill,
         reach=fill_reach(mid, u_fill, regime, spec, float(clock.step_ms)),
-        informed_steps=informed_steps,
-        informed_u=informed_u,
-        informed_max_per_s=inf_max,
         aux=aux,
         phase=phase,
         burst_ms=burst_ms,
         burst_boost=burst_boost,
+        latency_level=latency_level,
         signal=signal,
     )
 
 
 def _jumps(
-    rng: np.random.Generator, steps_bp: Array, per_step: float, jump_bps: float
-) -> tuple[Array, Array]:
-    """Add jumps (Poisson, ``per_step`` per step) to the increments: (steps, absolute sizes)."""
-    count = int(rng.poisson(max(0.0, per_step) * steps_bp.size))
-    at = np.unique(rng.integers(1, steps_bp.size, count))
+    rng: np.random.Generator, size: int, per_step: float, jump_bps: float
+) -> tuple[Array, Array, Array]:
+    """Jumps (Poisson, ``per_step`` per step): (steps, absolute sizes, cumulative jump path)."""
+    count = int(rng.poisson(max(0.0, per_step) * size))
+    at = np.unique(rng.integers(1, size, count))
     # Mean size jump_bps, never below half of it: a jump or gap is a real move, not noise.
-    size = jump_bps * (0.5 + 0.5 * rng.exponential(1.0, at.size))
-    steps_bp[at] += np.where(rng.random(at.size) < 0.5, size, -size)
-    return at, size
+    sizes = jump_bps * (0.5 + 0.5 * rng.exponential(1.0, at.size))
+    signed = np.where(rng.random(at.size) < 0.5, sizes, -sizes)
+    path = np.repeat(np.concatenate(([0.0], np.cumsum(signed))), np.diff(at, prepend=0, append=size))
+    return at, sizes, path
 
 
 def _bursts(

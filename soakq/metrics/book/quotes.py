@@ -72,11 +72,12 @@ def _first_bit(width: int) -> Array:
 def trigger_table(
     mid: Array, n: int, *, tol_bps: float, tail: Array, gap: Array
 ) -> tuple[Array, Array]:
-    """Per step a: the step of the next action if a is one, and the step the mid left the band.
+    """Per step a: ``2 * next + price`` and the step the mid left the band around ``mid[a]``.
 
-    The next action comes at the first step the mid is more than ``tol_bps`` from ``mid[a]``, or
-    at ``a + tail[a]`` (age), whichever is first, but not before ``a + gap[a]``. The mid is scanned
-    at most ``min(len(mid) - n, 16)`` steps ahead; ``exit`` is past that when it stayed inside.
+    The next action after one at a comes at the first step the mid is more than ``tol_bps`` from
+    ``mid[a]`` (price = 1), or at ``a + tail[a]`` (age, price = 0), whichever is first, but not
+    before ``a + gap[a]``. The mid is scanned at most ``min(len(mid) - n, 16)`` steps ahead; the
+    exit step is past that when it stayed inside.
     """
     width = int(min(tail.max(), mid.size - n, MAX_SCAN_STEPS))
     base = mid[:n]
@@ -88,9 +89,10 @@ def trigger_table(
         outside |= ahead < lo
         code |= outside * np.uint16(1 << (j - 1))
     exit_j = _first_bit(width)[code]
+    price = exit_j <= tail
     wait = np.maximum(np.minimum(exit_j, tail), gap)
     idx = np.arange(n)
-    return idx + wait, idx + exit_j
+    return (idx + wait) * 2 + price, idx + exit_j
 
 
 def urgent_steps(exit_step: Array, jump_steps: Array, tail: Array) -> set[int]:
@@ -119,7 +121,7 @@ def schedule_quotes(
     n, step_ms = clock.steps, float(clock.step_ms)
     phase = market.phase
     tail = timer_steps(phase, tail_age_ms, step_ms)
-    nxt, exit_step = trigger_table(
+    code, exit_step = trigger_table(
         market.mid,
         n,
         tol_bps=regime.requote_bps,
@@ -131,14 +133,14 @@ def schedule_quotes(
     per_step = replace_rate_per_min * step_ms / 60_000.0
     depth = max(2.0, replace_rate_per_min * bot.burst_s / 60.0)
     steps = kernels.walk_schedule(
-        nxt,
+        code,
         urgent_steps(exit_step, market.jump_steps, tail),
         n,
         interval=2.0 / per_step,
         tolerance=(depth - 2.0) / per_step,
     )
     decided_ms = steps * step_ms
-    latency = action_latency(cfg, regime, spec, market, steps, decided_ms)
+    latency = action_latency(cfg, regime, spec, market, steps, decided_ms, min_interval_ms)
     # The bot alternates the side it sends first, so neither side is always the stale one:
     # even actions send the bid first, odd ones the ask; the second goes min_interval later.
     live = decided_ms + latency
@@ -169,11 +171,12 @@ def action_latency(
     market: Market,
     steps: Array,
     decided_ms: Array,
+    min_interval_ms: float,
 ) -> Array:
     """(2, actions) round trips in ms of each action's first and second message (see module)."""
     bot = cfg.bot
     aux = market.aux[steps]
-    venue = (regime.latency_ms * spec.latency_scale) * burst_factor(
+    venue = (regime.latency_ms * spec.latency_scale * market.latency_level) * burst_factor(
         market, decided_ms, regime.burst_decay_ms
     )
     first = np.searchsorted(decided_ms, decided_ms - bot.rate_window_ms, side="right")
@@ -183,4 +186,8 @@ def action_latency(
     common = venue * (1.0 + regime.congestion_gain * u / (1.0 - u))
     fields = aux >> np.array([[16 * AUX_LAT_1 + 16 - JITTER_BITS], [16 * AUX_LAT_2 + 16 - JITTER_BITS]], dtype=np.uint64)
     z = _normal_quantiles()[fields & np.uint64((1 << JITTER_BITS) - 1)]
-    return common * np.exp(regime.latency_sigma * z)
+    out = common * np.exp(regime.latency_sigma * z)
+    # The venue handles a session's messages in order: the second message, sent
+    # min_interval_ms after the first, completes no sooner than service_ms after it.
+    np.maximum(out[1], out[0] + (bot.session_service_ms - min_interval_ms), out=out[1])
+    return out
