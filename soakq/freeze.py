@@ -51,6 +51,18 @@ def signature(overrides: Mapping[str, Number]) -> str:
     return sha256_of(dict(overrides))
 
 
+def unfreeze_on_fail(
+    state: FreezeState, *, iteration: int, verdict: Verdict, fail_reasons: tuple[str, ...] = ()
+) -> FreezeState:
+    """A hard FAIL while frozen unfreezes in that iteration, before tuning, and says why."""
+    if not (state.active and verdict == Verdict.FAIL):
+        return state
+    why = "; ".join(fail_reasons) or "KPI gate FAIL"
+    return FreezeState(
+        active=False, reason=f"unfrozen at iteration {iteration}: KPI gate FAIL ({why})"
+    )
+
+
 def update_freeze(
     state: FreezeState,
     *,
@@ -60,14 +72,9 @@ def update_freeze(
     overrides_after: Mapping[str, Number],
     fail_reasons: tuple[str, ...] = (),
 ) -> FreezeState:
-    """The freeze state after ``iteration``."""
+    """The freeze state after ``iteration`` (unfreezing on a FAIL first, if not done yet)."""
+    state = unfreeze_on_fail(state, iteration=iteration, verdict=verdict, fail_reasons=fail_reasons)
     if state.active:
-        if verdict == Verdict.FAIL:
-            why = "; ".join(fail_reasons) or "KPI gate FAIL"
-            return FreezeState(
-                active=False,
-                reason=f"unfrozen at iteration {iteration}: KPI gate FAIL ({why})",
-            )
         return state
     stable = verdict == Verdict.OK and not applied_any
     streak = (*state.stable_streak, iteration) if stable else ()

@@ -1,4 +1,4 @@
-"""Guards on proposed deltas: deadband, oscillation, cooldown, velocity (DESIGN §4).
+"""Guards on proposed deltas: deadband, oscillation, cooldown, velocity (docs/tuner.md).
 
 The guard ledger (the applied changes of recent iterations) is part of the run state, so the
 guards survive restarts. Everything here is pure: ledger in, decisions and a new ledger out.
@@ -16,8 +16,7 @@ from soakq.params import PARAMS, Number, fmt
 EPS = 1e-9
 OSCILLATION_WINDOW = 3  # a reversal within this many iterations of the last change is A->B->A
 REVERSAL_WINDOW = 6  # at most one reversal per parameter per this many iterations
-COOLDOWN_ITERATIONS = 2
-LEDGER_KEEP = 12  # iterations of history kept in the ledger (covers every window above)
+COOLDOWN_ITERATIONS = 2  # after a change of at least half the hourly cap
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,26 @@ def _sign(x: float) -> int:
 
 
 def window_iterations(minutes_per_iteration: float) -> int:
-    """How many iterations (the current one included) one rolling simulated hour spans."""
+    """How many iterations (the current one included) one rolling hour spans.
+
+    ``minutes_per_iteration`` is the time one iteration covers: the simulator's clock for mock
+    sources, the measured window for a live bot. ValueError unless it is finite and > 0.
+    """
+    if not (math.isfinite(minutes_per_iteration) and minutes_per_iteration > 0):
+        raise ValueError(
+            f"minutes_per_iteration must be finite and > 0, got {minutes_per_iteration}"
+        )
     return max(1, math.ceil(60.0 / minutes_per_iteration - EPS))
+
+
+def ledger_keep(minutes_per_iteration: float) -> int:
+    """Iterations of history the ledger must keep: every guard window, the velocity hour too."""
+    return max(
+        OSCILLATION_WINDOW + 1,
+        REVERSAL_WINDOW,
+        COOLDOWN_ITERATIONS + 1,
+        window_iterations(minutes_per_iteration),
+    )
 
 
 def guard(
@@ -135,12 +152,12 @@ def guard(
             e
             for e in entries
             if iteration - e["iteration"] <= COOLDOWN_ITERATIONS
-            and abs(e["delta"]) > half_cap + EPS
+            and abs(e["delta"]) >= half_cap - EPS
         ]
         if hot:
             reason = (
                 f"changed by {fmt(key, hot[-1]['delta'])} at iteration {hot[-1]['iteration']} "
-                f"(> half the hourly cap {fmt(key, half_cap)}); cooling down "
+                f"(>= half the hourly cap {fmt(key, half_cap)}); cooling down "
                 f"{COOLDOWN_ITERATIONS} iterations"
             )
             if not bypass:
@@ -161,7 +178,7 @@ def guard(
                     key,
                     "velocity",
                     f"hourly budget {fmt(key, p.velocity_per_h)} used "
-                    f"({fmt(key, used)} in the last simulated hour)",
+                    f"({fmt(key, used)} in the last hour of iterations)",
                 )
                 continue
             new_delta = p.normalize(_sign(delta) * allowed)
@@ -187,9 +204,18 @@ def _floor_to_precision(key: str, value: float) -> float:
 
 
 def record_changes(
-    ledger: Mapping[str, Any], iteration: int, applied: Mapping[str, Number]
+    ledger: Mapping[str, Any],
+    iteration: int,
+    applied: Mapping[str, Number],
+    *,
+    minutes_per_iteration: float,
 ) -> dict[str, Any]:
-    """The ledger after ``applied`` (effective deltas) took effect at ``iteration``."""
+    """The ledger after ``applied`` (effective deltas) took effect at ``iteration``.
+
+    Entries older than ``ledger_keep(minutes_per_iteration)`` iterations are dropped: the
+    ledger always covers the velocity hour, however short an iteration is.
+    """
+    keep = ledger_keep(minutes_per_iteration)
     changes = {k: [dict(e) for e in v] for k, v in ledger.get("changes", {}).items()}
     last_dir = dict(ledger.get("last_dir", {}))
     for key in sorted(applied):
@@ -201,7 +227,5 @@ def record_changes(
             {"delta": delta, "iteration": iteration, "reversal": reversal}
         )
         last_dir[key] = _sign(delta)
-    pruned = {
-        k: [e for e in v if iteration - e["iteration"] < LEDGER_KEEP] for k, v in changes.items()
-    }
+    pruned = {k: [e for e in v if iteration - e["iteration"] < keep] for k, v in changes.items()}
     return {"changes": {k: v for k, v in sorted(pruned.items()) if v}, "last_dir": last_dir}

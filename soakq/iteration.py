@@ -13,24 +13,36 @@ from typing import Any
 from soakq.aggregate import aggregate
 from soakq.apply import apply_deltas
 from soakq.config import RunSpec
-from soakq.freeze import FreezeState, update_freeze
+from soakq.freeze import FreezeState, unfreeze_on_fail, update_freeze
 from soakq.guards import empty_ledger, guard, record_changes
 from soakq.jsonio import sha256_of
-from soakq.kpi_gate import Verdict, kpi_gate
+from soakq.kpi_gate import Verdict, hard_failures, kpi_gate, source_error, verdict_of
 from soakq.metrics.base import KPI_KEYS, MeasureRequest, get_source
 from soakq.params import normalize_overrides
+from soakq.ranges import range_problems
 from soakq.states import StopReason
 from soakq.thresholds import kpi_gate_levels
-from soakq.tuner import Proposal, propose
+from soakq.tuner import TUNED_KPIS, Proposal, load_rules, propose
 
 
 def initial_state(spec: RunSpec) -> dict[str, Any]:
     """The run state before iteration 1."""
     return {
+        "fail_streak": 0,
         "freeze": FreezeState().as_json(),
         "iteration": 0,
         "ledger": empty_ledger(),
         "overrides": normalize_overrides(spec.overrides),
+        "recent": [],
+    }
+
+
+def history_entry(iteration: int, verdict: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What the harvest rules remember of one iteration: its verdict and tuned KPIs."""
+    return {
+        "iteration": iteration,
+        "kpi_verdict": verdict,
+        **{k: summary.get(k) for k in TUNED_KPIS},
     }
 
 
@@ -63,6 +75,12 @@ def measure_symbol(
         )
     except SoakqError as exc:
         return {"error": str(exc), "symbol": symbol}
+    # Every source's values are checked against the valid ranges (docs/gates.md): an unusable
+    # value is an error for this symbol, never a number the gate or the tuner would act on.
+    bad = range_problems(metrics, skip_missing=True)
+    if bad:
+        text = "; ".join(f"{k} {why}" for k, why in sorted(bad.items()))
+        return {"error": f"{spec.source} source: {text}", "symbol": symbol}
     return {"metrics": metrics, "symbol": symbol}
 
 
@@ -88,25 +106,41 @@ def finalize_iteration(
     before = normalize_overrides(state["overrides"])
     freeze = FreezeState.from_json(state.get("freeze"))
     summary = aggregate({s: symbols.get(s, {}) for s in spec.symbols})
-    gate = kpi_gate(summary, kpi_gate_levels(spec.profile_kpi_gate), required=KPI_KEYS)
-    reasons = list(gate.reasons)
-    for s in missing:
-        reasons.append(f"{s}: no result")
-    for s, err in errors.items():
-        reasons.append(f"{s}: {err}")
-    verdict = gate.verdict if not (missing or errors) else Verdict.FAIL
+    gate = kpi_gate(
+        summary,
+        kpi_gate_levels(spec.profile_kpi_gate),
+        required=KPI_KEYS,
+        min_fills=spec.min_fills,
+    )
+    source_reasons = [source_error(s, "no result") for s in missing]
+    source_reasons += [source_error(s, err) for s, err in errors.items()]
+    reasons = [*gate.reasons, *source_reasons]
+    verdict = verdict_of(reasons)
 
     stop: StopReason | None = None
     stop_detail = ""
     if errors or missing:
         stop, stop_detail = (
             StopReason.METRICS_ERROR,
-            "; ".join(reasons[-len(errors) - len(missing) :]),
+            "; ".join(r.text for r in source_reasons),
         )
-    elif verdict == Verdict.FAIL and spec.kpi_gate == "hard":
-        stop, stop_detail = StopReason.KPI_GATE, "; ".join(gate.reasons)
+    fail_streak = int(state.get("fail_streak", 0)) + 1 if verdict == Verdict.FAIL else 0
+    if stop is None and spec.kpi_gate == "hard" and fail_streak >= spec.failure_limit:
+        stop, stop_detail = StopReason.KPI_GATE, "; ".join(gate.texts)
+        if spec.failure_limit > 1:
+            stop_detail = f"{fail_streak} consecutive KPI FAILs (limit {spec.failure_limit}): " + (
+                stop_detail
+            )
 
-    # Tuning. A stopping iteration changes nothing; a frozen run proposes nothing.
+    # Tuning. A hard FAIL while frozen unfreezes first, so the tuner can react in this
+    # iteration; a stopping iteration changes nothing; a frozen run proposes nothing.
+    freeze = unfreeze_on_fail(
+        freeze,
+        iteration=iteration,
+        verdict=verdict,
+        fail_reasons=tuple(r.text for r in hard_failures(reasons)),
+    )
+    history = [*state.get("recent", []), history_entry(iteration, str(verdict), summary)]
     if stop is not None:
         proposal = Proposal(note=f"run stopped ({stop}): no change")
     elif not spec.auto_tune:
@@ -114,7 +148,7 @@ def finalize_iteration(
     elif freeze.active:
         proposal = Proposal(note=f"frozen since iteration {freeze.frozen_at}: no change")
     else:
-        proposal = propose(summary, before)
+        proposal = propose(summary, before, history)
     guarded = guard(
         proposal.deltas,
         state.get("ledger", empty_ledger()),
@@ -124,14 +158,18 @@ def finalize_iteration(
         enabled=spec.guards,
     )
     applied = apply_deltas(before, guarded.accepted)
-    ledger = record_changes(state.get("ledger", empty_ledger()), iteration, applied.applied)
+    ledger = record_changes(
+        state.get("ledger", empty_ledger()),
+        iteration,
+        applied.applied,
+        minutes_per_iteration=spec.minutes_per_iteration,
+    )
     new_freeze = update_freeze(
         freeze,
         iteration=iteration,
         verdict=verdict,
         applied_any=bool(applied.applied),
         overrides_after=applied.overrides,
-        fail_reasons=tuple(r for r in reasons if "(hard)" in r or "fail closed" in r),
     )
     after = applied.overrides
     state_hash = sha256_of(after)
@@ -148,7 +186,7 @@ def finalize_iteration(
     summary.update(
         symbols=symbols,
         kpi_verdict=str(verdict),
-        kpi_reasons=reasons,
+        kpi_reasons=[r.as_json() for r in reasons],
         kpi_gate_mode=spec.kpi_gate,
         state_hash=state_hash,
         guards_enabled=spec.guards,
@@ -166,6 +204,9 @@ def finalize_iteration(
         "applied_deltas": applied.applied,
         "changes": applied.changes,
         "guard_decisions": [d.as_json() for d in guarded.decisions],
+        "exhausted": [e.as_json() for e in proposal.exhausted],
+        "fired_rules": list(proposal.fired),
+        "kind": proposal.kind,
         "note": proposal.note,
         "overrides_after": after,
         "overrides_before": before,
@@ -176,9 +217,11 @@ def finalize_iteration(
     }
     doc = {"iteration": iteration, "run_id": spec.run_id, "summary": summary, "tuning": tuning}
     new_state = {
+        "fail_streak": fail_streak,
         "freeze": new_freeze.as_json(),
         "iteration": iteration,
         "ledger": ledger,
         "overrides": after,
+        "recent": history[-load_rules().harvest_window :],
     }
     return StepResult(doc, new_state, stop, stop_detail)

@@ -203,7 +203,7 @@ def release_gate_check(self: Task, slot: str | None = None) -> dict[str, Any]:
         return {"run_id": run_id, "verdict": "MISSING"}
     if not RunStatus(record["status"]).terminal:
         raise self.retry(countdown=min(240.0, ws.visibility_timeout_s / 2))
-    store.put_extra(run_id, "release_gate", gate_for(record))
+    store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
     publish(app, store, run_id)
     gate = store.get_extra(run_id, "release_gate") or {}
     return {"run_id": run_id, "verdict": gate.get("verdict")}
