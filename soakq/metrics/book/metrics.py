@@ -11,7 +11,8 @@ Prices are log-mids in bp (``P = P0 * exp(x / 1e4)``), so every bp figure below 
   ``s * (M_t - P) / M_t * 1e4`` minus their adverse markout plus the rebate (their PnL marked to
   ``M_{t+h}``); hedges pay the taker fee and their slippage. Sum over all fills / total volume.
 - ``slippage_bps_p95`` (bp): volume-weighted p95 over hedge slices of half the market spread +
-  impact + the mid's drift against the hedge between its decision and its execution.
+  impact + the mid's drift against the hedge between its decision and its execution; a p95
+  below zero (every slice improved on the mid) is reported as 0 (the KPI's range is >= 0).
 - ``risk_ratio``: time-average |inventory| / inventory limit, capped at 1.
 - ``maker_taker_ratio``: maker volume / (maker + hedge volume).
 - ``p95_latency_ms`` (ms): 95th percentile of the round trip over all order messages
@@ -137,7 +138,7 @@ def summarise(
     values = {
         "net_bps": (maker_pnl + taker_pnl) / total_vol if total_vol > 0 else 0.0,
         "adverse_bps_p95": weighted_quantile(adverse, fills.size, P95),
-        "slippage_bps_p95": weighted_quantile(slip, fills.hedge_size, P95),
+        "slippage_bps_p95": max(0.0, weighted_quantile(slip, fills.hedge_size, P95)),
         "risk_ratio": min(1.0, fills.mean_abs_inventory),
         "maker_taker_ratio": maker_vol / total_vol if total_vol > 0 else 1.0,
         "p95_latency_ms": quantile(latencies, P95),
