@@ -155,50 +155,56 @@ def fill_loop(
     """
     c_step, c_side, c_act, c_kind, c_u, c_x, c_want = cand
     res = LoopResult()
+    take, took_size, took_born = res.taken.append, res.size.append, res.born_ms.append
+    rearm, repost = res.rearmed_act.append, res.repost_act.append
+    step_ms, wait_ms, hold_ms, tick = p.step_ms, p.wait_ms, p.hold_ms, p.tick_steps
+    clip, skew, hard, soft = p.clip, p.size_skew, p.hard, p.soft
     n_act = len(act_latency)
-    inv = t_prev = 0.0
+    inv = t_prev = area = 0.0
     over_since = INF
     last_fill = [-INF, -INF]
     for i in range(len(c_step)):
         n, s, a = c_step[i], c_side[i], c_act[i]
-        t = n * p.step_ms
+        t = n * step_ms
         born = live[s][a]
         if last_fill[s] >= born:  # already filled: a re-post, wait_ms + latency after that fill
-            born = last_fill[s] + p.wait_ms + act_latency[a]
+            born = last_fill[s] + wait_ms + act_latency[a]
             q = 1.0 - (1.0 - p.queue_floor) * math.exp((born - t) / p.queue_tau_ms)
             if t < born or c_u[i] >= _refill_prob(c_kind[i], c_x[i], q):
                 continue
-        if t - over_since >= p.hold_ms:  # a soft breach outlasted its hold before this fill
+        if t - over_since >= hold_ms:  # a soft breach outlasted its hold before this fill
+            res.area = area
             inv, t_prev = _hold_hedge(res, p, inv, t_prev, over_since, target, a, act_latency[a])
-            over_since = INF
-        goal = target[n // p.tick_steps]
+            area, over_since = res.area, INF
+        goal = target[n // tick]
         dev = inv - goal
         adds = dev if s == 0 else -dev  # > 0: this fill would add to the deviation
-        shown = p.clip * (1.0 - p.size_skew * adds) if adds > 0.0 else p.clip
+        shown = clip * (1.0 - skew * adds) if adds > 0.0 else clip
         if shown <= 0.0:
             continue
         size = shown if c_kind[i] < 2 or c_want[i] > shown else c_want[i]
-        res.area += abs(inv) * (t - t_prev)
+        area += abs(inv) * (t - t_prev)
         t_prev = t
         inv += size if s == 0 else -size
-        res.taken.append(i)
-        res.size.append(size)
-        res.born_ms.append(born)
+        take(i)
+        took_size(size)
+        took_born(born)
         last_fill[s] = t
-        if a + 1 < n_act and live[s][a + 1] <= t + p.wait_ms + act_latency[a]:
-            res.rearmed_act.append(a)
+        if a + 1 < n_act and live[s][a + 1] <= t + wait_ms + act_latency[a]:
+            rearm(a)
         else:
-            res.repost_act.append(a)
+            repost(a)
         dev = inv - goal
-        if dev > p.hard or dev < -p.hard:
+        if dev > hard or dev < -hard:
             inv = _hedge(res, p, inv, goal, n, a, act_latency[a])
             over_since = INF
-        elif dev > p.soft or dev < -p.soft:
+        elif dev > soft or dev < -soft:
             if over_since == INF:
                 over_since = t
         else:
             over_since = INF
-    if over_since + p.hold_ms <= p.end_ms:
+    res.area = area
+    if over_since + hold_ms <= p.end_ms:
         last_lat = act_latency[-1] if act_latency else 0.0
         inv, t_prev = _hold_hedge(res, p, inv, t_prev, over_since, target, n_act - 1, last_lat)
     res.area += abs(inv) * (p.end_ms - t_prev)
