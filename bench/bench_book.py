@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"book simulator: {args.calls} symbol-iterations (20 simulated minutes at 100 ms each)")
     print("current (v2) beside the v1 baseline, same requests, alternated, same run")
-    print(f"{'mode':<10}{'calls':>6}{'v2 median':>11}{'v2 p95':>8}{'v2 mean':>9}"
-          f"{'v1 median':>11}{'v1 p95':>8}{'speed-up':>10}")
+    print(
+        f"{'mode':<10}{'calls':>6}{'v2 median':>11}{'v2 p95':>8}{'v2 mean':>9}"
+        f"{'v1 median':>11}{'v1 p95':>8}{'speed-up':>10}"
+    )
     for mode in (*MODES, "all"):
         v2 = [x for m, xs in runs["v2"].items() for x in xs if mode in ("all", m)]
         v1 = [x for m, xs in runs["v1"].items() for x in xs if mode in ("all", m)]

@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(_markdown(cells, args.seeds)))
         return 0
     print(f"book calibration: {args.seeds} seeds x 3 symbols, iteration 1 (mean; sd in --markdown)")
-    print(f"{'profile':<12}{'mode':<9}{'net':>7}{'adv95':>7}{'risk':>7}{'m/t':>7}{'lat95':>8}"
-          f"{'fills':>7}{'cancel':>8}{'rel.pass':>9}{'warn':>6}{'FAIL':>6}")
+    print(
+        f"{'profile':<12}{'mode':<9}{'net':>7}{'adv95':>7}{'risk':>7}{'m/t':>7}{'lat95':>8}"
+        f"{'fills':>7}{'cancel':>8}{'rel.pass':>9}{'warn':>6}{'FAIL':>6}"
+    )
     for (profile, mode), c in cells.items():
         m = c["mean"]
         print(

@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from soakq.errors import ConfigError, MetricsError
-from soakq.metrics.base import MeasureRequest
 from bench.book_v1.book_config import BookConfig, load_book_config
 from bench.book_v1.book_engine import add_latency, build_market, position_target, schedule_quotes
 from bench.book_v1.book_fills import Fills, simulate_fills
+from soakq.errors import ConfigError, MetricsError
+from soakq.metrics.base import MeasureRequest
 from soakq.params import KEYS
 
 P95 = 0.95

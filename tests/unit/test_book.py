@@ -291,8 +291,12 @@ def paired_mean(
     diffs = []
     for seed in seeds:
         for sym in SYMBOLS:
-            lo = simulate(req(seed=seed, mode=mode, symbol=sym, overrides={**STEADY_SAFE, key: low}))
-            hi = simulate(req(seed=seed, mode=mode, symbol=sym, overrides={**STEADY_SAFE, key: high}))
+            lo = simulate(
+                req(seed=seed, mode=mode, symbol=sym, overrides={**STEADY_SAFE, key: low})
+            )
+            hi = simulate(
+                req(seed=seed, mode=mode, symbol=sym, overrides={**STEADY_SAFE, key: high})
+            )
             diffs.append(_metric(hi, metric) - _metric(lo, metric))
     return statistics.fmean(diffs)
 

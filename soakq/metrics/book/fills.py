@@ -21,7 +21,6 @@ common random numbers.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,16 +213,18 @@ def simulate_fills(
         queue_tau_ms=bot.queue_tau_ms,
         report_ms=bot.fill_report_ms,
     )
-    live = (memoryview(sched.live_ms[0]), memoryview(sched.live_ms[1]))
     res = kernels.fill_loop(
-        tuple(col.tolist() for col in cols),  # type: ignore[arg-type]
-        live,  # type: ignore[arg-type]
-        memoryview(sched.latency_ms[0]),  # type: ignore[arg-type]
+        tuple(col.tolist() for col in cols),
+        (sched.live_ms[0].data, sched.live_ms[1].data),  # memoryviews: no conversion
+        sched.latency_ms[0].data,
         target,
         params,
     )
     taken = np.asarray(res.taken, dtype=np.int64)
-    ints = lambda xs: np.asarray(xs, dtype=np.int64)  # noqa: E731
+
+    def ints(xs: list[int]) -> Array:
+        return np.asarray(xs, dtype=np.int64)
+
     return Fills(
         step=cols[0][taken],
         side=cols[1][taken],

@@ -11,8 +11,8 @@ simulator spends in an embedded 24-iteration soak (docs/simulator.md, "Speed").
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +32,9 @@ def walk_schedule(
     for the next requote the mid may force; a requote forced by a jump (``a`` in ``urgent``)
     goes at once and the schedule runs late for it.
     """
-    table = memoryview(code)  # Python ints without converting the whole table
+    table = code.data  # a memoryview: Python ints without converting the whole table
     steps = np.empty(n, dtype=np.int64)
-    out = memoryview(steps)
+    out = steps.data
     ceil = math.ceil
     reserve = tolerance - interval  # an age refresh keeps one interval of burst in hand
     k = 0
@@ -138,9 +138,9 @@ def _hold_hedge(
 
 
 def fill_loop(
-    cand: tuple[list[int], list[int], list[int], list[int], list[float], list[float], list[float]],
-    live: tuple[Sequence[float], Sequence[float]],
-    act_latency: Sequence[float],
+    cand: tuple[list[Any], ...],
+    live: tuple[memoryview, memoryview],
+    act_latency: memoryview,
     target: list[float],
     p: LoopParams,
 ) -> LoopResult:

@@ -149,7 +149,9 @@ def _jumps(
     # Mean size jump_bps, never below half of it: a jump or gap is a real move, not noise.
     sizes = jump_bps * (0.5 + 0.5 * rng.exponential(1.0, at.size))
     signed = np.where(rng.random(at.size) < 0.5, sizes, -sizes)
-    path = np.repeat(np.concatenate(([0.0], np.cumsum(signed))), np.diff(at, prepend=0, append=size))
+    path = np.repeat(
+        np.concatenate(([0.0], np.cumsum(signed))), np.diff(at, prepend=0, append=size)
+    )
     return at, sizes, path
 
 
@@ -210,7 +212,7 @@ def position_target(signal: list[float], *, cap: float, step_cap: float) -> list
 
 
 def burst_factor(market: Market, times_ms: Array, decay_ms: float) -> Array:
-    """Venue slowdown at each time: ``1 + boost * exp(-(t - start) / decay)`` of the latest burst."""
+    """Venue slowdown at each time: ``1 + boost * exp(-(t - start) / decay)``, latest burst."""
     if market.burst_ms.size == 0 or decay_ms <= 0.0:
         return np.ones(times_ms.size)
     last = np.searchsorted(market.burst_ms, times_ms, side="right") - 1

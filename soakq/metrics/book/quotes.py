@@ -21,7 +21,6 @@ the venue limit.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
@@ -184,7 +183,9 @@ def action_latency(
     per_min = 2.0 * in_window * (60_000.0 / bot.rate_window_ms)
     u = np.minimum(per_min / bot.exchange_limit_per_min, MAX_CONGESTION_U)
     common = venue * (1.0 + regime.congestion_gain * u / (1.0 - u))
-    fields = aux >> np.array([[16 * AUX_LAT_1 + 16 - JITTER_BITS], [16 * AUX_LAT_2 + 16 - JITTER_BITS]], dtype=np.uint64)
+    fields = aux >> np.array(
+        [[16 * AUX_LAT_1 + 16 - JITTER_BITS], [16 * AUX_LAT_2 + 16 - JITTER_BITS]], dtype=np.uint64
+    )
     z = _normal_quantiles()[fields & np.uint64((1 << JITTER_BITS) - 1)]
     out = common * np.exp(regime.latency_sigma * z)
     # The venue handles a session's messages in order: the second message, sent
