@@ -5,10 +5,11 @@ priority ``1 - (1 - floor) * exp(-age / queue_tau_ms)``. Three kinds of takers c
 
 - **Sweeps**: a jump that carries the mid through the quote takes it with probability = queue
   priority. The mid just before such a fill is the pre-jump mid.
-- **Informed** takers arrive at ``informed_per_s`` (pro rata to the shown size: they go where the
-  size is) and know the mid one markout horizon ahead (the fair value the market is about to
-  find). They trade against a quote only when that mid is beyond it by ``informed_edge_bps``, so
-  the stalest quotes, priced off a mid that has since drifted, are the ones picked off first.
+- **Informed** takers know the mid's diffusive move over the next markout horizon. While it
+  exceeds ``informed_move_bps`` toward a quote, they take it at ``informed_per_s`` x the quote's
+  price age in seconds (time since its price was set; a re-post keeps the old price) x queue
+  priority x shown size / ``informed_ref_clip``: the older the price, the likelier it predates
+  the information they trade on, so the stalest quotes are picked off first.
 - **Uninformed** takers fill at ``A * exp(-k * delta)`` (capped) times queue priority, delta the
   quote's distance from the *current* mid (``crossed_rate_per_s`` for a quote the mid moved
   through); their size is exponential with mean ``taker_size_mean``, capped by the shown size.

@@ -1,12 +1,12 @@
 """The market of one symbol-iteration: mid path, jumps, venue slowdowns and what others do.
 
-Everything the market does (the mid, its jumps, the venue's latency bursts) comes from one RNG
-stream and everything else that is random (other traders' arrivals and sizes, latency jitter,
-the bot's timer phase and position signal) from a second one. Both are drawn in full, in a fixed
-order and size, before the bot's parameters are looked at: two runs that differ only in the
-parameters see the same market and the same counterparties (common random numbers), which keeps
-paired comparisons clean and makes "a parameter never changes the market path" true by
-construction.
+Everything random (the mid and its jumps, the venue's latency, other traders' arrivals and
+sizes, the bot's timer phase and position signal) comes from one RNG stream seeded by (seed,
+mode, symbol, iteration), drawn in full, in a fixed order and size, before the bot's parameters
+are looked at: two runs that differ only in the parameters see the same market and the same
+counterparties (common random numbers), which keeps paired comparisons clean and makes "a
+parameter never changes the market path" true by construction. The draws whose count depends on
+the market knobs (jumps, hiccups) come last, so a knob never shifts the others.
 
 Units: time in ms, prices in bp of log-price relative to the opening mid (a price is
 ``P0 * exp(x / 1e4)``), sizes in units of the inventory limit.
