@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--journal", type=Path, default=None, help="append what was received (JSONL)")
     p.add_argument("--idle-exit", type=float, default=None, help="exit after S s without work")
+    p.add_argument("--ready-file", type=Path, default=None, help="touched once warmed up")
     p.add_argument("--poll", type=float, default=0.02, help="seconds between handshake checks")
     return p.parse_args(argv)
 
@@ -113,6 +114,12 @@ def answer(args: argparse.Namespace, hs: dict[str, Any], kpis: dict[str, Any], t
     )
 
 
+def default_overrides() -> dict[str, Any]:
+    from soakq.profiles import DEFAULT_PROFILE, load_profile
+
+    return dict(load_profile(DEFAULT_PROFILE).overrides)
+
+
 def read_handshake(bot_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The handshake and the overrides it names, once they agree (else None: look again)."""
     try:
@@ -132,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     done: set[tuple[str, int]] = set()
     answered = 0
     last_work = time.monotonic()
+    trade(args, 1, default_overrides())  # warm up: imports and the first simulation
+    if args.ready_file is not None:
+        args.ready_file.touch()
     log.info("watching %s (pid %s)", args.bot_dir, os.getpid())
     while args.idle_exit is None or time.monotonic() - last_work < args.idle_exit:
         got = read_handshake(args.bot_dir)

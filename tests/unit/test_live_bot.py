@@ -44,13 +44,18 @@ def bot_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def start_bot(tmp_path: Path) -> Iterator[Any]:
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[subprocess.Popen[bytes]] = []
 
     def start(bot: Path, *extra: str) -> Path:
         journal = tmp_path / f"journal{len(procs)}.jsonl"
+        ready = tmp_path / f"ready{len(procs)}"
         argv = [sys.executable, str(BOT), "--bot-dir", str(bot), "--window", "0.2"]
-        argv += ["--idle-exit", "20", "--journal", str(journal), *extra]
-        procs.append(subprocess.Popen(argv, env=env(), stderr=subprocess.DEVNULL, text=True))
+        argv += ["--idle-exit", "20", "--journal", str(journal), "--ready-file", str(ready)]
+        procs.append(subprocess.Popen([*argv, *extra], env=env(), stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 30
+        while not ready.exists():  # imports and the simulator's first run: not soakq's wait
+            assert time.monotonic() < deadline and procs[-1].poll() is None, "bot not ready"
+            time.sleep(0.02)
         return journal
 
     yield start
@@ -130,8 +135,12 @@ def test_a_skipped_iteration_is_an_error_without_tuning(
 ) -> None:
     got = start_bot(bot_dir, "--mode", "volatile", "--skip", "2")
     proc = submit(tmp_path, bot_dir, "--iterations", "4", "--report-timeout", "0.5")
-    _, record, docs = run_files(tmp_path)
+    run, record, docs = run_files(tmp_path)
     assert record["status"] == "succeeded", (record["outcome"], proc.stderr)
+    entry = read_json(run / "TUNING_REPORT.json")["iterations"][1]
+    assert entry["iteration_status"] == "error" and "KPI_REPORT_2" in entry["iteration_error"]
+    trend = (run / "STEADY_TREND.md").read_text()
+    assert "### Iteration errors" in trend and "iteration 2: **iteration error**" in trend
     it2 = docs[1]["summary"]
     assert it2["iteration_status"] == "error"
     assert "no report KPI_REPORT_2.json" in it2["iteration_error"]
@@ -147,7 +156,7 @@ def test_a_silent_bot_fails_the_run_after_three_timeouts(
     tmp_path: Path, bot_dir: Path, start_bot: Any
 ) -> None:
     start_bot(bot_dir, "--silent-after", "1")
-    proc = submit(tmp_path, bot_dir, "--iterations", "6", "--report-timeout", "0.3")
+    proc = submit(tmp_path, bot_dir, "--iterations", "6", "--report-timeout", "1")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     _, record, docs = run_files(tmp_path)
     assert record["status"] == "failed"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from soakq_worker_harness import Cluster, new_cluster
+from soakq_worker_harness import Cluster, new_cluster, wait_for
 
 from soakq.config import build_spec
 from soakq.jsonio import sha256_of
@@ -53,11 +53,14 @@ def test_live_run_on_the_bots_queue(live_cluster: Cluster, tmp_path: Path) -> No
             str(journal),
             "--mode",
             "volatile",
+            "--ready-file",
+            str(tmp_path / "ready"),
         ],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "bot.log").open("wb"),
     )
     try:
+        wait_for(lambda: (tmp_path / "ready").exists(), "the paper bot to warm up")
         spec = build_spec(
             Settings(),
             profile="aggressive",
