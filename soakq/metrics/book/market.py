@@ -118,8 +118,10 @@ def build_market(
     diffusion = np.cumsum(
         logistic_increments(rng, n + h) * (sigma_step * math.sqrt(clock.step_ms / 1000.0))
     )
-    jump_steps, sizes, gaps = _jumps(rng, n + h, jumps_per_min * clock.step_ms / 60_000.0, jump_bps)
-    mid = diffusion + gaps
+    jump_steps, sizes, signed = _jumps(
+        rng, n + h, jumps_per_min * clock.step_ms / 60_000.0, jump_bps
+    )
+    mid = _with_jumps(diffusion, jump_steps, signed)
     latency_level = math.exp(regime.latency_level_sigma * float(rng.standard_normal()))
     burst_ms, burst_boost = _bursts(rng, cfg, regime, jump_steps[jump_steps < n])
     in_run = jump_steps < n
@@ -143,16 +145,25 @@ def build_market(
 def _jumps(
     rng: np.random.Generator, size: int, per_step: float, jump_bps: float
 ) -> tuple[Array, Array, Array]:
-    """Jumps (Poisson, ``per_step`` per step): (steps, absolute sizes, cumulative jump path)."""
+    """Jumps (Poisson, ``per_step`` per step): (steps, absolute sizes, signed sizes)."""
     count = int(rng.poisson(max(0.0, per_step) * size))
     at = np.unique(rng.integers(1, size, count))
     # Mean size jump_bps, never below half of it: a jump or gap is a real move, not noise.
     sizes = jump_bps * (0.5 + 0.5 * rng.exponential(1.0, at.size))
     signed = np.where(rng.random(at.size) < 0.5, sizes, -sizes)
-    path = np.repeat(
-        np.concatenate(([0.0], np.cumsum(signed))), np.diff(at, prepend=0, append=size)
-    )
-    return at, sizes, path
+    return at, sizes, signed
+
+
+def _with_jumps(diffusion: Array, at: Array, signed: Array) -> Array:
+    """The mid: the diffusion plus the cumulative jump since each jump step (one add each)."""
+    if at.size == 0:
+        return diffusion
+    mid = diffusion.copy()
+    bounds = [*at.tolist(), diffusion.size]
+    for k, level in enumerate(np.cumsum(signed).tolist()):
+        lo, hi = bounds[k], bounds[k + 1]
+        np.add(diffusion[lo:hi], level, out=mid[lo:hi])
+    return mid
 
 
 def _bursts(
