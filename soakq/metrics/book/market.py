@@ -61,7 +61,10 @@ def logistic_increments(rng: np.random.Generator, n: int) -> Array:
     eye after ten (central limit), and three times cheaper to draw than numpy's normals.
     """
     u = rng.random(n)
-    return (math.sqrt(3.0) / math.pi) * np.log(u / (1.0 - u))
+    np.divide(u, 1.0 - u, out=u)
+    np.log(u, out=u)
+    u *= math.sqrt(3.0) / math.pi
+    return u
 
 
 def aux_uniform(aux: Array, field: int) -> Array:
@@ -81,11 +84,12 @@ def fill_reach(
     necessary: an exact pre-filter that needs no knowledge of the bot's quotes.
     """
     a_dt = max(regime.fill_a_per_s * spec.depth_scale, regime.crossed_rate_per_s) * step_ms / 1e3
-    depth = (math.log(a_dt) - np.log(u_fill)) * (1.0 / regime.fill_k_per_bp)
+    reach = np.log(u_fill)
+    np.subtract(math.log(a_dt), reach, out=reach)
+    reach *= 1.0 / regime.fill_k_per_bp  # the depth each taker reaches
     n = u_fill.shape[1]
-    reach = np.empty_like(depth)
-    np.subtract(mid[:n], depth[0], out=reach[0])
-    np.add(mid[:n], depth[1], out=reach[1])
+    np.subtract(mid[:n], reach[0], out=reach[0])
+    np.add(mid[:n], reach[1], out=reach[1])
     return reach
 
 
@@ -115,9 +119,9 @@ def build_market(
     phase = rng.random(n)
     signal = _signal(rng, cfg)
     sigma_step = regime.sigma_bps_sqrt_s * spec.vol_scale * sigma_scale
-    diffusion = np.cumsum(
-        logistic_increments(rng, n + h) * (sigma_step * math.sqrt(clock.step_ms / 1000.0))
-    )
+    diffusion = logistic_increments(rng, n + h)
+    diffusion *= sigma_step * math.sqrt(clock.step_ms / 1000.0)
+    np.cumsum(diffusion, out=diffusion)
     jump_steps, sizes, signed = _jumps(
         rng, n + h, jumps_per_min * clock.step_ms / 60_000.0, jump_bps
     )
