@@ -31,7 +31,7 @@ from soakq.metrics.base import (
     MeasureRequest,
     get_source,
 )
-from soakq.metrics.book import BookRun, BookSimulator, simulate
+from soakq.metrics.book import BookRun, BookSimulator, kernels, simulate
 from soakq.metrics.book import market as market_module
 from soakq.metrics.book import simulator as simulator_module
 from soakq.metrics.book.fills import KIND_SWEEP, KIND_UNINFORMED
@@ -237,6 +237,31 @@ def test_uninformed_pre_filter_is_exact(mode: str, monkeypatch: pytest.MonkeyPat
 
 
 # ---------------------------------------------------------------- adverse selection definition
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 3000),
+    rate=st.sampled_from([30.0, 120.0, 250.0, 306.7, 600.0, 3000.0]),
+    burst_s=st.sampled_from([0.0, 1.0, 4.0]),
+    urgent_share=st.sampled_from([0.0, 0.02, 0.5]),
+)
+def test_vectorised_requote_walk_matches_the_sequential_rule(
+    seed: int, n: int, rate: float, burst_s: float, urgent_share: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    nxt = np.arange(n) + rng.integers(1, 17, n)  # the trigger table: 1..16 steps ahead
+    code = nxt * 2 + (rng.random(n) < 0.3)
+    urgent = rng.random(n) < urgent_share
+    per_step = rate * 100.0 / 60_000.0
+    depth = max(2.0, rate * burst_s / 60.0)
+    budget = {
+        "interval": kernels.dyadic(2.0 / per_step),
+        "tolerance": kernels.dyadic((depth - 2.0) / per_step),
+    }
+    fast = kernels.walk_schedule(code, urgent, n, **budget)
+    assert fast.tolist() == kernels.walk_reference(code, urgent, n, **budget).tolist()
 
 
 def test_markout_is_from_the_mid_signed_against_the_maker_and_excludes_the_spread() -> None:

@@ -1,11 +1,14 @@
-"""The book simulator's two sequential kernels, in plain Python over lists.
+"""The book simulator's two sequential kernels: the requote walk and the fill loop.
 
 Everything that can be computed for all steps at once is vectorised elsewhere; what is left here
-is inherently sequential (each action depends on the previous one's time and the token bucket;
-each fill's size on the inventory the previous fills left) and runs once per action or per
-candidate fill, a few thousand cheap iterations. A compiled kernel (numba) was measured and not
-taken: importing numba and loading its cached machine code costs more per process than the whole
-simulator spends in an embedded 24-iteration soak (docs/simulator.md, "Speed").
+is sequential by nature (each action depends on the previous one's time and the token bucket;
+each fill's size on the inventory the previous fills left). The requote walk is vectorised by
+pointer doubling along the chain the trigger table implies, stepping in Python only around the
+few actions the budget delays; ``walk_reference`` is the one-action-at-a-time rule it must
+match (tested). The fill loop runs once per candidate fill (a few hundred) in plain Python. A
+compiled kernel (numba) was measured and not taken: importing numba and loading its cached
+machine code costs more per process than the whole simulator spends in an embedded
+24-iteration soak (docs/simulator.md, "Speed").
 """
 
 from __future__ import annotations
@@ -19,8 +22,37 @@ import numpy as np
 INF = math.inf
 
 
+HOPS = 4  # the unconstrained chain is followed in Python 2**HOPS actions at a time
+
+
+def dyadic(x: float) -> float:
+    """``x`` rounded to a multiple of 2**-20, so sums of a few thousand of them are exact."""
+    return round(x * 1048576.0) / 1048576.0
+
+
+def chain(nxt: np.ndarray, n: int) -> np.ndarray:
+    """The unconstrained chain 0, nxt[0], nxt[nxt[0]], ... below ``n`` (``nxt[n] = n``).
+
+    Pointer doubling: the chain is walked in Python 2**HOPS links at a time, then each stretch
+    is filled in with the 2**k-link tables, one numpy gather per level.
+    """
+    levels = [nxt]
+    for _ in range(HOPS):
+        levels.append(levels[-1][levels[-1]])
+    far = levels[-1].data
+    stride = []
+    a = 0
+    while a < n:
+        stride.append(a)
+        a = far[a]
+    path = np.array(stride, dtype=np.int64)
+    for table in reversed(levels[:-1]):
+        path = np.stack((path, table[path]), axis=1).ravel()
+    return path[: int(np.searchsorted(path, n))]
+
+
 def walk_schedule(
-    code: np.ndarray, urgent: set[int], n: int, *, interval: float, tolerance: float
+    code: np.ndarray, urgent: np.ndarray, n: int, *, interval: float, tolerance: float
 ) -> np.ndarray:
     """Steps of the bot's quote actions: follow the trigger table from step 0 under a budget.
 
@@ -29,28 +61,83 @@ def walk_schedule(
     a GCRA (the virtual-scheduling form of a token bucket): one action per ``interval`` steps on
     average, bursts ``tolerance`` steps ahead of that schedule. A requote the budget does not
     allow yet waits for it; a routine (age) refresh also leaves one action of budget in reserve
-    for the next requote the mid may force; a requote forced by a jump (``a`` in ``urgent``)
-    goes at once and the schedule runs late for it.
+    for the next requote the mid may force; a requote forced by a jump (``urgent[a]``) goes at
+    once and the schedule runs late for it.
+
+    The sequential rule is ``walk_reference``; this computes the same steps without a Python
+    step per action: the chain the trigger table alone implies is built by pointer doubling,
+    the budget's theoretical arrival times along it by a running maximum, and only around the
+    few actions the budget delays (until the real schedule rejoins that chain with the same
+    budget state) does it step in Python. ``interval`` and ``tolerance`` must be ``dyadic``:
+    then both orders of summation give the same bits.
     """
-    table = code.data  # a memoryview: Python ints without converting the whole table
-    steps = np.empty(n, dtype=np.int64)
-    out = steps.data
-    ceil = math.ceil
+    nxt = np.empty(n + 1, dtype=np.int64)
+    np.right_shift(code, 1, out=nxt[:n])
+    np.minimum(nxt[:n], n, out=nxt[:n])
+    nxt[n] = n
+    path = chain(nxt, n)
+    want = nxt[path]
+    at = np.arange(path.size) * interval
+    ahead = np.empty(path.size)
+    ahead[:1] = 0.0
+    np.subtract(want[:-1], at[:-1], out=ahead[1:])
+    tats = np.maximum.accumulate(ahead)
+    tats += at
+    earliest = tats - np.where(code[path] & 1, tolerance, tolerance - interval)
+    late = np.flatnonzero((earliest > want) & ~urgent[path])
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[path] = np.arange(path.size)
+    table, where, blocked, ceil = code.data, pos.data, urgent.data, math.ceil
+    reserve = tolerance - interval
+    out: list[np.ndarray] = []
+    off: list[int] = []  # actions off the chain since the last jump ahead
+    a, tat = 0, 0.0
+    while a < n:
+        j = where[a]
+        if j >= 0 and tats[j] == tat:  # back on the chain with the same budget: jump ahead
+            if off:
+                out.append(np.array(off, dtype=np.int64))
+                off = []
+            k = int(np.searchsorted(late, j))
+            if k == late.size:
+                out.append(path[j:])
+                break
+            v = int(late[k])
+            out.append(path[j : v + 1])
+            a = ceil(earliest[v])
+            tat = max(float(tats[v]), a) + interval
+            continue
+        off.append(a)  # off the chain: one step of walk_reference
+        c = table[a]
+        e = tat - (tolerance if c & 1 else reserve)
+        c >>= 1
+        if e > c and not blocked[a]:
+            c = ceil(e)
+        tat = (tat if tat > c else c) + interval
+        a = c
+    out.append(np.array(off, dtype=np.int64))
+    return np.concatenate(out)
+
+
+def walk_reference(
+    code: np.ndarray, urgent: np.ndarray, n: int, *, interval: float, tolerance: float
+) -> np.ndarray:
+    """``walk_schedule`` one action at a time: the rule it implements (kept for the tests)."""
+    table = code.tolist()
+    steps = []
     reserve = tolerance - interval  # an age refresh keeps one interval of burst in hand
-    k = 0
     tat = 0.0  # theoretical arrival time of the next action under the budget
     a = 0
     while a < n:
-        out[k] = a
-        k += 1
+        steps.append(a)
         c = table[a]
         earliest = tat - (tolerance if c & 1 else reserve)
         c >>= 1
-        if earliest > c and a not in urgent:
-            c = ceil(earliest)
-        tat = (tat if tat > c else c) + interval
+        if earliest > c and not urgent[a]:
+            c = math.ceil(earliest)
+        tat = max(tat, c) + interval
         a = c
-    return steps[:k]
+    return np.array(steps, dtype=np.int64)
 
 
 @dataclass(frozen=True)

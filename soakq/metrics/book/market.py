@@ -61,7 +61,10 @@ def logistic_increments(rng: np.random.Generator, n: int) -> Array:
     eye after ten (central limit), and three times cheaper to draw than numpy's normals.
     """
     u = rng.random(n)
-    return (math.sqrt(3.0) / math.pi) * np.log(u / (1.0 - u))
+    np.divide(u, 1.0 - u, out=u)
+    np.log(u, out=u)
+    u *= math.sqrt(3.0) / math.pi
+    return u
 
 
 def aux_uniform(aux: Array, field: int) -> Array:
@@ -81,11 +84,12 @@ def fill_reach(
     necessary: an exact pre-filter that needs no knowledge of the bot's quotes.
     """
     a_dt = max(regime.fill_a_per_s * spec.depth_scale, regime.crossed_rate_per_s) * step_ms / 1e3
-    depth = (math.log(a_dt) - np.log(u_fill)) * (1.0 / regime.fill_k_per_bp)
+    reach = np.log(u_fill)
+    np.subtract(math.log(a_dt), reach, out=reach)
+    reach *= 1.0 / regime.fill_k_per_bp  # the depth each taker reaches
     n = u_fill.shape[1]
-    reach = np.empty_like(depth)
-    np.subtract(mid[:n], depth[0], out=reach[0])
-    np.add(mid[:n], depth[1], out=reach[1])
+    np.subtract(mid[:n], reach[0], out=reach[0])
+    np.add(mid[:n], reach[1], out=reach[1])
     return reach
 
 
@@ -115,11 +119,13 @@ def build_market(
     phase = rng.random(n)
     signal = _signal(rng, cfg)
     sigma_step = regime.sigma_bps_sqrt_s * spec.vol_scale * sigma_scale
-    diffusion = np.cumsum(
-        logistic_increments(rng, n + h) * (sigma_step * math.sqrt(clock.step_ms / 1000.0))
+    diffusion = logistic_increments(rng, n + h)
+    diffusion *= sigma_step * math.sqrt(clock.step_ms / 1000.0)
+    np.cumsum(diffusion, out=diffusion)
+    jump_steps, sizes, signed = _jumps(
+        rng, n + h, jumps_per_min * clock.step_ms / 60_000.0, jump_bps
     )
-    jump_steps, sizes, gaps = _jumps(rng, n + h, jumps_per_min * clock.step_ms / 60_000.0, jump_bps)
-    mid = diffusion + gaps
+    mid = _with_jumps(diffusion, jump_steps, signed)
     latency_level = math.exp(regime.latency_level_sigma * float(rng.standard_normal()))
     burst_ms, burst_boost = _bursts(rng, cfg, regime, jump_steps[jump_steps < n])
     in_run = jump_steps < n
@@ -143,16 +149,25 @@ def build_market(
 def _jumps(
     rng: np.random.Generator, size: int, per_step: float, jump_bps: float
 ) -> tuple[Array, Array, Array]:
-    """Jumps (Poisson, ``per_step`` per step): (steps, absolute sizes, cumulative jump path)."""
+    """Jumps (Poisson, ``per_step`` per step): (steps, absolute sizes, signed sizes)."""
     count = int(rng.poisson(max(0.0, per_step) * size))
     at = np.unique(rng.integers(1, size, count))
     # Mean size jump_bps, never below half of it: a jump or gap is a real move, not noise.
     sizes = jump_bps * (0.5 + 0.5 * rng.exponential(1.0, at.size))
     signed = np.where(rng.random(at.size) < 0.5, sizes, -sizes)
-    path = np.repeat(
-        np.concatenate(([0.0], np.cumsum(signed))), np.diff(at, prepend=0, append=size)
-    )
-    return at, sizes, path
+    return at, sizes, signed
+
+
+def _with_jumps(diffusion: Array, at: Array, signed: Array) -> Array:
+    """The mid: the diffusion plus the cumulative jump since each jump step (one add each)."""
+    if at.size == 0:
+        return diffusion
+    mid = diffusion.copy()
+    bounds = [*at.tolist(), diffusion.size]
+    for k, level in enumerate(np.cumsum(signed).tolist()):
+        lo, hi = bounds[k], bounds[k + 1]
+        np.add(diffusion[lo:hi], level, out=mid[lo:hi])
+    return mid
 
 
 def _bursts(

@@ -38,7 +38,7 @@ from soakq.metrics.book.market import (
 
 Array = np.ndarray
 MAX_CONGESTION_U = 0.95  # the venue throttles beyond this share of its limit
-MAX_SCAN_STEPS = 16  # the band scan keeps one bit per step ahead in a uint16
+MAX_SCAN_STEPS = 16  # the band scan looks at most this many steps ahead
 JITTER_BITS = 12  # resolution of the lognormal jitter's normal quantile table
 
 
@@ -58,16 +58,6 @@ def timer_steps(phase: Array, duration_ms: float, step_ms: float) -> Array:
     return np.maximum(1, (duration_ms / step_ms + phase).astype(np.int64))
 
 
-@lru_cache(maxsize=32)
-def _first_bit(width: int) -> Array:
-    """Lookup table: for a bit code of ``width`` bits, 1 + the index of its lowest set bit."""
-    codes = np.arange(1 << width)
-    table = np.full(1 << width, width + 1, dtype=np.int64)
-    for j in range(width, 0, -1):  # descending: the lowest bit wins
-        table[(codes & (1 << (j - 1))) != 0] = j
-    return table
-
-
 def trigger_table(
     mid: Array, n: int, *, tol_bps: float, tail: Array, gap: Array
 ) -> tuple[Array, Array]:
@@ -81,28 +71,31 @@ def trigger_table(
     width = int(min(tail.max(), mid.size - n, MAX_SCAN_STEPS))
     base = mid[:n]
     hi, lo = base + tol_bps, base - tol_bps
-    code = np.zeros(n, dtype=np.uint16)  # bit j-1 set: the mid is outside the band j steps on
-    for j in range(1, width + 1):
+    exit_j = np.full(n, width + 1, dtype=np.int64)  # past the scan: the mid stayed inside
+    above, below = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+    for j in range(width, 0, -1):  # descending: the first exit wins
         ahead = mid[j : n + j]
-        outside = ahead > hi
-        outside |= ahead < lo
-        code |= outside * np.uint16(1 << (j - 1))
-    exit_j = _first_bit(width)[code]
+        np.greater(ahead, hi, out=above)
+        np.less(ahead, lo, out=below)
+        above |= below
+        np.copyto(exit_j, j, where=above)
     price = exit_j <= tail
     wait = np.maximum(np.minimum(exit_j, tail), gap)
     idx = np.arange(n)
     return (idx + wait) * 2 + price, idx + exit_j
 
 
-def urgent_steps(exit_step: Array, jump_steps: Array, tail: Array) -> set[int]:
-    """Steps whose next action is forced by a jump (its trigger step is a jump step)."""
+def urgent_steps(exit_step: Array, jump_steps: Array, tail: Array) -> Array:
+    """Per step: is its next action forced by a jump (its trigger step is a jump step)?"""
+    urgent = np.zeros(exit_step.size, dtype=bool)
     if jump_steps.size == 0:
-        return set()
+        return urgent
     width = int(tail.max())
     a = (jump_steps[:, None] - np.arange(1, width + 1)).ravel()
     a = a[a >= 0]
     hit = (exit_step[a] <= a + tail[a]) & np.isin(exit_step[a], jump_steps)
-    return set(a[hit].tolist())
+    urgent[a[hit]] = True
+    return urgent
 
 
 def schedule_quotes(
@@ -135,8 +128,8 @@ def schedule_quotes(
         code,
         urgent_steps(exit_step, market.jump_steps, tail),
         n,
-        interval=2.0 / per_step,
-        tolerance=(depth - 2.0) / per_step,
+        interval=kernels.dyadic(2.0 / per_step),
+        tolerance=kernels.dyadic((depth - 2.0) / per_step),
     )
     decided_ms = steps * step_ms
     latency = action_latency(cfg, regime, spec, market, steps, decided_ms, min_interval_ms)
