@@ -946,6 +946,24 @@ def test_a_zero_value_is_quoted_as_zero() -> None:
     )
 
 
+def test_every_harvest_rule_is_tried_in_order() -> None:
+    """Harvest rules are data: a first rule that does not hold leaves the next one its turn."""
+    doc = _table()
+    never = json.loads(json.dumps(doc["harvest"][0]))
+    never.update(rule="3x", when=[["risk_ratio", "<", 0.01]])
+    doc["harvest"] = [never, doc["harvest"][0]]
+    rules = TunerRules.model_validate(doc)
+    p = propose(CALM, STEADY, hist(("OK", {}), ("OK", {}), ("OK", {})), rules=rules)
+    assert p.deltas == HARVEST_DELTAS and p.fired == ("3",)
+
+
+def test_exhaustion_records_a_zero_value_as_zero() -> None:
+    start = {**DEFAULT, "base_spread_bps_delta": 0.25, "replace_rate_per_min": 120}
+    start["min_interval_ms"] = 100
+    (e,) = tune(start, {"maker_taker_ratio": 0.0}).exhausted
+    assert (e.rule, e.metric, e.value) == ("4", "maker_taker_ratio", 0.0)
+
+
 def test_broken_packaged_table_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     doc = _table()
     doc["defensive"][1]["moves"][0]["key"] = "nope"
