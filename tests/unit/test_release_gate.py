@@ -11,7 +11,16 @@ import pytest
 from soakq_testkit import assert_clean_user_error, invoke
 
 from soakq.errors import InputError
-from soakq.release_gate import SINGLE_NOTE, check_path, check_summary, failed_gate
+from soakq.release_gate import (
+    SINGLE_NOTE,
+    check_path,
+    check_summary,
+    failed_gate,
+    iteration_files,
+    load_run_dir,
+    mock_note,
+    run_gate,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -384,3 +393,196 @@ def test_gate_run_dir_unusable_is_exit_2(
     proc = run_cli("gate", str(target))
     assert_clean_user_error(proc, *needles)
     assert "RELEASE GATE" not in proc.stdout
+
+
+# --- exact texts, documents and the run-directory reader, in process -----------------------
+
+
+def test_single_file_lines_exactly() -> None:
+    result = check_summary(doc({**PASSING, "net_bps": 2.5}))
+    assert result.lines() == [
+        "FAIL net_bps                   2.5  (threshold >= 2.7)",
+        "ok   risk_ratio               0.31  (threshold <= 0.42)",
+        "ok   maker_taker_ratio        0.93  (threshold >= 0.85)",
+        "ok   p95_latency_ms          280.5  (threshold <= 350)",
+        "RELEASE GATE FAILED (1 violations)",
+        "  - net_bps 2.5 < 2.7",
+        SINGLE_NOTE,
+    ]
+    assert SINGLE_NOTE == (
+        "NOTE: a single iteration is not statistical evidence; the release verdict is "
+        "`soakq gate RUN_DIR` (the run's window of iterations)"
+    )
+
+
+def test_single_file_document_exactly() -> None:
+    result = check_summary(doc(PASSING, mock=True, mock_mode="calm", mock_seed=3, source="kpi"))
+    assert result.as_json() == {
+        "checks": [
+            {"metric": "net_bps", "op": ">=", "passed": True, "threshold": 2.7, "value": 3.1},
+            {"metric": "risk_ratio", "op": "<=", "passed": True, "threshold": 0.42, "value": 0.31},
+            {
+                "metric": "maker_taker_ratio",
+                "op": ">=",
+                "passed": True,
+                "threshold": 0.85,
+                "value": 0.93,
+            },
+            {
+                "metric": "p95_latency_ms",
+                "op": "<=",
+                "passed": True,
+                "threshold": 350.0,
+                "value": 280.5,
+            },
+        ],
+        "form": "summary",
+        "mock": True,
+        "mock_note": "NOTE: mock data (source=kpi, mode=calm, seed=3): not a production verdict",
+        "note": SINGLE_NOTE,
+        "passed": True,
+        "verdict": "PASSED",
+        "violations": [],
+    }
+    assert result.verdict == "PASSED" and int(result.exit_code) == 0
+
+
+def test_single_file_result_is_frozen() -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        check_summary(doc(PASSING)).passed = False  # type: ignore[misc]
+
+
+def test_mock_note_without_a_source_says_mock() -> None:
+    assert check_summary(doc(PASSING, mock=True)).mock_note == (
+        "NOTE: mock data (source=mock, mode=None, seed=None): not a production verdict"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ([1], "input: not a JSON object; expected an ITER_SUMMARY with a 'summary'"),
+        ({"summary": 3}, "input: no 'summary' object; expected an ITER_SUMMARY file"),
+        (
+            doc({**PASSING, "risk_ratio": 2}),
+            "input: summary.risk_ratio 2 is out of range (a percentage? a ratio is a fraction); "
+            "allowed [0, 1]",
+        ),
+        (
+            doc({k: v for k, v in PASSING.items() if k != "p95_latency_ms"}),
+            "input: summary.p95_latency_ms missing; allowed >= 0",
+        ),
+    ],
+)
+def test_single_file_errors_exactly(body: Any, text: str) -> None:
+    with pytest.raises(InputError) as err:
+        check_summary(body)
+    assert str(err.value) == text
+
+
+def _docs(n: int, **summary: Any) -> list[dict[str, Any]]:
+    return [iteration(i, OVR, **summary) for i in range(1, n + 1)]
+
+
+def test_run_gate_takes_mock_facts_from_the_spec() -> None:
+    gate = run_gate(_docs(6), {"source": "book", "mode": "spike", "seed": 9, "run_id": "R"})
+    assert (gate.mock, gate.run_id) == (True, "R")
+    assert gate.mock_note == mock_note("book", "spike", 9)
+    assert mock_note("book", "spike", 9) == (
+        "NOTE: mock data (source=book, mode=spike, seed=9): not a production verdict"
+    )
+    live = run_gate(_docs(6), {"source": "file", "mode": "calm", "seed": 1, "run_id": "L"})
+    assert (live.mock, live.mock_note, live.run_id) == (False, "", "L")
+
+
+def test_run_gate_without_a_spec_reads_the_last_summary() -> None:
+    docs = _docs(6, source="kpi", mock_mode="calm", mock_seed=1)
+    docs[-1]["summary"].update(source="book", mock_mode="spike", mock_seed=7)
+    docs[-1]["run_id"] = "last"
+    docs[-2]["run_id"] = "other"
+    gate = run_gate(docs, None)
+    assert gate.mock is True and gate.run_id == "last"
+    assert gate.mock_note == mock_note("book", "spike", 7)
+
+
+@pytest.mark.parametrize(
+    ("where", "flags", "mock"),
+    [
+        (0, {"mock": True}, True),
+        (0, {"mock_mode": "calm"}, True),
+        (5, {"mock": True}, True),
+        (5, {"mock": False, "mock_mode": None}, False),
+    ],
+)
+def test_run_gate_any_mock_summary_makes_the_run_mock(
+    where: int, flags: dict[str, Any], mock: bool
+) -> None:
+    docs = _docs(6)
+    docs[where]["summary"].update(flags)
+    gate = run_gate(docs, None)
+    assert gate.mock is mock
+    assert (gate.mock_note == mock_note("mock", None, None)) is mock
+
+
+def test_iteration_files_are_found_and_sorted_numerically(clean_env: Path) -> None:
+    for name in ("ITER_SUMMARY_10.json", "ITER_SUMMARY_2.json", "ITER_SUMMARY_final.json"):
+        write(clean_env / name, {})
+    write(clean_env / "ITER_SUMMARY_3.json.tmp", {})
+    write(clean_env / "xITER_SUMMARY_4.json", {})
+    (clean_env / "ITER_SUMMARY_5.json").mkdir()
+    found = iteration_files(clean_env)
+    assert found == [
+        (2, clean_env / "ITER_SUMMARY_2.json"),
+        (10, clean_env / "ITER_SUMMARY_10.json"),
+    ]
+
+
+def test_load_run_dir(clean_env: Path) -> None:
+    target = run_dir(clean_env / "run", _docs(3), {"source": "file", "profile": "p"})
+    docs, spec = load_run_dir(target)
+    assert [d["iteration"] for d in docs] == [1, 2, 3]
+    assert spec == {"source": "file", "profile": "p"}
+    (target / "RUN.json").unlink()
+    assert load_run_dir(target)[1] is None
+    where, gate = check_path(target)
+    assert where == target and gate.verdict == "INCONCLUSIVE" and gate.exit_code == 4
+
+
+@pytest.mark.parametrize(
+    ("setup", "text"),
+    [
+        ("missing", "{t}: not found; expected a run directory or an ITER_SUMMARY file"),
+        ("file", "{t}: not a directory; expected a run directory or an ITER_SUMMARY file"),
+        ("empty", "{t}: no ITER_SUMMARY_<i>.json files; is this a run directory?"),
+        ("mismatch", "{t}/ITER_SUMMARY_2.json: not the ITER_SUMMARY document of iteration 2"),
+        ("not-object", "{t}/ITER_SUMMARY_1.json: not the ITER_SUMMARY document of iteration 1"),
+        ("run-json", "{t}/RUN.json: not a RUN.json document (needs a 'config' object)"),
+        ("run-config", "{t}/RUN.json: not a RUN.json document (needs a 'config' object)"),
+    ],
+)
+def test_load_run_dir_errors_exactly(clean_env: Path, setup: str, text: str) -> None:
+    t = clean_env / "run"
+    if setup == "file":
+        write(t, "{}")
+    elif setup == "empty":
+        t.mkdir()
+    elif setup == "mismatch":
+        run_dir(t, _docs(2))
+        write(t / "ITER_SUMMARY_2.json", iteration(1, OVR))
+    elif setup == "not-object":
+        run_dir(t, [])
+        write(t / "ITER_SUMMARY_1.json", "[1]")
+    elif setup in ("run-json", "run-config"):
+        run_dir(t, _docs(1))
+        write(t / "RUN.json", "[1]" if setup == "run-json" else {"config": [1]})
+    with pytest.raises(InputError) as err:
+        load_run_dir(t)
+    assert str(err.value) == text.format(t=t)
+
+
+def test_check_path_errors_exactly(clean_env: Path) -> None:
+    with pytest.raises(InputError) as err:
+        check_path(clean_env / "nope.json")
+    assert str(err.value) == f"{clean_env / 'nope.json'}: file not found"
