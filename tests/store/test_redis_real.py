@@ -77,7 +77,7 @@ def _process_state(pid: int) -> str:
 def test_eight_processes_increment_without_loss(redis_url):
     processes, per_process = 8, 200
     store = RedisStore.from_url(redis_url)
-    assert store.create_run("race", {}, {"n": 0})
+    assert store.create_run("race", {"status": "queued"}, {"n": 0})
     procs = [
         _spawn("contend", redis_url, "race", str(per_process), f"p{i}", stdin=subprocess.PIPE)
         for i in range(processes)
@@ -116,7 +116,7 @@ def test_eight_processes_increment_without_loss(redis_url):
 def test_holder_stopped_past_its_ttl_cannot_commit(redis_url, wait_for):
     ttl_ms = 300
     store = RedisStore.from_url(redis_url)
-    assert store.create_run("paused", {}, {"writer": None})
+    assert store.create_run("paused", {"status": "queued"}, {"writer": None})
     proc = _spawn("stale", redis_url, "paused", str(ttl_ms))
     try:
         got = _read_json(proc, 30)
@@ -154,7 +154,7 @@ def test_holder_stopped_past_its_ttl_cannot_commit(redis_url, wait_for):
 
 def test_scripts_survive_script_flush_on_a_real_server(redis_url):
     store = RedisStore.from_url(redis_url)
-    assert store.create_run("r", {}, {})
+    assert store.create_run("r", {"status": "queued"}, {})
     store.client.script_flush()
     lease = store.acquire_lock("r", "w", 1000)
     assert lease is not None

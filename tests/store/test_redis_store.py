@@ -20,45 +20,55 @@ RUN = "r1"
 
 def test_key_layout_and_canonical_bytes(fake_redis):
     s = fake_redis
-    record, state = {"b": 1, "a": [1.5, "x"]}, {"z": {"y": 2}}
+    record, state = {"b": 1, "a": [1.5, "x"], "status": "queued"}, {"z": {"y": 2}}
     assert s.create_run(RUN, record, state)
     lease = s.acquire_lock(RUN, "w", 5000)
     assert lease is not None
     assert s.commit_iteration(RUN, 4, {"i": 4}, {"n": 1}, lease, 0) is CommitOutcome.COMMITTED
     assert s.put_extra(RUN, "release_gate", {"ok": True})
+    s.touch_lease(RUN, 5, 3000)
     s.schedule(RUN, 5, 42.0)
     r = s.client
     p = "soakq:run:{r1}:"
     assert {k.decode() for k in r.keys("*")} == {
         p + "record",
+        p + "status",
         p + "state",
         p + "version",
-        p + "iter:4",
         p + "iters",
-        p + "extra:release_gate",
+        p + "extras",
         p + "lock",
         p + "fence",
         p + "fence_seen",
+        p + "lease",
         "soakq:runs",
         "soakq:runs:seq",
+        "soakq:runs:active",
         "soakq:due",
     }
+    assert set(s.run_keys(RUN)) == {k for k in (x.decode() for x in r.keys(p + "*"))}
     assert r.get(p + "record") == canonical(record).encode()
+    assert r.get(p + "status") == b"queued"
     assert r.get(p + "state") == canonical({"n": 1}).encode()
-    assert r.get(p + "iter:4") == b'{"i":4}'
+    assert r.hgetall(p + "iters") == {b"4": b'{"i":4}'}
+    assert r.hgetall(p + "extras") == {b"release_gate": b'{"ok":true}'}
     assert r.get(p + "version") == b"1"
     assert r.get(p + "lock") == f"w:{lease.token}".encode()
     assert r.get(p + "fence") == r.get(p + "fence_seen") == str(lease.token).encode()
+    assert r.get(p + "lease") == b"5" and 0 < r.pttl(p + "lease") <= 3000
     assert 0 < r.pttl(p + "lock") <= 5000
+    assert r.smembers("soakq:runs:active") == {b"r1"}
     assert r.zrange("soakq:due", 0, -1, withscores=True) == [(b"r1|5", 42.0)]
+    # No key of a live run expires on its own (the lock and the lease aside).
+    assert all(r.ttl(k) == -1 for k in r.keys("*") if not k.endswith((b":lock", b":lease")))
 
 
 def test_prefixes_isolate_stores_on_one_server():
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     a, b = RedisStore(client, prefix="soakq-a"), RedisStore(client, prefix="soakq-b")
-    assert a.create_run(RUN, {"who": "a"}, {})
-    assert b.create_run(RUN, {"who": "b"}, {})
-    assert a.get_record(RUN) == {"who": "a"} and b.get_record(RUN) == {"who": "b"}
+    assert a.create_run(RUN, {"status": "queued", "who": "a"}, {})
+    assert b.create_run(RUN, {"status": "queued", "who": "b"}, {})
+    assert a.get_record(RUN)["who"] == "a" and b.get_record(RUN)["who"] == "b"
     a.schedule(RUN, 0, 1.0)
     assert b.claim_due(10.0) == []
     assert a.claim_due(10.0) == [(RUN, 0)]
@@ -66,7 +76,7 @@ def test_prefixes_isolate_stores_on_one_server():
 
 def test_works_on_a_decoding_client():
     s = RedisStore(fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True))
-    assert s.create_run(RUN, {"r": 1}, {"n": 0})
+    assert s.create_run(RUN, {"r": 1, "status": "queued"}, {"n": 0})
     lease = s.acquire_lock(RUN, "w", 1000)
     assert lease is not None
     assert s.cas_state(RUN, lease, 0, {"n": 1}) is CommitOutcome.COMMITTED
@@ -80,7 +90,7 @@ def test_fence_refuses_a_resurrected_old_lock(fake_redis):
     """Defence in depth: if a failover brought back an old lock value, the old token still
     cannot commit once a newer token has."""
     s = fake_redis
-    assert s.create_run(RUN, {}, {"by": None})
+    assert s.create_run(RUN, {"status": "queued"}, {"by": None})
     old = s.acquire_lock(RUN, "a", 5000)
     assert old is not None and s.release_lock(RUN, old)
     new = s.acquire_lock(RUN, "b", 5000)
@@ -95,7 +105,7 @@ def test_fence_refuses_a_resurrected_old_lock(fake_redis):
 
 def test_scripts_are_reloaded_after_script_flush(fake_redis):
     s = fake_redis
-    assert s.create_run(RUN, {}, {})
+    assert s.create_run(RUN, {"status": "queued"}, {})
     s.client.script_flush()
     lease = s.acquire_lock(RUN, "w", 1000)
     assert lease is not None
@@ -157,7 +167,6 @@ def test_unreachable_server_is_transient_and_fails_fast():
         f"redis://127.0.0.1:{_closed_port()}/0",
         socket_timeout=0.2,
         socket_connect_timeout=0.2,
-        retries=1,
     )
     started = time.monotonic()
     with pytest.raises(TransientStoreError):
