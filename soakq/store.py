@@ -439,9 +439,12 @@ class MemoryStore:
         with self._mu:
             existed = self._records.pop(run_id, None) is not None
             self._states.pop(run_id, None)
-            for table in (self._iters, self._extras, self._due):
-                for key in [k for k in table if k[0] == run_id]:
-                    del table[key]
+            for i in [k for k in self._iters if k[0] == run_id]:
+                del self._iters[i]
+            for x in [k for k in self._extras if k[0] == run_id]:
+                del self._extras[x]
+            for d in [k for k in self._due if k[0] == run_id]:
+                del self._due[d]
             for per_run in (self._locks, self._fence, self._fence_seen, self._leases):
                 per_run.pop(run_id, None)  # type: ignore[attr-defined]
             self._finished.pop(run_id, None)

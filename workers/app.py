@@ -91,6 +91,7 @@ def store_of(app: Celery) -> RunStore:
             prefix=ws.key_prefix,
             socket_timeout=ws.socket_timeout_s,
             socket_connect_timeout=ws.socket_timeout_s,
+            retention_s=ws.retention_s,
         )
         ctx.use(store)
         return store

@@ -1,4 +1,4 @@
-"""Celery configuration derived from soakq's settings (DESIGN §6).
+"""Celery configuration derived from soakq's settings (docs/architecture.md).
 
 ``WorkerSettings`` is soakq's ``Settings`` plus the knobs only the Celery side reads (same
 ``SOAKQ_`` prefix). ``celery_config`` turns it into the ``app.conf`` dict: Redis broker and result
@@ -9,6 +9,8 @@ Time budget, in one place because the pieces depend on each other::
     task hard time limit  <  visibility_timeout      (else a running task is redelivered)
     retry countdowns      <  visibility_timeout      (an ETA message is held unacked too)
     iteration deadline    >  one iteration's work    (else the watchdog re-drives a live one)
+    lease ttl             >  a tick, < the deadline  (a dead worker's iteration is re-driven
+                                                      after the lease lapses, not the deadline)
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class WorkerSettings(Settings):
     iteration_deadline_s: float = Field(600.0, gt=0)
     max_redrives: int = Field(3, ge=0)
     tick_interval_s: float = Field(10.0, gt=0)
+    # A task renews its run's lease while it runs; the watchdog re-drives an iteration nobody
+    # holds a lease on for this long. Default: three tick intervals.
+    lease_ttl_s: float | None = Field(None, gt=0)
     result_expires_s: int = Field(86_400, gt=0)
     task_events: bool = True
     beat_lock_timeout_s: int = Field(60, gt=0)
@@ -43,6 +48,11 @@ class WorkerSettings(Settings):
     @property
     def task_soft_time_limit_s(self) -> float:
         return self.task_time_limit_s * 0.9
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a run's lease lasts without renewal."""
+        return self.lease_ttl_s or 3 * self.tick_interval_s
 
     @model_validator(mode="after")
     def _time_budget(self) -> WorkerSettings:

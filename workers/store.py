@@ -295,8 +295,10 @@ class RedisStore:
             reply = self._r.config_get("maxmemory-policy")
         except rx.ResponseError:
             return None
-        value = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy"))
-        return _text(value)
+        for name, value in dict(reply).items():
+            if _text(name) == "maxmemory-policy":
+                return _text(value)
+        return None
 
     def close(self) -> None:
         self._r.close()

@@ -121,8 +121,6 @@ def _published(record: dict[str, Any], grace_until: float | None) -> bool:
     """The workers wrote the run directory for this final status (or we stop waiting for it)."""
     if (record.get("published") or {}).get("status") == record["status"]:
         return True
-    if record["status"] == "cancelled":  # a cancel with nothing in flight publishes nothing
-        return True
     return grace_until is not None and time.monotonic() > grace_until
 
 
@@ -170,10 +168,13 @@ def list_distributed(settings: Any) -> int:
 
 def cancel_distributed(settings: Any, run_id: str) -> int:
     from soakq.runner import cancel_run
+    from workers import names
 
-    _, store = _connect(settings)
+    app, store = _connect(settings)
     _record(store, run_id)
     if cancel_run(store, run_id, reason="cancelled with `soakq cancel`"):
+        # A worker writes the cancelled run's directory now (the tick would, within a tick).
+        app.send_task(names.RUN_PUBLISH, args=[run_id])
         print(f"run {run_id}: cancelled (an iteration in flight finishes its tasks as no-ops)")
         return 0
     print(f"run {run_id}: not cancelled, it already ended ({_record(store, run_id)['status']})")

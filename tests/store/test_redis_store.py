@@ -191,3 +191,49 @@ def test_bad_url_is_a_config_error_without_the_password():
         RedisStore.from_url("http://:hunter2@example/0")
     assert "hunter2" not in str(info.value)
     assert "redis://" in str(info.value)
+
+
+def _ttls(s, run_id):
+    r = s.client
+    return {k.decode(): r.ttl(k) for k in r.scan_iter(match=s.key(run_id, "*"))}
+
+
+def test_ending_a_run_gives_every_key_the_retention_ttl():
+    from soakq.states import RunStatus
+
+    s = RedisStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()), retention_s=3600)
+    assert s.create_run(RUN, {"status": "queued"}, {"n": 0})
+    lease = s.acquire_lock(RUN, "w", 5000)
+    assert s.commit_iteration(RUN, 1, {"i": 1}, {"n": 1}, lease, 0) is CommitOutcome.COMMITTED
+    s.release_lock(RUN, lease)
+    s.touch_lease(RUN, 2, 60_000)
+    assert all(ttl == -1 for k, ttl in _ttls(s, RUN).items() if not k.endswith(":lease"))
+    assert s.transition(RUN, RunStatus.CANCELLED, now_ts=1000.0).applied
+    ttls = _ttls(s, RUN)
+    assert set(ttls) >= {s.key(RUN, p) for p in ("record", "status", "state", "iters")}
+    assert all(0 < ttl <= 3600 for k, ttl in ttls.items() if not k.endswith(":lease")), ttls
+    # Written after the end, still bounded: an annotation, a late gate, a lock and its counter.
+    s.note_published(RUN, {"status": "cancelled"})
+    assert s.put_extra(RUN, "release_gate", {"verdict": "FAILED"})
+    lease = s.acquire_lock(RUN, "late", 5000)
+    assert lease is not None and s.release_lock(RUN, lease)
+    ttls = _ttls(s, RUN)
+    assert s.key(RUN, "extras") in ttls and s.key(RUN, "fence") in ttls
+    assert all(0 < ttl <= 3600 for ttl in ttls.values()), ttls
+    assert s.client.zscore(s.finished_key, RUN) == 1000.0
+    # A run that never took the lock gets a counter later: it inherits the TTL too.
+    assert s.create_run("r2", {"status": "queued"}, {})
+    assert s.transition("r2", RunStatus.LOST, now_ts=1.0).applied
+    assert s.acquire_lock("r2", "late", 5000) is not None
+    assert 0 < s.client.ttl(s.key("r2", "fence")) <= 3600
+
+
+def test_run_id_counter_expires_after_twice_the_retention():
+    s = RedisStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()), retention_s=100)
+    assert s.next_suffix("cfg") == 1 and s.next_suffix("cfg") == 2
+    assert 100 < s.client.ttl("soakq:runid:cfg") <= 200
+
+
+def test_retention_must_be_positive():
+    with pytest.raises(ValueError):
+        RedisStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()), retention_s=0)
