@@ -253,6 +253,11 @@ def cancel_run(store: RunStore, run_id: str, *, reason: str, clock: Clock = time
     return _end_early(store, run_id, RunStatus.CANCELLED, StopReason.CANCELLED, reason, clock)
 
 
+def fail_unstarted(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.time) -> bool:
+    """Mark failed a run whose first message could not be sent, with the reason."""
+    return _end_early(store, run_id, RunStatus.FAILED, StopReason.NOT_STARTED, reason, clock)
+
+
 def mark_lost(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.time) -> bool:
     """Mark a run lost (the watchdog gave up on it), with the reason in the record."""
     return _end_early(store, run_id, RunStatus.LOST, StopReason.LOST, reason, clock)

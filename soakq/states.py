@@ -75,3 +75,4 @@ class StopReason(StrEnum):
     METRICS_ERROR = "metrics_error"
     CANCELLED = "cancelled"
     LOST = "lost"
+    NOT_STARTED = "not_started"  # its first message could not be sent to the workers

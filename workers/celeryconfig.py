@@ -120,8 +120,11 @@ def celery_config(ws: WorkerSettings) -> dict[str, Any]:
     timeout = ws.socket_timeout_s
     conf.update(
         broker_url=ws.redis_url,
+        # kombu's Redis transport, but a malformed message is set aside, not fatal.
+        broker_transport="workers.transport:Transport",
         result_backend=ws.redis_url,
         broker_transport_options={
+            "dead_letter_key": f"{ws.key_prefix}:dead-letters",
             "visibility_timeout": ws.visibility_timeout_s,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -145,10 +148,13 @@ def celery_config(ws: WorkerSettings) -> dict[str, Any]:
         redbeat_redis_url=ws.redis_url,
         redbeat_key_prefix=f"{ws.key_prefix}:redbeat:",
         redbeat_lock_timeout=ws.beat_lock_timeout_s,
+        # No redbeat retry_period: it would stack a 30 s retry on every redbeat call and still
+        # miss the lock; workers.beat_scheduler rides out Redis trouble tick by tick instead.
         redbeat_redis_options={
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            "retry_period": 30,
+            "socket_keepalive": True,
         },
+        beat_scheduler="workers.beat_scheduler:Scheduler",
     )
     return conf

@@ -55,7 +55,7 @@ from redis import exceptions as rx
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from soakq.errors import ConfigError, InputError, StoreError, TransientStoreError
+from soakq.errors import ConfigError, InputError, StoreError, StoreRefused, TransientStoreError
 from soakq.jsonio import canonical, loads
 from soakq.states import TERMINAL, RunStatus, allowed_from
 from soakq.store import (
@@ -163,13 +163,25 @@ def _guard(op: str) -> Iterator[None]:
     try:
         yield
     except _PERMANENT as exc:
-        raise StoreError(
-            f"redis refused {op}: {exc} (check the password in the Redis URL)"
+        raise StoreRefused(
+            f"redis refused {op}: {exc} (check the password in SOAKQ_REDIS_URL)"
         ) from exc
     except _TRANSIENT as exc:
         raise TransientStoreError(f"redis unavailable during {op}: {exc}") from exc
     except rx.RedisError as exc:
+        if is_out_of_memory(exc):
+            raise StoreRefused(
+                f"redis is out of memory ({op}: {exc}); raise maxmemory or free memory "
+                "(`soakq prune` removes finished runs)"
+            ) from exc
         raise StoreError(f"redis failed {op}: {exc}") from exc
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Redis refused a write because it reached ``maxmemory`` (under ``noeviction``)."""
+    return isinstance(exc, rx.OutOfMemoryError) or (
+        isinstance(exc, rx.ResponseError) and str(exc).startswith("OOM")
+    )
 
 
 def _guarded(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -536,6 +548,24 @@ class RedisStore:
         for run_id in ids:
             self.discard_run(run_id)
         return ids
+
+    @_guarded
+    def prune_unreadable(self) -> int:
+        """Delete the runs of the index that have no status key (written by an earlier soakq,
+        in another key layout, without a TTL); return how many. Walks the index: an operator's
+        command (`soakq prune`), never a periodic one."""
+        gone = 0
+        for run_id in self.list_runs():
+            if self._r.exists(self.key(run_id, "status")):
+                continue
+            keys = list(self._r.scan_iter(match=self.key(run_id, "*"), count=100))
+            pipe = self._r.pipeline(transaction=False)
+            for key in keys:
+                pipe.delete(key)
+            pipe.zrem(self.runs_key, run_id)
+            pipe.execute()
+            gone += 1
+        return gone
 
     @_guarded
     def discard_run(self, run_id: str) -> bool:

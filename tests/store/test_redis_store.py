@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 from redis import exceptions as rx
 
-from soakq.errors import ConfigError, StoreError, TransientStoreError
+from soakq.errors import ConfigError, StoreError, StoreRefused, TransientStoreError
 from soakq.jsonio import canonical
 from soakq.store import CommitOutcome, Lease
 from workers import store as store_module
@@ -141,8 +141,10 @@ def test_claim_due_with_no_room_claims_nothing(fake_redis):
         (rx.TimeoutError("slow"), TransientStoreError),
         (rx.BusyLoadingError("loading"), TransientStoreError),
         (rx.ReadOnlyError("replica"), TransientStoreError),
-        (rx.AuthenticationError("bad password"), StoreError),
-        (rx.ResponseError("OOM command not allowed"), StoreError),
+        (rx.AuthenticationError("bad password"), StoreRefused),
+        (rx.ResponseError("OOM command not allowed"), StoreRefused),
+        (rx.OutOfMemoryError("command not allowed"), StoreRefused),
+        (rx.ResponseError("WRONGTYPE"), StoreError),
     ],
 )
 def test_redis_errors_map_onto_the_error_tree(fake_redis, monkeypatch, error, expected):
@@ -152,8 +154,9 @@ def test_redis_errors_map_onto_the_error_tree(fake_redis, monkeypatch, error, ex
     monkeypatch.setattr(fake_redis.client, "get", boom)
     with pytest.raises(expected) as info:
         fake_redis.get_record(RUN)
-    if expected is StoreError:
+    if expected is not TransientStoreError:
         assert not isinstance(info.value, TransientStoreError)
+    assert info.value.exit_code == (2 if expected is StoreRefused else 1)
 
 
 def _closed_port() -> int:

@@ -217,7 +217,7 @@ class Cluster:
             "workers.app",
             "beat",
             "-S",
-            "redbeat.RedBeatScheduler",
+            "workers.beat_scheduler:Scheduler",
             "--loglevel=INFO",
         ]
         return self.start_process("beat", argv, **env)
