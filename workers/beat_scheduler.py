@@ -41,6 +41,7 @@ class Scheduler(rb.RedBeatScheduler):  # type: ignore[misc]
     retry_s = 1.0
     standby_s = 5.0
     _schedule_installed = False
+    lock: Any = None
 
     def setup_schedule(self) -> None:
         self._client_policy()
@@ -104,5 +105,5 @@ class Scheduler(rb.RedBeatScheduler):  # type: ignore[misc]
     def close(self) -> None:
         try:
             super().close()
-        except (*REDIS_TROUBLE, rx.LockError) as exc:
+        except (rx.ConnectionError, rx.TimeoutError, rx.LockError) as exc:
             log.warning("beat: could not release the lock on the way out (%s)", exc)
