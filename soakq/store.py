@@ -178,6 +178,12 @@ class RunStore(Protocol):
         """Finished runs whose artifacts nobody has published yet, sorted."""
         ...
 
+    def try_mutex(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Take the named process-wide mutex (no fencing: for efficiency only) if it is free."""
+        ...
+
+    def release_mutex(self, name: str, owner: str) -> bool: ...
+
     def note_published(self, run_id: str, published: JsonDict) -> None:
         """Record ``published`` in the run record and drop the run from ``unpublished``."""
         ...
@@ -223,6 +229,7 @@ class MemoryStore:
         self._finished: dict[str, float] = {}
         self._unpublished: set[str] = set()
         self._suffixes: dict[str, int] = {}
+        self._mutexes: dict[str, tuple[str, float]] = {}
 
     # -- records ---------------------------------------------------------------------------
     def create_run(self, run_id: str, record: JsonDict, state: JsonDict) -> bool:
@@ -422,6 +429,22 @@ class MemoryStore:
     def unpublished(self) -> list[str]:
         with self._mu:
             return sorted(self._unpublished)
+
+    def try_mutex(self, name: str, owner: str, ttl_ms: int) -> bool:
+        with self._mu:
+            held = self._mutexes.get(name)
+            if held is not None and self._clock() < held[1]:
+                return False
+            self._mutexes[name] = (owner, self._clock() + ttl_ms / 1000.0)
+            return True
+
+    def release_mutex(self, name: str, owner: str) -> bool:
+        with self._mu:
+            held = self._mutexes.get(name)
+            if held is None or held[0] != owner or self._clock() >= held[1]:
+                return False
+            del self._mutexes[name]
+            return True
 
     def note_published(self, run_id: str, published: JsonDict) -> None:
         with self._mu:

@@ -34,8 +34,8 @@ from workers.app import settings_of
 
 log = logging.getLogger(__name__)
 
-#: Pseudo run id of the tick's lock: not a valid run id, so it never meets a real run.
-TICK_LOCK = "__tick__"
+#: The mutex the tick's watchdog pass runs under (one pass at a time).
+TICK_LOCK = "tick"
 
 
 def parse_iso(text: str | None) -> float | None:

@@ -20,6 +20,8 @@ keys of one run share a cluster slot, which per-run scripts need on a cluster:
     soakq:runs:unpublished             SET of ended runs whose artifacts are not written yet
     soakq:runid:<base>                 counter numbering re-submitted run ids (with a TTL)
     soakq:due                          ZSET "run_id|iteration" scored by due time (epoch s)
+    soakq:mutex:<name>                 a plain mutex with a TTL (the tick's watchdog pass)
+    soakq:dead-letters                 malformed queue messages set aside (workers.transport)
 
 Bounded: the transition that ends a run gives every key of the run a TTL of the retention
 (``SOAKQ_RETENTION_DAYS``), and keys written afterwards keep or inherit it; the tick drops
@@ -531,6 +533,17 @@ class RedisStore:
     @_guarded
     def unpublished(self) -> list[str]:
         return sorted(str(_text(m)) for m in self._r.smembers(self.unpublished_key))
+
+    def _mutex_key(self, name: str) -> str:
+        return f"{self._prefix}:mutex:{name}"
+
+    @_guarded
+    def try_mutex(self, name: str, owner: str, ttl_ms: int) -> bool:
+        return bool(self._r.set(self._mutex_key(name), owner, nx=True, px=_positive_ttl(ttl_ms)))
+
+    @_guarded
+    def release_mutex(self, name: str, owner: str) -> bool:
+        return self._run("release", [self._mutex_key(name)], [owner]) == 1
 
     def note_published(self, run_id: str, published: JsonDict) -> None:
         self.update_record(run_id, {"published": published})

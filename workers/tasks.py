@@ -199,10 +199,8 @@ def tick(self: Task) -> dict[str, Any]:
     app, store, ws = self.app, store_of(self.app), settings_of(self.app)
     now = time.time()
     sent = drive_due(app, store, now)
-    lease = store.acquire_lock(
-        TICK_LOCK, f"{self.request.hostname}:{os.getpid()}", int(ws.tick_interval_s * 3000)
-    )
-    if lease is None:
+    owner = f"{self.request.hostname}:{os.getpid()}:{self.request.id}"
+    if not store.try_mutex(TICK_LOCK, owner, int(ws.tick_interval_s * 3000)):
         return {"sent": len(sent), "watchdog": "busy"}
     try:
         taken = watchdog(app, store, now)
@@ -211,7 +209,7 @@ def tick(self: Task) -> dict[str, Any]:
             publish(app, store, run_id)
         pruned = store.prune(now - ws.retention_s)
     finally:
-        store.release_lock(TICK_LOCK, lease)
+        store.release_mutex(TICK_LOCK, owner)
     return {
         "sent": len(sent),
         "watchdog": [[r, a.kind, a.reason] for r, a in taken],

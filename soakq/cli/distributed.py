@@ -35,10 +35,16 @@ def _redis_trouble(fn: F) -> F:
         try:
             return fn(settings, *args, **kwargs)
         except TransientStoreError as exc:
-            why = str(exc.__cause__ or exc).rstrip(".")
+            from redis.exceptions import TimeoutError as RedisTimeout
+
+            why = " ".join(str(exc.__cause__ or exc).split()).rstrip(".")
+            what = (
+                f"did not answer within {settings.socket_timeout_s:g}s"
+                if isinstance(exc.__cause__, RedisTimeout)
+                else "is not reachable"
+            )
             raise ConfigError(
-                f"{_where(settings)} did not answer within {settings.socket_timeout_s:g}s "
-                f"({why}); check that it runs and that the URL is right"
+                f"{_where(settings)} {what} ({why}); check that it runs and that the URL is right"
             ) from None
 
     return wrapper  # type: ignore[return-value]

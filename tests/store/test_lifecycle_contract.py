@@ -177,6 +177,20 @@ def test_lease_names_the_iteration_until_it_lapses(harness, wait_for):
     assert store.leased_iteration(run_id) is None
 
 
+def test_mutex_is_exclusive_until_released_or_lapsed(harness):
+    store = harness.store
+    assert store.try_mutex("tick", "a", harness.short_ttl_ms)
+    assert not store.try_mutex("tick", "b", harness.short_ttl_ms)
+    assert store.try_mutex("other", "b", TTL_MS)
+    assert not store.release_mutex("tick", "b")
+    assert store.release_mutex("tick", "a") and not store.release_mutex("tick", "a")
+    assert store.try_mutex("tick", "b", harness.short_ttl_ms)
+    if harness.clock is not None:
+        harness.clock.advance(harness.short_ttl_ms / 1000 + 0.001)
+        assert store.try_mutex("tick", "c", TTL_MS)
+    assert store.list_runs() == []  # a mutex is no run
+
+
 # -- races --------------------------------------------------------------------------------
 ROUNDS = 12
 
