@@ -22,6 +22,9 @@ from pydantic import Field, ValidationError, model_validator
 from soakq.errors import ConfigError
 from soakq.settings import Settings
 
+#: kombu/Celery retry policy: one immediate reconnect, nothing more (see celery_config).
+_ONE_RECONNECT = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+
 #: Embedded transport poll period: with kombu's default (1 s) a chord waits a second per hop.
 EMBEDDED_POLL_S = 0.001
 
@@ -132,18 +135,15 @@ def celery_config(ws: WorkerSettings) -> dict[str, Any]:
             "unacked_restore_interval": ws.unacked_restore_interval_s,
             "unacked_restore_throttle": 1,
         },
-        result_backend_transport_options={
-            "retry_policy": {
-                "max_retries": 5,
-                "interval_start": 0,
-                "interval_step": 0.2,
-                "interval_max": 1.0,
-            },
-        },
+        # One retry layer: the task's (autoretry on TransientStoreError, workers.tasks). Below
+        # it, a dropped connection is re-opened once and a timeout is not retried, so a task
+        # on an unresponsive Redis fails within a few socket timeouts, far inside its limit.
+        task_publish_retry_policy=_ONE_RECONNECT,
+        result_backend_transport_options={"retry_policy": _ONE_RECONNECT},
         redis_socket_timeout=timeout,
         redis_socket_connect_timeout=timeout,
         redis_socket_keepalive=True,
-        redis_retry_on_timeout=True,
+        redis_retry_on_timeout=False,
         redis_backend_health_check_interval=30,
         redbeat_redis_url=ws.redis_url,
         redbeat_key_prefix=f"{ws.key_prefix}:redbeat:",

@@ -114,11 +114,14 @@ def drive_successor(
     """After a commit: start ``iteration`` now, or with a countdown when it is due within a
     tick (so ``--interval`` holds to within a second whatever the tick), or leave it to the
     tick. The due-set entry stays as the tick's fallback; the tick skips what is in flight."""
+    ws = settings_of(app)
     if due_ts <= now:
         drive_due(app, store, now)  # claims the successor (and whatever else is due)
-    elif due_ts - now <= settings_of(app).tick_interval_s:
+    elif due_ts - now <= ws.tick_interval_s and ws.redis_url:
         send_start(app, store, run_id, iteration, now=now, due_ts=due_ts)
     else:
+        # (Embedded, the in-process driver ticks every tenth of the interval instead: its
+        # memory:// worker does not run countdown messages.)
         note_pending(app, store, run_id, iteration, due_ts)
 
 
