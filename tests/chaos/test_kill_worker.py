@@ -182,3 +182,47 @@ def test_kill_whole_worker_mid_chord(chaos_cluster: Cluster, embedded_twin) -> N
     assert f"[{last_body}] received" in c.log(survivor, tail=None)
     assert_chain(c, spec.run_id)
     assert_same_artifacts(c.run_dir(spec.run_id), embedded_twin(spec))
+
+
+# The product's own knobs, not the fast test cluster's: 600 s iteration deadline, 10 s tick,
+# 900 s visibility timeout, 30 s lock. Only the lease (three ticks, 30 s) can bring the run back
+# within a minute.
+DEFAULT_KNOBS = {
+    "SOAKQ_TASK_TIME_LIMIT_S": "300",
+    "SOAKQ_VISIBILITY_TIMEOUT_S": "900",
+    "SOAKQ_UNACKED_RESTORE_INTERVAL_S": "10",
+    "SOAKQ_LOCK_TTL_MS": "30000",
+    "SOAKQ_ITERATION_DEADLINE_S": "600",
+    "SOAKQ_MAX_REDRIVES": "3",
+}
+
+
+def test_whole_worker_killed_with_default_deadlines_run_goes_on_within_60s(
+    redis_server: Any, tmp_path: Path, embedded_twin
+) -> None:
+    c = new_cluster(redis_server, tmp_path / "cluster", **DEFAULT_KNOBS)
+    try:
+        c.start_two_workers()
+        c.start_beat()  # the product's 10 s tick
+        spec = spec_for(iterations=8, mode="volatile", symbols=SYMBOLS, run_id="default-knobs")
+        c.submit(spec)
+        node, _ = finalize_holder(c, spec.run_id, 4)
+        c.kill(node)  # the body of iteration 4 dies holding the run lock, unacked
+        killed_at = time.monotonic()
+        state, _ = c.store.get_state(spec.run_id)
+        at_kill = state["iteration"]
+        wait_for(
+            lambda: c.store.get_state(spec.run_id)[0]["iteration"] > max(at_kill, 3),
+            "the run to commit again after the kill",
+            limit_s=60,
+        )
+        took = time.monotonic() - killed_at
+        print(f"run went on {took:.1f}s after its worker was SIGKILLed (default deadlines)")
+        record = c.wait_run(spec.run_id, limit_s=120)
+        assert record["status"] == "succeeded"
+        assert any("lease lapsed" in e["reason"] for e in record.get("watchdog", [])), record
+        state, version = c.store.get_state(spec.run_id)
+        assert state["iteration"] == version == 8
+        assert_same_artifacts(c.run_dir(spec.run_id), embedded_twin(spec))
+    finally:
+        c.close()
