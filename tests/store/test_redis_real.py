@@ -142,7 +142,8 @@ def test_holder_stopped_past_its_ttl_cannot_commit(redis_url, wait_for):
         _reap([proc])
 
     assert isinstance(result, dict)
-    assert result["paused_s"] * 1000 > ttl_ms
+    # Redis times the TTL with its cached per-command clock, a few ms coarse: allow 5 ms.
+    assert result["paused_s"] * 1000 > ttl_ms - 5
     assert result["cas"] == CommitOutcome.STALE_LOCK.value
     assert result["commit"] == CommitOutcome.STALE_LOCK.value
     assert result["extend"] is False and result["release"] is False

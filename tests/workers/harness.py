@@ -292,7 +292,13 @@ class Cluster:
                     pytest.fail(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
             return self.finished(run_id)
 
-        record: dict[str, Any] = wait_for(done, f"run {run_id} to end", limit_s, every_s=0.05)
+        try:
+            record: dict[str, Any] = wait_for(done, f"run {run_id} to end", limit_s, every_s=0.05)
+        except pytest.fail.Exception as exc:  # say where the run stood, and what the logs say
+            logs = "\n".join(f"--- {n}:\n{self.log(n, 3000)}" for n in self.procs)
+            raise pytest.fail.Exception(
+                f"{exc}\nrecord: {self.store.get_record(run_id)}\n{logs}", pytrace=False
+            ) from None
         return record
 
     def run_dir(self, run_id: str) -> Path:
