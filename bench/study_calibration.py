@@ -1,10 +1,11 @@
-"""The calibration study of the `book` simulator (issue 3), readable output.
+"""The verdict study (issue 7): run-level release-gate verdicts per profile x regime x arm.
 
-    python bench/study_calibration.py [--seeds 20] [--iterations 24]
+    python bench/study_calibration.py [--seeds 20] [--iterations 24] [--jobs 2]
 
-For steady_safe and aggressive on calm / volatile / spike, 24 iterations, guards on, KPI gate soft:
-the share of seeds passing the release gate on the final summary with auto-tune on and off, and
-the share failing the KPI gate at iteration 1.
+For steady_safe and aggressive on calm / volatile / spike, KPI gate soft, three arms: tuner on with
+guards, tuner on without guards, tuner off (guards on). Prints verdict counts (PASSED / FAILED /
+INCONCLUSIVE), the share of seeds failing the KPI gate at iteration 1, applied changes per run and
+parameter reversals (guards on vs off).
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 from soakq.metrics import MODES
-from soakq.study import study, table
+from soakq.study import Arm, Cell, study, table
+
+ARMS = (Arm(True, True), Arm(True, False), Arm(False, True))
+
+
+def _cell(args: tuple[str, str, Arm, list[int], int]) -> list[Cell]:
+    profile, mode, arm, seeds, iterations = args
+    return study([profile], [mode], seeds, [arm], iterations=iterations)
 
 
 def main() -> None:
@@ -23,6 +32,7 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=24)
     ap.add_argument("--profiles", default="steady_safe,aggressive")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     for k in [
         k
@@ -31,12 +41,15 @@ def main() -> None:
     ]:
         del os.environ[k]
     t0 = time.perf_counter()
-    cells = study(
-        args.profiles.split(","),
-        MODES,
-        range(args.first_seed, args.first_seed + args.seeds),
-        iterations=args.iterations,
-    )
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    work = [
+        (p, m, arm, seeds, args.iterations)
+        for p in args.profiles.split(",")
+        for m in MODES
+        for arm in ARMS
+    ]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        cells = [c for chunk in pool.map(_cell, work) for c in chunk]
     for line in table(cells):
         print(line)
     print(

@@ -75,18 +75,28 @@ def run_json(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def snapshot(record: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+def snapshot(
+    record: Mapping[str, Any], state: Mapping[str, Any], gate: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """PRODUCTION_SNAPSHOT of a run that ends frozen, with its release-gate verdict and window."""
+    from soakq.snapshot import gate_summary
+
     spec = record["spec"]
     freeze = state["freeze"]
+    mock = spec["source"] != "file"
     return {
+        "force_reason": None,
+        "forced": False,
         "frozen_at_iteration": freeze["frozen_at"],
-        "mock": spec["source"] != "file",
-        "mock_mode": spec["mode"] if spec["source"] != "file" else None,
-        "mock_seed": spec["seed"] if spec["source"] != "file" else None,
+        "mock": mock,
+        "mock_mode": spec["mode"] if mock else None,
+        "mock_seed": spec["seed"] if mock else None,
+        "overridden_refusals": [],
         "overrides": state["overrides"],
         "profile": spec["profile"],
         "proving_iterations": freeze["proving"],
         "reason": freeze["reason"],
+        "release_gate": gate_summary(gate),
         "run_id": record["run_id"],
         "signature_hash": freeze["signature_hash"],
         "source": spec["source"],
@@ -121,9 +131,9 @@ def export_run(
     )
     write_json(out / "runtime_overrides.json", state["overrides"])
     write_json(out / "RUN.json", run_json(record))
-    if state["freeze"]["active"]:
-        write_json(out / "PRODUCTION_SNAPSHOT.json", snapshot(record, state))
     gate = store.get_extra(run_id, "release_gate")
+    if state["freeze"]["active"]:
+        write_json(out / "PRODUCTION_SNAPSHOT.json", snapshot(record, state, gate))
     if gate is not None:
         write_json(out / "RELEASE_GATE.json", gate)
     point_latest(Path(artifacts_root) / SOAK_DIR, run_id)

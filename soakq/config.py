@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from functools import cache
+from importlib import resources
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from soakq.errors import ConfigError
 from soakq.jsonio import loads, sha256_of
 from soakq.params import KEYS, PARAMS, Number, Overrides, validate_overrides, validate_value
 from soakq.profiles import DEFAULT_PROFILE, load_profile
 from soakq.settings import Settings
+from soakq.thresholds import default_min_fills, fmt_num
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CLI_LAYER = "cli (--set)"
@@ -113,6 +116,8 @@ class RunSpec(BaseModel):
     # velocity hour is measured in it (docs/tuner.md).
     minutes_per_iteration: float = Field(default=20.0, gt=0, le=1440, allow_inf_nan=False)
     profile_kpi_gate: dict[str, Any] = Field(default_factory=dict)
+    # Fewest fills an iteration may have and still pass the KPI gate (docs/gates.md).
+    min_fills: int = Field(default=20, ge=0)
 
     @property
     def mock(self) -> bool:
@@ -120,6 +125,47 @@ class RunSpec(BaseModel):
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+# Allowed ranges of the numeric run options (inclusive), the same as their environment twins.
+MAX_ITERATIONS = 10_000
+INTERVAL_S = (0.0, 86_400.0)
+SIGMA_SCALE = (0.001, 100.0)
+SPIKE_PROB = (0.0, 1.0)
+GAP_BPS = (0.0, 10_000.0)
+
+
+def check_number(option: str, value: float | None, lo: float, hi: float, *, unit: str = "") -> None:
+    """A numeric option is finite and within [lo, hi] (None: not given); ConfigError naming it."""
+    if value is None:
+        return
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ConfigError(
+            f"{option} {value!r}: must be a finite number from {fmt_num(lo)} to {fmt_num(hi)}{unit}"
+        )
+
+
+@cache
+def known_symbols() -> tuple[str, ...]:
+    """The symbols the book simulator knows (``soakq/data/symbols.json``)."""
+    text = resources.files("soakq.data").joinpath("symbols.json").read_text("utf-8")
+    return tuple(sorted(loads(text, what="soakq/data/symbols.json")))
+
+
+def check_symbols(source: str, symbols: Iterable[str]) -> None:
+    """The book simulator only simulates the symbols it has data for; refuse others up front.
+
+    ``file`` reads whatever the live bot reports, and ``kpi`` ignores the symbol (it draws the
+    same KPIs for any name), so both accept any well-formed symbol.
+    """
+    if source != "book":
+        return
+    unknown = [s for s in symbols if s not in known_symbols()]
+    if unknown:
+        raise ConfigError(
+            f"--symbols {','.join(unknown)}: unknown to the {source} source; "
+            f"known: {', '.join(known_symbols())}"
+        )
 
 
 def derived_run_id(fields: dict[str, Any]) -> str:
@@ -151,12 +197,16 @@ def build_spec(
 ) -> RunSpec:
     """Flags over settings over profile; validated. ConfigError names the bad flag or layer."""
     prof = load_profile(profile)
-    if iterations < 1:
-        raise ConfigError(f"--iterations {iterations}: must be at least 1")
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise ConfigError(f"--iterations {iterations}: must be 1..{MAX_ITERATIONS}")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed {seed}: must be 0..{2**63 - 1}")
     if not 1 <= failure_limit <= 10_000:
         raise ConfigError(f"--failure-limit {failure_limit}: must be 1..10000 consecutive FAILs")
-    if interval_s is not None and interval_s < 0:
-        raise ConfigError(f"--interval {interval_s}: must be >= 0 seconds")
+    check_number("--interval", interval_s, *INTERVAL_S, unit=" seconds")
+    check_number("--mock-sigma", sigma_scale, *SIGMA_SCALE)
+    check_number("--spike-prob", spike_prob, *SPIKE_PROB)
+    check_number("--gap-bps", gap_bps, *GAP_BPS, unit=" bp")
     overrides, sources = effective_overrides(profile, settings.runtime_overrides_json, sets)
     syms = tuple(s.strip() for s in symbols) if symbols is not None else prof.symbols
     if not syms or any(not s or not s.replace("_", "").isalnum() for s in syms):
@@ -164,6 +214,7 @@ def build_spec(
     if len(set(syms)) != len(syms):
         raise ConfigError(f"--symbols {','.join(syms)!r}: a symbol is listed twice")
     src = source or settings.default_source
+    check_symbols(src, syms)
     rdir = report_dir or (str(settings.report_dir) if settings.report_dir else None)
     if src == "file" and not rdir:
         raise ConfigError("--source file needs --report-dir DIR (or SOAKQ_REPORT_DIR)")
@@ -187,9 +238,12 @@ def build_spec(
         "gap_bps": settings.mock_gap_bps if gap_bps is None else gap_bps,
         "report_dir": rdir,
         "profile_kpi_gate": prof.kpi_gate,
+        "min_fills": default_min_fills() if prof.min_fills is None else prof.min_fills,
     }
     fields["run_id"] = check_run_id(run_id) if run_id else derived_run_id(fields)
     try:
         return RunSpec.model_validate(fields)
-    except Exception as exc:
-        raise ConfigError(f"run configuration: {exc}") from None
+    except ValidationError as exc:  # one line: the first problem, named by its field
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"run configuration: {where}: {first['msg']}") from None

@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     FAILED = 1
     BAD_INPUT = 2
     KPI_GATE = 3
+    INCONCLUSIVE = 4  # release gate only: the evidence neither passes nor fails the config
 
 
 class SoakqError(Exception):

@@ -16,9 +16,10 @@ from soakq.config import RunSpec
 from soakq.freeze import FreezeState, unfreeze_on_fail, update_freeze
 from soakq.guards import empty_ledger, guard, record_changes
 from soakq.jsonio import sha256_of
-from soakq.kpi_gate import Verdict, kpi_gate
+from soakq.kpi_gate import Verdict, hard_failures, kpi_gate, source_error, verdict_of
 from soakq.metrics.base import KPI_KEYS, MeasureRequest, get_source
 from soakq.params import normalize_overrides
+from soakq.ranges import range_problems
 from soakq.states import StopReason
 from soakq.thresholds import kpi_gate_levels
 from soakq.tuner import TUNED_KPIS, Proposal, load_rules, propose
@@ -74,6 +75,12 @@ def measure_symbol(
         )
     except SoakqError as exc:
         return {"error": str(exc), "symbol": symbol}
+    # Every source's values are checked against the valid ranges (docs/gates.md): an unusable
+    # value is an error for this symbol, never a number the gate or the tuner would act on.
+    bad = range_problems(metrics, skip_missing=True)
+    if bad:
+        text = "; ".join(f"{k} {why}" for k, why in sorted(bad.items()))
+        return {"error": f"{spec.source} source: {text}", "symbol": symbol}
     return {"metrics": metrics, "symbol": symbol}
 
 
@@ -99,24 +106,27 @@ def finalize_iteration(
     before = normalize_overrides(state["overrides"])
     freeze = FreezeState.from_json(state.get("freeze"))
     summary = aggregate({s: symbols.get(s, {}) for s in spec.symbols})
-    gate = kpi_gate(summary, kpi_gate_levels(spec.profile_kpi_gate), required=KPI_KEYS)
-    reasons = list(gate.reasons)
-    for s in missing:
-        reasons.append(f"{s}: no result")
-    for s, err in errors.items():
-        reasons.append(f"{s}: {err}")
-    verdict = gate.verdict if not (missing or errors) else Verdict.FAIL
+    gate = kpi_gate(
+        summary,
+        kpi_gate_levels(spec.profile_kpi_gate),
+        required=KPI_KEYS,
+        min_fills=spec.min_fills,
+    )
+    source_reasons = [source_error(s, "no result") for s in missing]
+    source_reasons += [source_error(s, err) for s, err in errors.items()]
+    reasons = [*gate.reasons, *source_reasons]
+    verdict = verdict_of(reasons)
 
     stop: StopReason | None = None
     stop_detail = ""
     if errors or missing:
         stop, stop_detail = (
             StopReason.METRICS_ERROR,
-            "; ".join(reasons[-len(errors) - len(missing) :]),
+            "; ".join(r.text for r in source_reasons),
         )
     fail_streak = int(state.get("fail_streak", 0)) + 1 if verdict == Verdict.FAIL else 0
     if stop is None and spec.kpi_gate == "hard" and fail_streak >= spec.failure_limit:
-        stop, stop_detail = StopReason.KPI_GATE, "; ".join(gate.reasons)
+        stop, stop_detail = StopReason.KPI_GATE, "; ".join(gate.texts)
         if spec.failure_limit > 1:
             stop_detail = f"{fail_streak} consecutive KPI FAILs (limit {spec.failure_limit}): " + (
                 stop_detail
@@ -128,7 +138,7 @@ def finalize_iteration(
         freeze,
         iteration=iteration,
         verdict=verdict,
-        fail_reasons=tuple(r for r in reasons if "(hard)" in r or "fail closed" in r),
+        fail_reasons=tuple(r.text for r in hard_failures(reasons)),
     )
     history = [*state.get("recent", []), history_entry(iteration, str(verdict), summary)]
     if stop is not None:
@@ -176,7 +186,7 @@ def finalize_iteration(
     summary.update(
         symbols=symbols,
         kpi_verdict=str(verdict),
-        kpi_reasons=reasons,
+        kpi_reasons=[r.as_json() for r in reasons],
         kpi_gate_mode=spec.kpi_gate,
         state_hash=state_hash,
         guards_enabled=spec.guards,

@@ -16,15 +16,36 @@ from soakq.errors import InputError
 ARTIFACT_MODE = 0o644
 
 
+def positive_zero(obj: Any) -> Any:
+    """``obj`` with every float ``-0.0`` (in nested dicts and lists) replaced by ``0.0``.
+
+    A value and its hash must not depend on the sign of zero; everything else is left as is.
+    """
+    if isinstance(obj, float):
+        return 0.0 if obj == 0.0 else obj
+    if isinstance(obj, dict):
+        return {k: positive_zero(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [positive_zero(v) for v in obj]
+    return obj
+
+
 def dumps(obj: Any) -> str:
     """Pretty canonical form used for every artifact: sorted, ASCII, indent 2, trailing newline."""
-    return json.dumps(obj, sort_keys=True, ensure_ascii=True, allow_nan=False, indent=2) + "\n"
+    return (
+        json.dumps(positive_zero(obj), sort_keys=True, ensure_ascii=True, allow_nan=False, indent=2)
+        + "\n"
+    )
 
 
 def canonical(obj: Any) -> str:
     """Compact canonical form used for hashes and for storage."""
     return json.dumps(
-        obj, sort_keys=True, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        positive_zero(obj),
+        sort_keys=True,
+        ensure_ascii=True,
+        allow_nan=False,
+        separators=(",", ":"),
     )
 
 
@@ -84,10 +105,31 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (the last one would silently win)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(key)
+        out[key] = value
+    return out
+
+
 def loads(text: str, *, what: str = "input") -> Any:
-    """Parse strict JSON (NaN/Infinity refused); raise InputError naming ``what``."""
+    """Parse strict JSON (NaN/Infinity and duplicate keys refused); InputError naming ``what``."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except DuplicateKeyError as exc:
+        raise InputError(
+            f"{what}: duplicate key {exc.key!r} in a JSON object (each key may appear once)"
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise InputError(f"{what}: not valid JSON ({exc})") from None
 

@@ -35,7 +35,9 @@ class Param:
         """Round to this parameter's precision and give it its JSON type (int or float)."""
         if self.is_int:
             return int(round(value))
-        return float(round(value, self.precision))
+        rounded = float(round(value, self.precision))
+        # -0.0 (given, or a tiny negative rounded away) is 0.0: the hash must not see the sign.
+        return 0.0 if rounded == 0.0 else rounded
 
     def clamp(self, value: float) -> float:
         return min(max(value, self.lo), self.hi)

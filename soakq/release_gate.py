@@ -1,24 +1,53 @@
-"""Release gate on an ITER_SUMMARY document (DESIGN §4)."""
+"""Release gate (docs/gates.md): on one ITER_SUMMARY file, or on a whole run.
+
+``soakq gate FILE`` keeps the roadmap's single-file form: the four KPIs of ``summary`` against
+the thresholds (exit 0 / 1 / 2), with a note that one iteration is not statistical evidence.
+``soakq gate RUN_DIR``, ``RELEASE_GATE.json``, the run's printed verdict, the trend report and
+the beat's task use the run-level form in ``soakq.release_window`` (exit 0 / 1 / 4 / 2).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from soakq.errors import InputError
-from soakq.jsonio import is_finite_number, read_json
+from soakq.errors import ExitCode, InputError
+from soakq.jsonio import read_json
+from soakq.ranges import valid_range
+from soakq.release_window import RunGate, judge_run
 from soakq.thresholds import Threshold, fmt_num, release_thresholds
+
+SINGLE_NOTE = (
+    "NOTE: a single iteration is not statistical evidence; "
+    "the release verdict is `soakq gate RUN_DIR` (the run's window of iterations)"
+)
+_ITER_FILE = re.compile(r"ITER_SUMMARY_(\d+)\.json")
+
+
+def mock_note(source: Any, mode: Any, seed: Any) -> str:
+    return f"NOTE: mock data (source={source}, mode={mode}, seed={seed}): not a production verdict"
 
 
 @dataclass(frozen=True)
-class ReleaseResult:
+class SummaryGate:
+    """The single-file release gate's result."""
+
     passed: bool
     checks: tuple[dict[str, Any], ...]
     violations: tuple[str, ...]
     mock: bool
     mock_note: str
+
+    @property
+    def verdict(self) -> str:
+        return "PASSED" if self.passed else "FAILED"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.passed else ExitCode.FAILED
 
     def lines(self) -> list[str]:
         out = []
@@ -33,6 +62,7 @@ class ReleaseResult:
         else:
             out.append(f"RELEASE GATE FAILED ({len(self.violations)} violations)")
             out.extend(f"  - {v}" for v in self.violations)
+        out.append(SINGLE_NOTE)
         if self.mock:
             out.append(self.mock_note)
         return out
@@ -40,62 +70,118 @@ class ReleaseResult:
     def as_json(self) -> dict[str, Any]:
         return {
             "checks": list(self.checks),
+            "form": "summary",
             "mock": self.mock,
             "mock_note": self.mock_note,
+            "note": SINGLE_NOTE,
             "passed": self.passed,
-            "verdict": "PASSED" if self.passed else "FAILED",
+            "verdict": self.verdict,
             "violations": list(self.violations),
         }
 
 
 def failed_gate(error: str) -> dict[str, Any]:
-    """The RELEASE_GATE document of a run whose final summary cannot be judged: FAILED, why."""
-    return {"error": error, "passed": False, "verdict": "FAILED"}
+    """The RELEASE_GATE document of a run that cannot be judged (none of its iterations, say)."""
+    return {
+        "error": error,
+        "exit_code": int(ExitCode.FAILED),
+        "form": "run",
+        "passed": False,
+        "reasons": [error],
+        "verdict": "FAILED",
+    }
 
 
-def check_summary(doc: Any, *, where: str = "input") -> ReleaseResult:
-    """Judge ``doc['summary']``; InputError when a KPI is missing or not finite."""
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("summary"), Mapping):
+def check_summary(doc: Any, *, where: str = "input") -> SummaryGate:
+    """Judge ``doc['summary']``; InputError naming the field and its range when unusable."""
+    if not isinstance(doc, Mapping):
+        raise InputError(f"{where}: not a JSON object; expected an ITER_SUMMARY with a 'summary'")
+    summary = doc.get("summary")
+    if not isinstance(summary, Mapping):
         raise InputError(f"{where}: no 'summary' object; expected an ITER_SUMMARY file")
-    summary = doc["summary"]
     thresholds: tuple[Threshold, ...] = release_thresholds()
     checks: list[dict[str, Any]] = []
     violations: list[str] = []
     for t in thresholds:
         value = summary.get(t.metric)
-        if not is_finite_number(value):
-            what = "missing" if value is None else f"not a finite number ({value!r})"
-            raise InputError(f"{where}: summary.{t.metric} is {what}; the release gate needs it")
-        ok = t.passes(value)
+        why = valid_range(t.metric).explain(value)
+        if why is not None:
+            raise InputError(f"{where}: summary.{t.metric} {why}")
+        ok = t.passes(summary[t.metric])
         checks.append(
             {"metric": t.metric, "op": t.op, "passed": ok, "threshold": t.bound, "value": value}
         )
         if not ok:
-            violations.append(t.describe(value))
+            violations.append(t.describe(summary[t.metric]))
     mock = bool(summary.get("mock_mode")) or bool(summary.get("mock"))
     note = ""
     if mock:
-        note = (
-            f"NOTE: mock data (source={summary.get('source', 'mock')}, "
-            f"mode={summary.get('mock_mode')}, seed={summary.get('mock_seed')}): "
-            "not a production verdict"
+        note = mock_note(
+            summary.get("source", "mock"), summary.get("mock_mode"), summary.get("mock_seed")
         )
-    return ReleaseResult(not violations, tuple(checks), tuple(violations), mock, note)
+    return SummaryGate(not violations, tuple(checks), tuple(violations), mock, note)
 
 
-def resolve_summary_path(path: str | Path) -> Path:
-    """A file as given, or a run directory's ITER_SUMMARY_final.json."""
+def run_gate(
+    docs: Sequence[Mapping[str, Any]], spec: Mapping[str, Any] | None, *, where: str = "run"
+) -> RunGate:
+    """The run-level gate of a run's documents; mock facts from its ``spec`` (or summaries)."""
+    if spec is not None:
+        source = spec.get("source")
+        mock = source != "file"
+        note = mock_note(source, spec.get("mode"), spec.get("seed"))
+        run_id = spec.get("run_id")
+    else:
+        last = docs[-1].get("summary", {}) if docs and isinstance(docs[-1], Mapping) else {}
+        mock = any(
+            isinstance(d, Mapping)
+            and isinstance(d.get("summary"), Mapping)
+            and (bool(d["summary"].get("mock")) or bool(d["summary"].get("mock_mode")))
+            for d in docs
+        )
+        note = mock_note(last.get("source", "mock"), last.get("mock_mode"), last.get("mock_seed"))
+        run_id = docs[-1].get("run_id") if docs and isinstance(docs[-1], Mapping) else None
+    return judge_run(docs, mock=mock, mock_note=note, run_id=run_id, where=where)
+
+
+def iteration_files(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(i, path)`` of every ITER_SUMMARY_<i>.json in ``run_dir``, by iteration."""
+    found = []
+    for p in run_dir.iterdir():
+        m = _ITER_FILE.fullmatch(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def load_run_dir(run_dir: Path) -> tuple[list[Any], dict[str, Any] | None]:
+    """A run directory's iteration documents and its RUN.json config (None when absent)."""
+    if not run_dir.is_dir():
+        what = "not found" if not run_dir.exists() else "not a directory"
+        raise InputError(f"{run_dir}: {what}; expected a run directory or an ITER_SUMMARY file")
+    files = iteration_files(run_dir)
+    if not files:
+        raise InputError(f"{run_dir}: no ITER_SUMMARY_<i>.json files; is this a run directory?")
+    docs = [read_json(p) for _, p in files]
+    for (i, p), doc in zip(files, docs, strict=True):
+        if not isinstance(doc, Mapping) or doc.get("iteration") != i:
+            raise InputError(f"{p}: not the ITER_SUMMARY document of iteration {i}")
+    spec: dict[str, Any] | None = None
+    run_json = run_dir / "RUN.json"
+    if run_json.exists():
+        doc = read_json(run_json)
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("config"), Mapping):
+            raise InputError(f"{run_json}: not a RUN.json document (needs a 'config' object)")
+        spec = dict(doc["config"])
+    return docs, spec
+
+
+def check_path(path: str | Path) -> tuple[Path, SummaryGate | RunGate]:
+    """The gate ``soakq gate PATH`` runs: run-level on a directory, single-file on a file."""
     p = Path(path)
     if p.is_dir():
-        final = p / "ITER_SUMMARY_final.json"
-        if not final.exists():
-            raise InputError(f"{p}: run directory has no ITER_SUMMARY_final.json")
-        return final
+        docs, spec = load_run_dir(p)
+        return p, run_gate(docs, spec, where=str(p))
     if not p.exists():
         raise InputError(f"{p}: file not found")
-    return p
-
-
-def check_path(path: str | Path) -> tuple[Path, ReleaseResult]:
-    p = resolve_summary_path(path)
     return p, check_summary(read_json(p), where=str(p))

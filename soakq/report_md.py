@@ -101,10 +101,11 @@ def _verdict(t: Trend) -> list[str]:
     if gate is None:
         gate_line = f"**not run** (run {t.status})"
     else:
-        on = f" on iteration {t.rows[-1].iteration}" if t.rows else ""
+        its = ((t.release or {}).get("window") or {}).get("iterations") or []
+        on = f" on the window of iterations {its[0]}-{its[-1]}" if its else ""
         gate_line = f"**{gate}**{on}"
-        if t.release_violations:
-            gate_line += ": " + "; ".join(t.release_violations)
+        if t.release is not None and t.release.get("reasons"):
+            gate_line += ": " + "; ".join(t.release["reasons"])
         if t.mock:
             gate_line += f" ({MOCK_LINE})"
     verdicts = Counter(r.verdict for r in t.rows)
@@ -220,11 +221,55 @@ def _trajectory(t: Trend) -> list[str]:
     return [*lines, ""]
 
 
+def _release(t: Trend) -> list[str]:
+    """The release gate's window statistics: per KPI n, mean ± sd, bound and threshold."""
+    if t.release is None:
+        return []
+    r = t.release
+    window = r.get("window") or {}
+    its = window.get("iterations") or []
+    pct = fmt_num(float(r.get("confidence", 0.95)) * 100)
+    if its:
+        intro = (
+            f"Window: iterations {its[0]}-{its[-1]} (n = {len(its)}, at least "
+            f"{window.get('min_window')} needed), the iterations measured under exactly the "
+            f"final configuration. One-sided {pct} % bounds of the mean (Student t; "
+            f"{r.get('assumption')})."
+        )
+    else:
+        intro = "Window: empty (the last iteration still changed the configuration)."
+    header = ["KPI", "n", "mean ± sd", f"{pct} % bound", "threshold", "result"]
+    align = ["---", "---:", "---:", "---:", "---:", ":---:"]
+    rows = []
+    for k in r.get("kpis") or []:
+        mean = NA if k["mean"] is None else fmt_num(k["mean"])
+        sd = NA if k["sd"] is None else fmt_num(k["sd"])
+        bound = NA if k["bound"] is None else f"{k['bound_kind']} {fmt_num(k['bound'])}"
+        result = (
+            "pass" if k["bound_passes"] else "fail" if k["n"] and not k["mean_passes"] else "open"
+        )
+        rows.append(
+            [
+                k["metric"],
+                str(k["n"]),
+                f"{mean} ± {sd}",
+                bound,
+                f"{k['op']} {fmt_num(k['threshold'])}",
+                result,
+            ]
+        )
+    lines = ["## Release gate", "", intro, "", *_table(header, align, rows), ""]
+    for v in r.get("vetoes") or []:
+        lines.append(f"- veto: iteration {v['iteration']}: {'; '.join(v['reasons'])}")
+    return [*lines, f"**{r.get('verdict')}**: " + "; ".join(r.get("reasons") or []), ""]
+
+
 def render_markdown(t: Trend) -> str:
     """The whole STEADY_TREND.md text (ends with one newline)."""
     lines = [
         *_header(t),
         *_verdict(t),
+        *_release(t),
         "![KPI and parameter trends](trend.png)",
         "",
         *_iterations(t),

@@ -68,7 +68,9 @@ class Trend:
     guards_enabled: bool
     final_signature: str
     final_freeze_reason: str
-    release_violations: tuple[str, ...]  # recomputed on the last summary when the gate failed
+    # The run-level release gate (RELEASE_GATE.json's document), recomputed from the documents;
+    # None when the run was never judged (cancelled, lost) or its documents cannot be judged.
+    release: Mapping[str, Any] | None
 
     @property
     def mock(self) -> bool:
@@ -144,19 +146,18 @@ def _freeze_events(docs: Sequence[Mapping[str, Any]]) -> list[Event]:
     return events
 
 
-def _release_violations(
-    docs: Sequence[Mapping[str, Any]], outcome: Mapping[str, Any]
-) -> tuple[str, ...]:
-    """The failed release-gate lines, recomputed on the summary the gate judged (the last)."""
-    if outcome.get("release_gate") != "FAILED" or not docs:
-        return ()
-    from soakq.release_gate import check_summary
+def _release(
+    docs: Sequence[Mapping[str, Any]], spec: Mapping[str, Any], outcome: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """The run-level release gate, recomputed on the documents the run's gate judged."""
+    if outcome.get("release_gate") is None or not docs:
+        return None
+    from soakq.release_gate import run_gate
 
     try:
-        result = check_summary(docs[-1])
-    except SoakqError as exc:
-        return (str(exc),)
-    return () if result.passed else result.violations
+        return run_gate(docs, spec or None).as_json()
+    except SoakqError:
+        return None
 
 
 def build_trend(docs: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) -> Trend:
@@ -190,7 +191,7 @@ def build_trend(docs: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) ->
         guards_enabled=guards_enabled,
         final_signature=str(last.get("signature_hash") or ""),
         final_freeze_reason=str(last.get("freeze_reason") or ""),
-        release_violations=tuple(_release_violations(docs, outcome)),
+        release=_release(docs, spec, outcome),
     )
 
 

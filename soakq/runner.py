@@ -18,9 +18,9 @@ from enum import StrEnum
 from typing import Any
 
 from soakq.config import RunSpec
-from soakq.errors import ExitCode, StoreError
+from soakq.errors import ExitCode, SoakqError, StoreError
 from soakq.iteration import finalize_iteration, initial_state
-from soakq.release_gate import check_summary, failed_gate
+from soakq.release_gate import failed_gate, run_gate
 from soakq.states import RunStatus, StopReason
 from soakq.store import CommitOutcome, JsonDict, RunStore, Transition
 
@@ -193,21 +193,26 @@ def outcome_of(spec: RunSpec, state: Mapping[str, Any], status: RunStatus) -> di
     }
 
 
+def release_gate_of(spec: RunSpec, docs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run-level RELEASE_GATE document of a run's iterations (None without any)."""
+    if not docs:
+        return None
+    try:
+        return run_gate(docs, spec.as_json(), where=f"run {spec.run_id}").as_json()
+    except SoakqError as exc:  # documents the gate cannot read are a failed gate, said plainly
+        return failed_gate(str(exc))
+
+
 def complete_run(store: RunStore, run_id: str, *, clock: Clock = time.time) -> dict[str, Any]:
-    """Close the run: release gate on the last iteration, final status. Idempotent."""
+    """Close the run: run-level release gate on its window, final status. Idempotent."""
     spec, record = load_spec(store, run_id)
     if RunStatus(record["status"]).terminal:
         return record
     state, _ = store.get_state(run_id)
-    last = store.get_iteration(run_id, state["iteration"]) if state["iteration"] else None
-    gate: dict[str, Any] | None = None
-    if last is not None:
-        try:
-            gate = check_summary(last, where=f"ITER_SUMMARY_{state['iteration']}").as_json()
-        except Exception as exc:  # an unusable final summary is a failed gate, said plainly
-            gate = failed_gate(str(exc))
-        gate["iteration"] = state["iteration"]
+    gate = release_gate_of(spec, store.iterations(run_id)) if state["iteration"] else None
+    if gate is not None:
         store.put_extra(run_id, "release_gate", gate)
+        gate = store.get_extra(run_id, "release_gate") or gate  # a racing closer's, if first
     status = RunStatus.FAILED if state.get("stop") else RunStatus.SUCCEEDED
     outcome = outcome_of(spec, state, status)
     outcome["release_gate"] = None if gate is None else gate["verdict"]

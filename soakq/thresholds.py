@@ -1,14 +1,18 @@
-"""KPI-gate and release-gate threshold tables, loaded from package data."""
+"""KPI-gate and release-gate threshold tables and ``min_fills``, loaded from package data.
+
+The tables live in ``soakq/data/thresholds.json`` (docs/gates.md); they are validated when
+loaded, so a bad table fails at import of the first gate, naming the entry.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from soakq.errors import ConfigError
+from soakq.jsonio import is_finite_number, loads
 
 OPS = (">=", "<=")
 
@@ -24,9 +28,13 @@ class Threshold:
     def passes(self, value: float) -> bool:
         return value >= self.bound if self.op == ">=" else value <= self.bound
 
+    @property
+    def broken(self) -> str:
+        """The comparison that states a violation (``<`` for a ``>=`` threshold)."""
+        return "<" if self.op == ">=" else ">"
+
     def describe(self, value: float) -> str:
-        broken = "<" if self.op == ">=" else ">"
-        return f"{self.metric} {fmt_num(value)} {broken} {fmt_num(self.bound)}"
+        return f"{self.metric} {fmt_num(value)} {self.broken} {fmt_num(self.bound)}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,15 @@ class GateLevel:
         return Threshold(self.metric, self.op, self.hard)
 
 
+@dataclass(frozen=True)
+class ReleaseRules:
+    """The run-level release gate's settings: thresholds, minimum window, confidence."""
+
+    thresholds: tuple[Threshold, ...]
+    min_window: int
+    confidence: float
+
+
 def fmt_num(value: float) -> str:
     """Short, stable number formatting for reasons and gate lines."""
     if float(value).is_integer():
@@ -54,11 +71,40 @@ def fmt_num(value: float) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".")
 
 
+def _number(value: Any, where: str) -> float:
+    if not is_finite_number(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _op(value: Any, where: str) -> str:
+    if value not in OPS:
+        raise ConfigError(f"{where}: op must be one of {', '.join(OPS)}, got {value!r}")
+    return str(value)
+
+
 @cache
 def _table() -> dict[str, Any]:
     text = resources.files("soakq.data").joinpath("thresholds.json").read_text("utf-8")
-    table: dict[str, Any] = json.loads(text)
+    table: dict[str, Any] = loads(text, what="soakq/data/thresholds.json")
     return table
+
+
+def check_min_fills(value: Any, *, layer: str) -> int:
+    """A ``min_fills`` value: a whole number >= 0 (ConfigError naming ``layer`` otherwise)."""
+    if (
+        isinstance(value, bool)
+        or not is_finite_number(value)
+        or not float(value).is_integer()
+        or value < 0
+    ):
+        raise ConfigError(f"{layer}: min_fills must be a whole number >= 0, got {value!r}")
+    return int(value)
+
+
+def default_min_fills() -> int:
+    """Fewest fills an iteration may have and still be judged (profiles may set their own)."""
+    return check_min_fills(_table()["min_fills"], layer="thresholds.json")
 
 
 def kpi_gate_levels(overrides: dict[str, Any] | None = None) -> tuple[GateLevel, ...]:
@@ -70,11 +116,7 @@ def kpi_gate_levels(overrides: dict[str, Any] | None = None) -> tuple[GateLevel,
                 f"profile kpi_gate: unknown metric {metric!r}; allowed: {', '.join(sorted(base))}"
             )
         for name, value in levels.items():
-            if (
-                name not in ("soft", "hard")
-                or isinstance(value, bool)
-                or not isinstance(value, (int, float))
-            ):
+            if name not in ("soft", "hard") or not is_finite_number(value):
                 raise ConfigError(
                     f"profile kpi_gate.{metric}.{name}: expected soft/hard numbers, got {value!r}"
                 )
@@ -82,16 +124,40 @@ def kpi_gate_levels(overrides: dict[str, Any] | None = None) -> tuple[GateLevel,
     levels_out = []
     for metric in sorted(base):
         row = base[metric]
-        level = GateLevel(metric, row["op"], float(row["soft"]), float(row["hard"]))
+        where = f"kpi_gate.{metric}"
+        level = GateLevel(
+            metric,
+            _op(row["op"], where),
+            _number(row["soft"], where + ".soft"),
+            _number(row["hard"], where + ".hard"),
+        )
         stricter = level.soft >= level.hard if level.op == ">=" else level.soft <= level.hard
         if not stricter:
-            raise ConfigError(f"kpi_gate.{metric}: soft bound must be stricter than hard bound")
+            raise ConfigError(f"{where}: soft bound must be stricter than hard bound")
         levels_out.append(level)
     return tuple(levels_out)
 
 
 def release_thresholds() -> tuple[Threshold, ...]:
     """Release-gate thresholds in their display order."""
-    order = ("net_bps", "risk_ratio", "maker_taker_ratio", "p95_latency_ms")
+    return release_rules().thresholds
+
+
+def release_rules() -> ReleaseRules:
+    """The release gate's thresholds, ``min_window`` and one-sided confidence level."""
     table = _table()["release_gate"]
-    return tuple(Threshold(m, table[m]["op"], float(table[m]["value"])) for m in order)
+    thresholds = tuple(
+        Threshold(
+            str(row["metric"]),
+            _op(row["op"], f"release_gate.{row['metric']}"),
+            _number(row["value"], f"release_gate.{row['metric']}.value"),
+        )
+        for row in table["thresholds"]
+    )
+    min_window = table["min_window"]
+    if isinstance(min_window, bool) or not isinstance(min_window, int) or min_window < 2:
+        raise ConfigError(f"release_gate.min_window: a whole number >= 2, got {min_window!r}")
+    confidence = _number(table["confidence"], "release_gate.confidence")
+    if not 0.5 < confidence < 1:
+        raise ConfigError(f"release_gate.confidence: between 0.5 and 1, got {confidence!r}")
+    return ReleaseRules(thresholds, min_window, confidence)

@@ -201,8 +201,10 @@ def relative_move(
 ) -> Number | None:
     """The delta that moves ``key`` from ``old`` by ``add`` or ``×mul``, capped/floored/bounded.
 
-    Returns None when the move would be zero or would go against its intent (a cap below the
-    current value would turn an increase into a decrease).
+    A cap bounds an increase and a floor bounds a decrease: a cap never makes a decrease
+    larger than its step (nor a floor an increase). Returns None when the move would be zero
+    or would go against its intent (a cap below the current value would turn an increase into
+    a decrease).
     """
     p = PARAMS[key]
     if add is not None:
@@ -211,9 +213,9 @@ def relative_move(
         if mul is None:
             raise ValueError("relative_move needs add or mul")
         target, intent = old * mul, (1 if mul > 1 else -1)
-    if cap is not None:
+    if cap is not None and intent > 0:
         target = min(target, cap)
-    if floor is not None:
+    if floor is not None and intent < 0:
         target = max(target, floor)
     new = p.normalize(p.clamp(target))
     delta = p.normalize(new - old)

@@ -15,7 +15,9 @@ from celery.schedules import crontab
 
 from soakq.config import RunSpec, build_spec
 from soakq.release_gate import failed_gate
+from soakq.runner import release_gate_of
 from soakq.settings import Settings
+from soakq.states import RunStatus
 from workers import names
 
 
@@ -108,8 +110,17 @@ def weekly_spec(settings: Settings, slot: datetime, weekly: WeeklySoak = WEEKLY)
     )
 
 
-def gate_for(record: dict[str, Any]) -> dict[str, Any]:
-    """RELEASE_GATE of a run that ended without one (no iteration to judge): failed, with why."""
+def gate_for(record: dict[str, Any], docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """RELEASE_GATE of a finished run: the run-level gate on its window of iterations.
+
+    A run that ended without being judged (cancelled, lost, or no iteration) is FAILED, with why:
+    an interrupted soak never counts as evidence.
+    """
+    gate = None
+    if record["status"] in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        gate = release_gate_of(RunSpec.model_validate(record["spec"]), docs)
+    if gate is not None:
+        return gate
     outcome = record.get("outcome", {})
-    why = outcome.get("detail") or outcome.get("stop_reason") or "no final summary"
+    why = outcome.get("detail") or outcome.get("stop_reason") or "no iteration to judge"
     return failed_gate(f"run {record['status']}: {why}")

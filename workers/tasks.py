@@ -77,7 +77,7 @@ def publish(app: Any, store: RunStore, run_id: str) -> None:
     status = RunStatus(record["status"])
     weekly = record.get("runtime", {}).get("execution") == "weekly"
     if status.terminal and weekly and store.get_extra(run_id, "release_gate") is None:
-        store.put_extra(run_id, "release_gate", gate_for(record))
+        store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
     export_run(store, run_id, artifacts_of(app))
     published = {"at": runner.iso(time.time()), "status": record["status"]}
     if status.terminal:
@@ -252,7 +252,7 @@ def release_gate_check(self: Task, slot: str | None = None) -> dict[str, Any]:
             "release gate: weekly run %s still %s; recorded when it ends", run_id, record["status"]
         )
         return {"run_id": run_id, "verdict": "PENDING"}
-    store.put_extra(run_id, "release_gate", gate_for(record))
+    store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
     publish(app, store, run_id)
     gate = store.get_extra(run_id, "release_gate") or {}
     return {"run_id": run_id, "verdict": gate.get("verdict")}

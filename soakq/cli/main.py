@@ -132,12 +132,14 @@ def submit(
         typer.Option("--wait/--no-wait", help="Follow the run to its end (always, when embedded)."),
     ] = None,
     mock_sigma: Annotated[
-        float | None, typer.Option(min=0.001, help="Volatility scale (SOAK_MOCK_SIGMA).")
+        float | None, typer.Option(help="Volatility scale, 0.001-100 (SOAK_MOCK_SIGMA).")
     ] = None,
     spike_prob: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="SOAK_MOCK_SPIKE_PROB.")
+        float | None, typer.Option(help="Spike probability, 0-1 (SOAK_MOCK_SPIKE_PROB).")
     ] = None,
-    gap_bps: Annotated[float | None, typer.Option(min=0.0, help="SOAK_MOCK_GAP_BPS.")] = None,
+    gap_bps: Annotated[
+        float | None, typer.Option(help="Gap size, 0-10000 bp (SOAK_MOCK_GAP_BPS).")
+    ] = None,
     report_dir: Annotated[
         Path | None, typer.Option(help="Where the file source reads KPI_REPORT_<i>.json.")
     ] = None,
@@ -206,15 +208,16 @@ def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
 
 @app.command()
 @handles_errors
-def gate(path: Annotated[Path, typer.Argument(help="ITER_SUMMARY file or run directory.")]) -> None:
-    """Release gate on an ITER_SUMMARY file (or a run directory's final summary)."""
+def gate(path: Annotated[Path, typer.Argument(help="Run directory or ITER_SUMMARY file.")]) -> None:
+    """Release gate: on a run directory its window (exit 0 PASSED, 1 FAILED, 4 INCONCLUSIVE);
+    on one ITER_SUMMARY file its four KPIs (exit 0 / 1). Unusable input: exit 2."""
     from soakq.release_gate import check_path
 
     where, result = check_path(path)
     print(f"release gate: {where}")
     for line in result.lines():
         print(line)
-    raise typer.Exit(0 if result.passed else 1)
+    raise typer.Exit(int(result.exit_code))
 
 
 @app.command()
@@ -231,15 +234,31 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> N
 @app.command()
 @handles_errors
 def freeze(
-    input_: Annotated[Path, typer.Option("--input", help="runtime_overrides.json")],
-    output: Annotated[Path, typer.Option(help="PRODUCTION_SNAPSHOT.json to write")],
-    profile: Annotated[str, typer.Option(help="Profile the overrides belong to")],
+    input_: Annotated[
+        Path, typer.Option("--input", help="Run directory, or its runtime_overrides.json.")
+    ],
+    output: Annotated[Path, typer.Option(help="PRODUCTION_SNAPSHOT.json to write.")],
+    profile: Annotated[
+        str | None, typer.Option(help="Profile the overrides belong to [default: the run's].")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Freeze despite a refusal (needs --reason).")
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why the refusal is overridden (recorded).")
+    ] = None,
 ) -> None:
-    """Freeze an overrides file into a production snapshot with its signature."""
-    from soakq.snapshot import freeze_file
+    """Freeze a run's overrides into a production snapshot. Refused (exit 2, nothing written)
+    unless the run's release gate PASSED on them under that profile, or --force --reason."""
+    from soakq.snapshot import freeze_snapshot
 
-    snap = freeze_file(input_, output, profile)
-    print(f"wrote {output} (profile {snap['profile']}, signature {snap['signature_hash']})")
+    snap = freeze_snapshot(input_, output, profile=profile, force=force, reason=reason)
+    gate = (snap.get("release_gate") or {}).get("verdict", "none")
+    forced = " FORCED: " + str(snap["force_reason"]) if snap["forced"] else ""
+    print(
+        f"wrote {output} (profile {snap['profile']}, signature {snap['signature_hash']}, "
+        f"release gate {gate}){forced}"
+    )
 
 
 @app.command()
@@ -312,9 +331,27 @@ def _register_run_commands() -> None:
 _register_run_commands()
 
 
+# The parser's errors: click's, and typer's own copies of them (typer >= 0.20 vendors click).
+_PARSE_ERRORS = tuple(
+    {click.ClickException, getattr(typer, "TyperException", click.ClickException)}
+)
+_ABORTS = tuple({click.exceptions.Abort, typer.Abort})
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every error is one line on stderr, the parser's included."""
+    if len(sys.argv) <= 1:
+        app()  # `soakq` alone: the help, as typer prints it
+        return
     try:
-        app()
-    except click.exceptions.Exit as exc:  # pragma: no cover - typer handles it normally
-        raise SystemExit(exc.exit_code) from None
+        code = app(standalone_mode=False)
+    except _PARSE_ERRORS as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None and ctx.command_path else ""
+        text = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+        err.print(f"error: {where}{text}", markup=False)
+        raise SystemExit(int(getattr(exc, "exit_code", ExitCode.BAD_INPUT))) from None
+    except _ABORTS:
+        err.print("error: aborted", markup=False)
+        raise SystemExit(int(ExitCode.FAILED)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

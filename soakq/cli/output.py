@@ -96,12 +96,20 @@ def verdict_lines(
         else:
             lines.append("not frozen")
     if gate is not None:
-        lines.append(
-            f"release gate: {gate.get('verdict')}"
-            + (f" ({len(gate.get('violations', []))} violations)" if gate.get("violations") else "")
-        )
-        if gate.get("mock"):
-            lines.append(gate.get("mock_note", "mock data: not a production verdict"))
+        lines.extend(gate_lines(gate))
     if where:
         lines.append(f"artifacts: {where}")
+    return lines
+
+
+def gate_lines(gate: Mapping[str, Any]) -> list[str]:
+    """The run-level release gate in a few lines: verdict, window, why; mock runs say so."""
+    window = gate.get("window") or {}
+    its = window.get("iterations") or []
+    head = f"release gate: {gate.get('verdict')}"
+    if its:
+        head += f" (window: iterations {its[0]}-{its[-1]}, n={len(its)})"
+    lines = [head, *(f"  - {r}" for r in gate.get("reasons") or [])]
+    if gate.get("mock"):
+        lines.append(gate.get("mock_note") or "mock data: not a production verdict")
     return lines

@@ -11,6 +11,8 @@ import typer
 
 from soakq.errors import InputError, UserError
 
+WATCH_TIMEOUT_S = (1.0, 30 * 86_400.0)
+
 
 def _local_record(root: Path, run_id: str) -> dict[str, Any]:
     from soakq.artifacts import run_dir
@@ -63,7 +65,9 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     ) -> None:
         """Follow a distributed run until it ends; exit with its code."""
         from soakq.cli.main import _settings
+        from soakq.config import check_number
 
+        check_number("--timeout", timeout, *WATCH_TIMEOUT_S, unit=" seconds")
         settings = _settings()
         if not settings.redis_url:
             raise UserError(

@@ -2,7 +2,8 @@
 
 The bot writes ``<report_dir>/KPI_REPORT_<iteration>.json``: either per symbol,
 ``{"symbols": {"BTCUSDT": {"net_bps": ..., ...}, ...}}``, or one total (flat KPI names), which is
-accepted for a run of one symbol. A missing or malformed report is an error, never zeros.
+accepted for a run of one symbol. A missing or malformed report is an error, never zeros, and so
+is a KPI outside its valid range (docs/gates.md): the error names the field and the range.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from soakq.errors import InputError, MetricsError
-from soakq.jsonio import is_finite_number, read_json
+from soakq.jsonio import read_json
 from soakq.metrics.base import DIAGNOSTICS, KPI_KEYS, MeasureRequest
+from soakq.ranges import problem
 
 
 def report_path(report_dir: str | Path, iteration: int) -> Path:
@@ -53,8 +55,9 @@ class FileSource:
             value = row.get(key)
             if value is None:
                 out[key] = None  # missing: the KPI gate fails closed on it
-            elif not is_finite_number(value):
-                raise MetricsError(f"{path}: {req.symbol}.{key} is not a finite number: {value!r}")
-            else:
-                out[key] = value
+                continue
+            why = problem(key, value)
+            if why is not None:  # out of its valid range, or not a number: the report is invalid
+                raise MetricsError(f"{path}: {req.symbol}.{key} {why}")
+            out[key] = value
         return out

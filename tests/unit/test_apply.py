@@ -58,6 +58,56 @@ def test_apply_table(deltas: dict, changes: dict) -> None:
     assert list(result.overrides) == list(KEYS)
 
 
+@pytest.mark.parametrize(
+    ("start", "deltas", "applied"),
+    [
+        # impact_cap_ratio is already at its floor bound 0.04: a no-op; tail_age sorts after it
+        (
+            {**STEADY, "impact_cap_ratio": 0.04},
+            {"impact_cap_ratio": -0.01, "tail_age_ms": 30},
+            {"tail_age_ms": 30},
+        ),
+        # the first key in sorted order is the no-op; every later one is still applied
+        (
+            {**STEADY, "base_spread_bps_delta": 0.6},
+            {"base_spread_bps_delta": 0.02, "min_interval_ms": 5, "tail_age_ms": -40},
+            {"min_interval_ms": 5, "tail_age_ms": -40},
+        ),
+        # a zero delta and one that rounds to nothing, before real ones
+        (
+            STEADY,
+            {"base_spread_bps_delta": 0.00004, "impact_cap_ratio": 0.0, "max_delta_ratio": -0.01},
+            {"max_delta_ratio": -0.01},
+        ),
+        # no-ops between real ones
+        (
+            {**STEADY, "min_interval_ms": 300, "replace_rate_per_min": 120},
+            {
+                "base_spread_bps_delta": 0.01,
+                "min_interval_ms": 10,
+                "replace_rate_per_min": -25,
+                "tail_age_ms": 20,
+            },
+            {"base_spread_bps_delta": 0.01, "tail_age_ms": 20},
+        ),
+    ],
+)
+def test_a_no_op_delta_does_not_stop_later_ones(start: dict, deltas: dict, applied: dict) -> None:
+    result = apply_deltas(start, deltas)
+    assert result.applied == applied
+    assert set(result.changes) == set(applied)
+    for key in KEYS:
+        assert result.overrides[key] == PARAMS[key].normalize(start[key] + applied.get(key, 0))
+
+
+def test_apply_result_is_an_immutable_value() -> None:
+    import dataclasses
+
+    result = apply_deltas(STEADY, {"tail_age_ms": 30})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.overrides = {}  # type: ignore[misc]
+
+
 def test_applied_is_the_effective_change() -> None:
     result = apply_deltas({**STEADY, "min_interval_ms": 298}, {"min_interval_ms": 5})
     assert result.applied == {"min_interval_ms": 2}
@@ -143,3 +193,17 @@ def test_apply_is_the_formula_and_idempotent(overrides: dict, deltas: dict) -> N
     again = apply_deltas(result.overrides, {})
     assert again.overrides == result.overrides
     assert sha256_of(again.overrides) == sha256_of(result.overrides)
+
+
+@PROPERTY
+@given(overrides_st, deltas_st)
+def test_applying_together_equals_applying_one_by_one(overrides: dict, deltas: dict) -> None:
+    together = apply_deltas(overrides, deltas)
+    current = dict(overrides)
+    applied = {}
+    for key in sorted(deltas, reverse=True):  # any order: each key is independent
+        step = apply_deltas(current, {key: deltas[key]})
+        current = step.overrides
+        applied.update(step.applied)
+    assert together.overrides == current
+    assert together.applied == applied

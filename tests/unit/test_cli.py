@@ -124,12 +124,18 @@ def test_runs_and_status_read_the_artifacts_dir(run_cli, submitted: dict[str, An
 
 
 def test_gate_on_latest(run_cli, submitted: dict[str, Any]) -> None:
-    _, root = submitted["a"]
+    """`soakq gate RUN_DIR` says what the run's RELEASE_GATE.json says, with its exit code."""
+    proc0, root = submitted["a"]
     gate = read(root / "soak" / "latest" / "RELEASE_GATE.json")
+    assert gate["form"] == "run" and gate["verdict"] in ("PASSED", "FAILED", "INCONCLUSIVE")
     proc = run_cli("gate", str(root / "soak" / "latest"))
-    assert proc.returncode == (0 if gate["passed"] else 1)
-    assert ("RELEASE GATE PASSED" if gate["passed"] else "RELEASE GATE FAILED") in proc.stdout
+    assert proc.returncode == {"PASSED": 0, "FAILED": 1, "INCONCLUSIVE": 4}[gate["verdict"]]
+    assert proc.returncode == gate["exit_code"]
+    assert f"RELEASE GATE {gate['verdict']}" in proc.stdout
     assert "mock" in proc.stdout.lower()
+    run_json = read(root / "soak" / "latest" / "RUN.json")
+    assert run_json["outcome"]["release_gate"] == gate["verdict"]
+    assert f"release gate: {gate['verdict']}" in proc0.stdout
 
 
 def test_status_unknown_run_is_exit_2(run_cli, clean_env: Path) -> None:
@@ -291,6 +297,8 @@ BAD_SUBMITS: list[tuple[str, list[str], dict[str, str], list[str]]] = [
     ),
     ("iterations-0", ["--iterations", "0"], {}, ["--iterations 0"]),
     ("iterations-negative", ["--iterations", "-3"], {}, ["--iterations -3"]),
+    ("iterations-huge", ["--iterations", "20000"], {}, ["--iterations 20000", "1..10000"]),
+    ("seed-huge", ["--seed", str(2**63)], {}, [f"--seed {2**63}"]),
     ("run-id-dotdot-slash", ["--run-id", "../x"], {}, ["--run-id", "../x"]),
     ("run-id-slash", ["--run-id", "a/b"], {}, ["--run-id", "a/b"]),
     ("run-id-dotdot", ["--run-id", ".."], {}, ["--run-id", ".."]),
@@ -302,6 +310,28 @@ BAD_SUBMITS: list[tuple[str, list[str], dict[str, str], list[str]]] = [
     ("file-source-no-dir", ["--source", "file"], {}, ["--report-dir"]),
     ("duplicate-symbol", ["--symbols", "BTCUSDT,BTCUSDT"], {}, ["--symbols"]),
     ("bad-symbol", ["--symbols", "BTC/USDT"], {}, ["--symbols"]),
+    (
+        "unknown-symbol-book",
+        ["--source", "book", "--symbols", "NOPE"],
+        {},
+        ["--symbols NOPE", "unknown to the book source", "BTCUSDT"],
+    ),
+    ("interval-inf", ["--interval", "inf"], {}, ["--interval inf", "finite", "86400"]),
+    ("interval-nan", ["--interval", "nan"], {}, ["--interval nan", "finite"]),
+    ("interval-negative", ["--interval", "-1"], {}, ["--interval -1.0", "from 0"]),
+    ("mock-sigma-inf", ["--mock-sigma", "inf"], {}, ["--mock-sigma inf", "0.001 to 100"]),
+    ("mock-sigma-nan", ["--mock-sigma", "nan"], {}, ["--mock-sigma nan"]),
+    ("gap-bps-nan", ["--gap-bps", "nan"], {}, ["--gap-bps nan", "0 to 10000"]),
+    ("gap-bps-negative", ["--gap-bps", "-2"], {}, ["--gap-bps -2.0"]),
+    ("spike-prob-high", ["--spike-prob", "1.5"], {}, ["--spike-prob 1.5", "0 to 1"]),
+    ("spike-prob-negative", ["--spike-prob", "-0.5"], {}, ["--spike-prob -0.5"]),
+    ("spike-prob-nan", ["--spike-prob", "nan"], {}, ["--spike-prob nan"]),
+    (
+        "env-duplicate-key",
+        [],
+        {"MM_RUNTIME_OVERRIDES_JSON": '{"tail_age_ms": 700, "tail_age_ms": 720}'},
+        ["MM_RUNTIME_OVERRIDES_JSON", "duplicate key 'tail_age_ms'"],
+    ),
 ]
 
 
@@ -328,6 +358,15 @@ def test_bad_submit_in_process(
         "run-id-dotdot-slash",
         "bad-mock-mode-env",
         "set-nan",
+        "unknown-symbol-book",
+        "interval-inf",
+        "interval-nan",
+        "mock-sigma-inf",
+        "gap-bps-nan",
+        "spike-prob-high",
+        "env-duplicate-key",
+        "iterations-huge",
+        "seed-huge",
     ],
 )
 def test_bad_submit_console_script(run_cli, clean_env: Path, case: str) -> None:
@@ -411,3 +450,58 @@ def test_closed_stdout_pipe_exits_1_quietly(soakq_exe, tmp_path):
     assert first.startswith(b"run ")
     assert rc == 1, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["submit", "--mode", "wild"], ["soakq submit:", "'--mode'", "wild"]),
+        (["submit", "--iterations", "many"], ["soakq submit:", "'--iterations'"]),
+        (["submit", "--seed", "-1"], ["soakq submit:", "'--seed'"]),
+        (["submit", "--nope"], ["soakq submit:", "--nope"]),
+        (["gate"], ["soakq gate:", "Missing argument"]),
+        (["freeze", "--input", "x"], ["soakq freeze:", "--output"]),
+        (["nocommand"], ["nocommand"]),
+    ],
+)
+def test_parser_errors_are_one_line(run_cli, clean_env: Path, args: list[str], needles: list[str]):
+    """The option parser's own errors: exit 2, one line, no usage block, no traceback."""
+    proc = run_cli(*args, cwd=clean_env)
+    line = assert_clean_user_error(proc, *needles)
+    assert line.startswith("error: ") and "Usage" not in proc.stderr
+    assert not (clean_env / "artifacts").exists()
+
+
+def test_no_arguments_prints_the_help(run_cli) -> None:
+    proc = run_cli()
+    assert "Usage" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_exits_0(run_cli) -> None:
+    proc = run_cli("gate", "--help")
+    assert proc.returncode == 0 and "INCONCLUSIVE" in proc.stdout
+
+
+def test_watch_timeout_must_be_finite(run_cli) -> None:
+    for bad in ("inf", "nan", "0"):
+        proc = run_cli("watch", "some-run", "--timeout", bad)
+        assert_clean_user_error(proc, f"--timeout {float(bad)!r}", "finite")
+
+
+def test_negative_zero_gives_identical_overrides_and_hash(clean_env: Path) -> None:
+    """`--set base_spread_bps_delta=-0.0` and `=0.0`: the same bytes and the same state_hash."""
+    dirs = []
+    for text in ("-0.0", "0.0"):
+        root = clean_env / f"art{text}"
+        args = [*BASE, "--set", f"base_spread_bps_delta={text}", "--artifacts", str(root)]
+        result = invoke(args)
+        assert result.exit_code == 0, result.stderr
+        dirs.append(root / "soak" / "latest")
+    neg, pos = dirs
+    assert (neg / "runtime_overrides.json").read_bytes() == (
+        pos / "runtime_overrides.json"
+    ).read_bytes()
+    assert b"-0.0" not in (neg / "runtime_overrides.json").read_bytes()
+    hashes = [iteration_docs(d)[-1]["summary"]["state_hash"] for d in dirs]
+    assert hashes[0] == hashes[1] == contract_hash(read(neg / "runtime_overrides.json"))
+    assert os.readlink(neg) == os.readlink(pos)  # the same derived run id

@@ -275,3 +275,141 @@ def test_config_console_script_bad_env(run_cli) -> None:
         env={"MM_RUNTIME_OVERRIDES_JSON": '{"min_interval_ms": NaN}'},
     )
     assert_clean_user_error(proc, "MM_RUNTIME_OVERRIDES_JSON")
+
+
+# --- input hygiene: -0.0, duplicate keys, numeric options, symbols, min_fills ---------------
+
+
+def test_negative_zero_gives_the_same_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    neg = make_spec(sets=["base_spread_bps_delta=-0.0"])
+    pos = make_spec(sets=["base_spread_bps_delta=0.0"])
+    assert neg.run_id == pos.run_id and neg.overrides == pos.overrides
+    monkeypatch.setenv("MM_RUNTIME_OVERRIDES_JSON", '{"base_spread_bps_delta": -0.0}')
+    from_env = make_spec()
+    assert from_env.overrides["base_spread_bps_delta"] == 0.0
+    from soakq.jsonio import sha256_of
+
+    assert sha256_of(from_env.overrides) == sha256_of({**from_env.overrides})
+
+
+def test_duplicate_key_in_the_env_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "MM_RUNTIME_OVERRIDES_JSON", '{"min_interval_ms": 80, "min_interval_ms": 90}'
+    )
+    with pytest.raises(ConfigError) as err:
+        make_spec()
+    assert str(err.value) == (
+        "env MM_RUNTIME_OVERRIDES_JSON: duplicate key 'min_interval_ms' in a JSON object "
+        "(each key may appear once)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kw", "text"),
+    [
+        (
+            {"interval_s": float("inf")},
+            "--interval inf: must be a finite number from 0 to 86400 seconds",
+        ),
+        (
+            {"interval_s": float("nan")},
+            "--interval nan: must be a finite number from 0 to 86400 seconds",
+        ),
+        ({"interval_s": -1.0}, "--interval -1.0: must be a finite number from 0 to 86400 seconds"),
+        (
+            {"interval_s": 86400.5},
+            "--interval 86400.5: must be a finite number from 0 to 86400 seconds",
+        ),
+        (
+            {"sigma_scale": float("inf")},
+            "--mock-sigma inf: must be a finite number from 0.001 to 100",
+        ),
+        ({"sigma_scale": 0.0}, "--mock-sigma 0.0: must be a finite number from 0.001 to 100"),
+        ({"sigma_scale": 100.5}, "--mock-sigma 100.5: must be a finite number from 0.001 to 100"),
+        ({"spike_prob": -0.1}, "--spike-prob -0.1: must be a finite number from 0 to 1"),
+        ({"spike_prob": 1.01}, "--spike-prob 1.01: must be a finite number from 0 to 1"),
+        ({"spike_prob": float("nan")}, "--spike-prob nan: must be a finite number from 0 to 1"),
+        ({"gap_bps": float("nan")}, "--gap-bps nan: must be a finite number from 0 to 10000 bp"),
+        ({"gap_bps": -1.0}, "--gap-bps -1.0: must be a finite number from 0 to 10000 bp"),
+        ({"gap_bps": 10001.0}, "--gap-bps 10001.0: must be a finite number from 0 to 10000 bp"),
+    ],
+)
+def test_numeric_options_finite_and_in_range(kw: dict, text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        make_spec(**kw)
+    assert str(err.value) == text
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"interval_s": 0.0},
+        {"interval_s": 86400.0},
+        {"sigma_scale": 0.001},
+        {"sigma_scale": 100.0},
+        {"spike_prob": 0.0},
+        {"spike_prob": 1.0},
+        {"gap_bps": 0.0},
+        {"gap_bps": 10000.0},
+    ],
+)
+def test_numeric_option_edges_accepted(kw: dict) -> None:
+    spec = make_spec(**kw)
+    field = next(iter(kw))
+    assert getattr(spec, field) == kw[field]
+
+
+def test_unknown_symbol_refused_for_the_book_source() -> None:
+    with pytest.raises(ConfigError) as err:
+        make_spec(source="book", symbols=["BTCUSDT", "NOPE", "XRP"])
+    assert str(err.value) == (
+        "--symbols NOPE,XRP: unknown to the book source; known: BTCUSDT, ETHUSDT, SOLUSDT"
+    )
+    assert make_spec(source="book", symbols=["SOLUSDT"]).symbols == ("SOLUSDT",)
+
+
+def test_any_well_formed_symbol_for_file_and_kpi(tmp_path: Path) -> None:
+    assert make_spec(source="kpi", symbols=["S01"]).symbols == ("S01",)
+    spec = make_spec(source="file", report_dir=str(tmp_path), symbols=["NOPE"])
+    assert spec.symbols == ("NOPE",)
+
+
+def test_min_fills_comes_from_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert make_spec().min_fills == 20
+    prof = load_profile("steady_safe")
+    custom = Profile(prof.name, prof.description, prof.overrides, prof.symbols, {}, 50)
+    monkeypatch.setattr(config_mod, "load_profile", lambda name: custom)
+    assert make_spec().min_fills == 50
+
+
+def test_profile_min_fills_is_validated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import soakq.profiles as profiles_mod
+
+    (tmp_path / "lean.json").write_text(
+        json.dumps({"overrides": {}, "symbols": ["BTCUSDT"], "min_fills": 5})
+    )
+    (tmp_path / "bad.json").write_text(
+        json.dumps({"overrides": {}, "symbols": ["BTCUSDT"], "min_fills": 2.5})
+    )
+    (tmp_path / "dup.json").write_text('{"symbols": ["BTCUSDT"], "symbols": ["ETHUSDT"]}')
+    monkeypatch.setattr(profiles_mod, "_dir", lambda: tmp_path)
+    profiles_mod.profile_names.cache_clear()
+    profiles_mod.load_profile.cache_clear()
+    try:
+        assert profiles_mod.load_profile("lean").min_fills == 5
+        with pytest.raises(ConfigError, match="profile:bad: min_fills must be a whole number"):
+            profiles_mod.load_profile("bad")
+        with pytest.raises(ConfigError, match="profile:dup: duplicate key 'symbols'"):
+            profiles_mod.load_profile("dup")
+    finally:
+        profiles_mod.profile_names.cache_clear()
+        profiles_mod.load_profile.cache_clear()
+
+
+def test_a_spec_field_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anything the flags do not check first still comes back as one line naming the field."""
+    with pytest.raises(ConfigError) as err:
+        make_spec(mode="wild")
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith("run configuration: mode: Input should be 'calm', 'volatile' or 'spike'")

@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 from soakq_testkit import (
     GOOD_KPIS,
-    assert_clean_user_error,
     contract_hash,
-    invoke,
     iteration_docs,
     make_spec,
     read,
@@ -19,7 +17,7 @@ from soakq_testkit import (
     write_reports,
 )
 
-from soakq.freeze import FreezeState, update_freeze
+from soakq.freeze import STABLE_ITERATIONS, FreezeState, signature, unfreeze_on_fail, update_freeze
 from soakq.kpi_gate import Verdict
 from soakq.profiles import load_profile
 
@@ -74,6 +72,110 @@ def test_frozen_stays_frozen_on_warn_and_unfreezes_on_fail() -> None:
     gone = states[-1]
     assert "unfrozen at iteration 6" in gone.reason and "risk_ratio" in gone.reason
     assert gone.signature_hash == "" and gone.stable_streak == ()
+
+
+FROZEN = FreezeState(
+    active=True,
+    reason="3 consecutive iterations with KPI OK and no applied delta (iterations 1, 2, 3)",
+    signature_hash=contract_hash(STEADY),
+    frozen_at=3,
+    stable_streak=(1, 2, 3),
+    proving=(1, 2, 3),
+)
+
+
+def test_freeze_state_is_an_immutable_value() -> None:
+    import dataclasses
+
+    assert FreezeState() == FreezeState(False, "", "", 0, (), ())
+    assert hash(FROZEN) == hash(FreezeState.from_json(FROZEN.as_json()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FROZEN.active = False  # type: ignore[misc]
+
+
+def test_three_stable_iterations_is_the_documented_number() -> None:
+    assert STABLE_ITERATIONS == 3
+    assert signature(STEADY) == contract_hash(STEADY)
+
+
+@pytest.mark.parametrize("verdict", [OK, WARN])
+def test_unfreeze_on_fail_ignores_ok_and_warn(verdict: Verdict) -> None:
+    assert unfreeze_on_fail(FROZEN, iteration=4, verdict=verdict) == FROZEN
+
+
+def test_unfreeze_on_fail_ignores_a_run_that_is_not_frozen() -> None:
+    state = FreezeState(reason="earlier", stable_streak=(5,))
+    assert unfreeze_on_fail(state, iteration=6, verdict=FAIL, fail_reasons=("x",)) == state
+
+
+def test_unfreeze_on_fail_clears_the_freeze_and_says_why() -> None:
+    gone = unfreeze_on_fail(
+        FROZEN,
+        iteration=7,
+        verdict=FAIL,
+        fail_reasons=("risk_ratio 0.7 > 0.5 (hard)", "p95_latency_ms 450 > 400 (hard)"),
+    )
+    assert gone == FreezeState(
+        active=False,
+        reason=(
+            "unfrozen at iteration 7: KPI gate FAIL (risk_ratio 0.7 > 0.5 (hard); "
+            "p95_latency_ms 450 > 400 (hard))"
+        ),
+    )
+    assert gone.signature_hash == "" and gone.proving == () and gone.stable_streak == ()
+    plain = unfreeze_on_fail(FROZEN, iteration=7, verdict=FAIL)
+    assert plain.reason == "unfrozen at iteration 7: KPI gate FAIL (KPI gate FAIL)"
+
+
+def test_update_after_unfreeze_in_the_same_iteration_keeps_the_reason() -> None:
+    """The step unfreezes before tuning, then updates the freeze after apply: the reason
+    recorded by the first call survives the second, and nothing refreezes."""
+    early = unfreeze_on_fail(FROZEN, iteration=4, verdict=FAIL, fail_reasons=("risk_ratio",))
+    late = update_freeze(early, iteration=4, verdict=FAIL, applied_any=True, overrides_after=STEADY)
+    assert late == FreezeState(reason=early.reason)
+    # update_freeze alone (no earlier unfreeze) ends in the same state
+    alone = update_freeze(
+        FROZEN,
+        iteration=4,
+        verdict=FAIL,
+        applied_any=True,
+        overrides_after=STEADY,
+        fail_reasons=("risk_ratio",),
+    )
+    assert alone == late
+
+
+def test_refreeze_after_an_unfreeze_signs_the_new_overrides() -> None:
+    moved = {**STEADY, "tail_age_ms": 770}
+    state = update_freeze(
+        FROZEN, iteration=4, verdict=FAIL, applied_any=True, overrides_after=moved
+    )
+    for i in (5, 6):
+        state = update_freeze(
+            state, iteration=i, verdict=OK, applied_any=False, overrides_after=moved
+        )
+        assert not state.active and state.reason.startswith("unfrozen at iteration 4")
+    state = update_freeze(state, iteration=7, verdict=OK, applied_any=False, overrides_after=moved)
+    assert state.active and state.frozen_at == 7 and state.proving == (5, 6, 7)
+    assert state.signature_hash == contract_hash(moved) != FROZEN.signature_hash
+    assert state.reason == (
+        "3 consecutive iterations with KPI OK and no applied delta (iterations 5, 6, 7)"
+    )
+
+
+def test_frozen_state_is_kept_as_is_until_a_fail() -> None:
+    other = {**STEADY, "tail_age_ms": 700}
+    for verdict in (OK, WARN, OK):
+        after = update_freeze(
+            FROZEN, iteration=4, verdict=verdict, applied_any=False, overrides_after=other
+        )
+        assert after == FROZEN  # same signature, same proving iterations
+
+
+def test_a_long_stable_streak_proves_with_its_last_three() -> None:
+    states = walk([(OK, True)] + [(OK, False)] * 3)
+    assert states[-1].stable_streak == (2, 3, 4) and states[-1].proving == (2, 3, 4)
+    assert [s.stable_streak for s in states[:-1]] == [(), (2,), (2, 3)]
 
 
 def test_freeze_state_json_round_trip() -> None:
@@ -136,16 +238,67 @@ def test_same_reports_without_freeze_do_tune(clean_env: Path) -> None:
 
 
 def test_fail_while_frozen_unfreezes_in_run(clean_env: Path) -> None:
+    """A hard FAIL while frozen unfreezes in that iteration, before tuning: the same
+    iteration's summary is unfrozen, says why, and the tuner's deltas are already applied."""
     reports = {i: dict(GOOD_KPIS) for i in (1, 2, 3)}
     reports[4] = {**GOOD_KPIS, "risk_ratio": 0.7}
     record, run_dir = file_run(clean_env, reports, 4, kpi_gate="soft")
-    last = iteration_docs(run_dir)[-1]["summary"]
+    docs = iteration_docs(run_dir)
+    assert [d["summary"]["freeze_active"] for d in docs] == [False, False, True, False]
+    last = docs[-1]["summary"]
     assert last["kpi_verdict"] == "FAIL" and last["freeze_active"] is False
-    assert (
-        "unfrozen at iteration 4" in last["freeze_reason"] and "risk_ratio" in last["freeze_reason"]
-    )
+    assert last["freeze_reason"].startswith("unfrozen at iteration 4: KPI gate FAIL (")
+    assert "risk_ratio" in last["freeze_reason"] and last["signature_hash"] == ""
+    tuning = docs[-1]["tuning"]
+    rule1 = {"min_interval_ms": 5, "impact_cap_ratio": -0.01, "tail_age_ms": 30}
+    assert tuning["proposed_deltas"] == rule1 and tuning["applied_deltas"] == rule1
+    assert tuning["overrides_before"] == STEADY
+    assert read(run_dir / "runtime_overrides.json") == {
+        **STEADY,
+        "min_interval_ms": 80,
+        "impact_cap_ratio": 0.07,
+        "tail_age_ms": 770,
+    }
     assert not (run_dir / "PRODUCTION_SNAPSHOT.json").exists()
     assert record["status"] == "succeeded"
+
+
+def test_hard_gate_fail_while_frozen_stops_without_tuning(clean_env: Path) -> None:
+    """With the hard gate (limit 1) the FAIL stops the run: unfrozen, nothing changed."""
+    reports = {i: dict(GOOD_KPIS) for i in (1, 2, 3)}
+    reports[4] = {**GOOD_KPIS, "risk_ratio": 0.7}
+    record, run_dir = file_run(clean_env, reports, 6, kpi_gate="hard")
+    docs = iteration_docs(run_dir)
+    assert [d["iteration"] for d in docs] == [1, 2, 3, 4]
+    assert docs[-1]["summary"]["freeze_active"] is False
+    assert docs[-1]["tuning"]["applied_deltas"] == {}
+    assert record["status"] == "failed"
+
+
+def test_fail_while_frozen_with_failure_limit_tunes_and_refreezes(clean_env: Path) -> None:
+    """failure_limit 2: one FAIL while frozen unfreezes and tunes; 3 stable OK iterations
+    later the run freezes again, signing the tuned overrides."""
+    reports = {i: dict(GOOD_KPIS) for i in range(1, 9)}
+    reports[4] = {**GOOD_KPIS, "risk_ratio": 0.7}
+    record, run_dir = file_run(clean_env, reports, 8, kpi_gate="hard", failure_limit=2)
+    docs = iteration_docs(run_dir)
+    assert record["status"] == "succeeded"
+    assert [d["summary"]["freeze_active"] for d in docs] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
+    tuned = {**STEADY, "min_interval_ms": 80, "impact_cap_ratio": 0.07, "tail_age_ms": 770}
+    assert docs[3]["tuning"]["overrides_after"] == tuned
+    assert docs[6]["summary"]["signature_hash"] == contract_hash(tuned)
+    assert docs[6]["summary"]["freeze_reason"] == (
+        "3 consecutive iterations with KPI OK and no applied delta (iterations 5, 6, 7)"
+    )
 
 
 def test_mock_run_snapshot_says_mock(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,105 +321,3 @@ def test_mock_run_snapshot_says_mock(clean_env: Path, monkeypatch: pytest.Monkey
     record, run_dir = run_spec(make_spec(iterations=3, seed=5), clean_env / "art")
     snap = read(run_dir / "PRODUCTION_SNAPSHOT.json")
     assert snap["mock"] is True and snap["mock_seed"] == 5 and snap["source"] == "kpi"
-
-
-# --- soakq freeze ----------------------------------------------------------------------------
-
-
-def test_freeze_command_writes_snapshot(clean_env: Path) -> None:
-    src = clean_env / "runtime_overrides.json"
-    src.write_text(json.dumps(STEADY))
-    out = clean_env / "snap" / "PRODUCTION_SNAPSHOT.json"
-    result = invoke(
-        ["freeze", "--input", str(src), "--output", str(out), "--profile", "steady_safe"]
-    )
-    assert result.exit_code == 0, result.stderr
-    snap = read(out)
-    assert snap["overrides"] == STEADY and snap["profile"] == "steady_safe"
-    assert snap["signature_hash"] == contract_hash(STEADY)
-    assert snap["signature_hash"] in result.stdout
-
-
-def test_freeze_console_script_from_a_run(run_cli, clean_env: Path) -> None:
-    _, run_dir = run_spec(make_spec(iterations=3), clean_env / "art")
-    out = clean_env / "PRODUCTION_SNAPSHOT.json"
-    proc = run_cli(
-        "freeze",
-        "--input",
-        str(run_dir / "runtime_overrides.json"),
-        "--output",
-        str(out),
-        "--profile",
-        "steady_safe",
-    )
-    assert proc.returncode == 0, proc.stderr
-    snap = read(out)
-    overrides = read(run_dir / "runtime_overrides.json")
-    assert snap["signature_hash"] == contract_hash(overrides)
-    assert snap["mock"] is True and snap["run_id"] == run_dir.name  # RUN.json beside it
-
-
-BAD_FREEZE = [
-    ("missing", None, "steady_safe", ["file not found"]),
-    ("garbled", "{", "steady_safe", ["not valid JSON"]),
-    ("nan", '{"min_interval_ms": NaN}', "steady_safe", ["NaN"]),
-    ("array", "[]", "steady_safe", ["JSON object"]),
-    ("unknown-key", json.dumps({**STEADY, "junk": 1}), "steady_safe", ["'junk'"]),
-    (
-        "missing-key",
-        json.dumps({k: v for k, v in STEADY.items() if k != "tail_age_ms"}),
-        "steady_safe",
-        ["tail_age_ms"],
-    ),
-    (
-        "out-of-bounds",
-        json.dumps({**STEADY, "tail_age_ms": 5000}),
-        "steady_safe",
-        ["tail_age_ms", "bounds"],
-    ),
-    ("bool", json.dumps({**STEADY, "min_interval_ms": True}), "steady_safe", ["min_interval_ms"]),
-    ("unknown-profile", json.dumps(STEADY), "nope", ["unknown profile"]),
-]
-
-
-@pytest.mark.parametrize(
-    ("body", "profile", "needles"), [c[1:] for c in BAD_FREEZE], ids=[c[0] for c in BAD_FREEZE]
-)
-def test_freeze_command_rejects_bad_input(
-    clean_env: Path, body: str | None, profile: str, needles: list[str]
-) -> None:
-    src = clean_env / "in.json"
-    if body is not None:
-        src.write_text(body)
-    out = clean_env / "out.json"
-    result = invoke(["freeze", "--input", str(src), "--output", str(out), "--profile", profile])
-    assert_clean_user_error(result, *needles)
-    assert not out.exists()
-
-
-def test_freeze_console_script_rejects(run_cli, clean_env: Path) -> None:
-    src = clean_env / "in.json"
-    src.write_text(json.dumps({**STEADY, "impact_cap_ratio": 0.5}))
-    out = clean_env / "out.json"
-    proc = run_cli("freeze", "--input", str(src), "--output", str(out), "--profile", "steady_safe")
-    assert_clean_user_error(proc, "impact_cap_ratio")
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("where", ["directory", "under-a-file"])
-def test_freeze_unusable_output_path(clean_env: Path, where: str) -> None:
-    src = clean_env / "in.json"
-    src.write_text(json.dumps(STEADY))
-    if where == "directory":
-        out = clean_env / "outdir"
-        out.mkdir()
-    else:
-        (clean_env / "afile").write_text("x")
-        out = clean_env / "afile" / "snap.json"
-    result = invoke(
-        ["freeze", "--input", str(src), "--output", str(out), "--profile", "steady_safe"]
-    )
-    assert_clean_user_error(result, out.name if where == "directory" else "afile")
-    if where == "directory":
-        assert list(out.iterdir()) == []
-    assert sorted(p.name for p in clean_env.iterdir() if p.name.startswith(".")) == []

@@ -209,3 +209,59 @@ def test_written_files_are_readable_by_others(tmp_path):
 
     path = write_json(tmp_path / "x.json", {"a": 1})
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+# --- -0.0 is 0.0; a key named twice is an error ---------------------------------------------
+
+
+def _sign(x: float) -> float:
+    return math.copysign(1.0, x)
+
+
+def test_negative_zero_is_written_as_zero(clean_env: Path) -> None:
+    neg = {"a": -0.0, "b": [-0.0, {"c": -0.0}], "d": (-0.0, 1), "e": 0, "f": -1.5}
+    pos = {"a": 0.0, "b": [0.0, {"c": 0.0}], "d": (0.0, 1), "e": 0, "f": -1.5}
+    assert dumps(neg) == dumps(pos) and "-0.0" not in dumps(neg)
+    assert canonical(neg) == canonical(pos)
+    assert canonical(neg) == '{"a":0.0,"b":[0.0,{"c":0.0}],"d":[0.0,1],"e":0,"f":-1.5}'
+    assert sha256_of(neg) == sha256_of(pos)
+    a = write_json(clean_env / "a.json", neg).read_bytes()
+    b = write_json(clean_env / "b.json", pos).read_bytes()
+    assert a == b
+
+
+def test_positive_zero_leaves_everything_else_alone() -> None:
+    doc = {"x": [1, 2.5, "s", None, True, -3]}
+    assert jsonio.positive_zero(doc) == doc
+    assert _sign(jsonio.positive_zero(-0.0)) == 1.0
+    assert jsonio.positive_zero(-1e-300) == -1e-300
+    assert jsonio.positive_zero(False) is False and jsonio.positive_zero(0) == 0
+    assert jsonio.positive_zero((1, -0.0)) == [1, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('{"a": 1, "a": 2}', "a"),
+        ('{"a": 1, "a": 1}', "a"),  # the same value twice is still ambiguous
+        ('{"x": {"b": 1, "b": 2}}', "b"),
+        ('[{"c": 1}, {"c": 1, "d": 2, "c": 3}]', "c"),
+    ],
+)
+def test_duplicate_keys_are_an_error_naming_the_key(text: str, key: str) -> None:
+    with pytest.raises(InputError) as err:
+        loads(text, what="WHERE")
+    assert str(err.value) == (
+        f"WHERE: duplicate key {key!r} in a JSON object (each key may appear once)"
+    )
+
+
+def test_duplicate_keys_in_a_file_name_the_file(clean_env: Path) -> None:
+    path = clean_env / "d.json"
+    path.write_text('{"k": 1,\n "k": 2}')
+    with pytest.raises(InputError, match=f"^{path}: duplicate key 'k'"):
+        read_json(path)
+
+
+def test_distinct_keys_still_load() -> None:
+    assert loads('{"a": 1, "b": {"a": 2}}') == {"a": 1, "b": {"a": 2}}

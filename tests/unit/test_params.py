@@ -177,3 +177,15 @@ def test_validate_value_accepts_and_normalizes(key: str, value: float, expected:
 def test_validate_overrides_needs_an_object() -> None:
     with pytest.raises(ConfigError, match="LAYER-Y"):
         validate_overrides([1, 2], layer="LAYER-Y")
+
+
+def test_negative_zero_normalizes_to_zero() -> None:
+    p = PARAMS["base_spread_bps_delta"]
+    for value in (-0.0, -0.00001, -0.00004):  # given, or rounded to zero at 4 places
+        got = p.normalize(value)
+        assert got == 0.0 and math.copysign(1.0, got) == 1.0, value
+    assert p.normalize(-0.00005) == -0.0001  # a real negative survives
+    assert math.copysign(1.0, p.normalize(0.0)) == 1.0
+    assert validate_value("base_spread_bps_delta", -0.0, layer="L") == 0.0
+    assert math.copysign(1.0, validate_value("base_spread_bps_delta", -0.0, layer="L")) == 1.0
+    assert PARAMS["min_interval_ms"].normalize(-0.0) == 0

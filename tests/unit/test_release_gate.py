@@ -1,4 +1,5 @@
-"""Release gate (DESIGN §4): thresholds, output lines, exit codes 0 / 1 / 2, mock notes."""
+"""Release gate on one ITER_SUMMARY file (docs/gates.md): thresholds, output lines, exit codes
+0 / 1 / 2, valid ranges, mock notes; and `soakq gate RUN_DIR` through the console script."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 from soakq_testkit import assert_clean_user_error, invoke
 
 from soakq.errors import InputError
-from soakq.release_gate import check_path, check_summary
+from soakq.release_gate import SINGLE_NOTE, check_path, check_summary, failed_gate
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
-# DESIGN §4: metric -> (op, threshold), in display order.
+# The contract: metric -> (op, threshold), in display order.
 THRESHOLDS = {
     "net_bps": (">=", 2.7),
     "risk_ratio": ("<=", 0.42),
@@ -56,6 +57,9 @@ def check_lines(lines: list[str], summary: dict[str, Any], violations: list[str]
             assert f"{summary[metric]:g}" in r and f"{THRESHOLDS[metric][1]:g}" in r
     else:
         assert verdict == "RELEASE GATE PASSED"
+    note = lines[len(THRESHOLDS) + 1 + len(violations)]
+    assert note == SINGLE_NOTE
+    assert "not statistical evidence" in note and "soakq gate RUN_DIR" in note
 
 
 CASES = [
@@ -78,6 +82,9 @@ def test_gate_table(summary: dict, violations: list[str]) -> None:
     js = result.as_json()
     assert js["passed"] is result.passed and js["verdict"] == ("FAILED" if violations else "PASSED")
     assert [c["metric"] for c in js["checks"]] == list(THRESHOLDS)
+    assert [c["passed"] for c in js["checks"]] == [m not in violations for m in THRESHOLDS]
+    assert js["form"] == "summary" and js["note"] == SINGLE_NOTE
+    assert int(result.exit_code) == (1 if violations else 0)
 
 
 @pytest.mark.parametrize(
@@ -103,13 +110,10 @@ def test_gate_console_script_pass_and_fail(run_cli, clean_env: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_run_directory_resolves_to_final(clean_env: Path) -> None:
-    run = clean_env / "run"
-    run.mkdir()
-    write(run / "ITER_SUMMARY_final.json", doc(PASSING))
-    write(run / "ITER_SUMMARY_3.json", doc(FAILING))
-    where, result = check_path(run)
-    assert where.name == "ITER_SUMMARY_final.json" and result.passed
+def test_the_final_summary_file_is_judged_as_one_file(clean_env: Path) -> None:
+    path = write(clean_env / "ITER_SUMMARY_final.json", doc(PASSING))
+    where, result = check_path(path)
+    assert where == path and result.passed and result.as_json()["form"] == "summary"
 
 
 # --- unusable input: exit 2, said plainly ---------------------------------------------------
@@ -149,9 +153,41 @@ BAD_INPUTS: list[tuple[str, Any, list[str]]] = [
         '"maker_taker_ratio": 0.9, "p95_latency_ms": 200}}',
         ["net_bps", "finite"],
     ),
-    ("string-kpi", doc({**PASSING, "risk_ratio": "0.3"}), ["risk_ratio"]),
-    ("bool-kpi", doc({**PASSING, "maker_taker_ratio": True}), ["maker_taker_ratio"]),
-    ("null-kpi", doc({**PASSING, "net_bps": None}), ["net_bps"]),
+    ("string-kpi", doc({**PASSING, "risk_ratio": "0.3"}), ["summary.risk_ratio", "[0, 1]"]),
+    (
+        "bool-kpi",
+        doc({**PASSING, "maker_taker_ratio": True}),
+        ["summary.maker_taker_ratio", "not a number", "[0, 1]"],
+    ),
+    ("null-kpi", doc({**PASSING, "net_bps": None}), ["summary.net_bps", "missing"]),
+    (
+        "the-issue-example",
+        {"summary": {"net_bps": 3, "risk_ratio": -5, "maker_taker_ratio": 7, "p95_latency_ms": -3}},
+        ["summary.risk_ratio", "-5", "out of range", "[0, 1]"],
+    ),
+    (
+        "negative-risk",
+        doc({**PASSING, "risk_ratio": -0.01}),
+        ["summary.risk_ratio", "-0.01", "[0, 1]"],
+    ),
+    (
+        "risk-above-one",
+        doc({**PASSING, "risk_ratio": 1.2}),
+        ["summary.risk_ratio", "1.2", "[0, 1]"],
+    ),
+    (
+        "percent-maker-taker",
+        doc({**PASSING, "maker_taker_ratio": 93.3}),
+        ["summary.maker_taker_ratio", "93.3", "percentage", "[0, 1]"],
+    ),
+    (
+        "negative-latency",
+        doc({**PASSING, "p95_latency_ms": -3}),
+        ["summary.p95_latency_ms", "-3", ">= 0"],
+    ),
+    ("string-net", doc({**PASSING, "net_bps": "3.1"}), ["summary.net_bps", "any finite number"]),
+    ("number-document", "42", ["not a JSON object"]),
+    ("string-document", '"summary"', ["not a JSON object"]),
 ]
 
 
@@ -169,11 +205,11 @@ def test_unusable_input_is_exit_2(clean_env: Path, body: Any, needles: list[str]
     assert "RELEASE GATE" not in result.stdout
 
 
-def test_directory_without_final_is_exit_2(clean_env: Path) -> None:
+def test_directory_without_iterations_is_exit_2(clean_env: Path) -> None:
     run = clean_env / "run"
     run.mkdir()
-    write(run / "ITER_SUMMARY_1.json", doc(PASSING))
-    assert_clean_user_error(invoke(["gate", str(run)]), "ITER_SUMMARY_final.json")
+    write(run / "ITER_SUMMARY_final.json", doc(PASSING))
+    assert_clean_user_error(invoke(["gate", str(run)]), str(run), "no ITER_SUMMARY_<i>.json")
 
 
 @pytest.mark.parametrize("case", ["missing", "nan", "no-kpi", "dir"])
@@ -205,9 +241,146 @@ def test_mock_summary_says_mock() -> None:
 def test_live_summary_has_no_mock_note() -> None:
     result = check_summary(doc(PASSING, mock=False, source="file"))
     assert not result.mock and result.mock_note == ""
-    assert result.lines()[-1] == "RELEASE GATE PASSED"
+    assert result.lines()[-2:] == ["RELEASE GATE PASSED", SINGLE_NOTE]
+    assert result.as_json()["mock"] is False
+
+
+@pytest.mark.parametrize(
+    ("flags", "mock"),
+    [
+        ({"mock": True}, True),
+        ({"mock_mode": "calm"}, True),
+        ({"mock": True, "mock_mode": "calm"}, True),
+        ({"mock": False, "mock_mode": None}, False),
+        ({}, False),
+    ],
+)
+def test_either_mock_flag_marks_mock(flags: dict[str, Any], mock: bool) -> None:
+    result = check_summary(doc(PASSING, **flags))
+    assert result.mock is mock
+    assert (result.lines()[-1] == SINGLE_NOTE) is (not mock)
+    assert (result.mock_note != "") is mock
+
+
+def test_failed_gate_document() -> None:
+    assert failed_gate("run lost: watchdog") == {
+        "error": "run lost: watchdog",
+        "exit_code": 1,
+        "form": "run",
+        "passed": False,
+        "reasons": ["run lost: watchdog"],
+        "verdict": "FAILED",
+    }
 
 
 def test_mock_note_on_failure_too() -> None:
     result = check_summary(doc(FAILING, mock=True, mock_mode="calm", mock_seed=1))
     assert not result.passed and "not a production verdict" in result.lines()[-1]
+
+
+# --- `soakq gate RUN_DIR`: the run-level verdict through the console script ---------------
+
+OVR = {"min_interval_ms": 75, "tail_age_ms": 740}
+
+
+def iteration(i: int, before: dict, after: dict | None = None, **kpis: Any) -> dict[str, Any]:
+    summary = {**PASSING, "kpi_verdict": "OK", "kpi_reasons": [], **kpis}
+    return {
+        "iteration": i,
+        "run_id": "r",
+        "summary": summary,
+        "tuning": {"overrides_before": before, "overrides_after": after or before},
+    }
+
+
+def run_dir(root: Path, docs: list[dict[str, Any]], config: dict | None = None) -> Path:
+    root.mkdir()
+    for d in docs:
+        write(root / f"ITER_SUMMARY_{d['iteration']}.json", d)
+    if config is not None:
+        write(root / "RUN.json", {"config": config, "run_id": "r", "status": "succeeded"})
+    return root
+
+
+RUN_CASES = [
+    ("passed", [iteration(i, OVR) for i in range(1, 7)], 0, "RELEASE GATE PASSED"),
+    (
+        "failed-mean",
+        [iteration(i, OVR, net_bps=2.6) for i in range(1, 7)],
+        1,
+        "RELEASE GATE FAILED",
+    ),
+    (
+        "failed-veto",
+        [
+            *[iteration(i, OVR) for i in range(1, 7)],
+            iteration(7, OVR, kpi_verdict="FAIL", adverse_bps_p95=40.0),
+        ],
+        1,
+        "iteration 7 is a hard KPI FAIL (critical veto)",
+    ),
+    ("too-short", [iteration(i, OVR) for i in range(1, 6)], 4, "RELEASE GATE INCONCLUSIVE"),
+    (
+        "still-moving",
+        [*[iteration(i, OVR) for i in range(1, 8)], iteration(8, OVR, {**OVR, "tail_age_ms": 770})],
+        4,
+        "the final configuration was never measured",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("docs", "code", "needle"), [c[1:] for c in RUN_CASES], ids=[c[0] for c in RUN_CASES]
+)
+def test_gate_run_dir_console_script(
+    run_cli, clean_env: Path, docs: list, code: int, needle: str
+) -> None:
+    target = run_dir(clean_env / "run", docs, {"source": "book", "mode": "calm", "seed": 5})
+    proc = run_cli("gate", str(target))
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"release gate: {target}"
+    assert lines[1].startswith("window: ")
+    assert [ln.split()[1] for ln in lines[2:6]] == list(THRESHOLDS)
+    assert needle in proc.stdout
+    assert "RELEASE GATE" not in " ".join(lines[:6])
+    assert lines[-1] == "NOTE: mock data (source=book, mode=calm, seed=5): not a production verdict"
+
+
+@pytest.mark.parametrize(
+    ("setup", "needles"),
+    [
+        ("missing", ["not found"]),
+        ("empty", ["no ITER_SUMMARY_<i>.json"]),
+        ("gap", ["iteration number 3 where 2 was expected"]),
+        ("wrong-number", ["ITER_SUMMARY_2.json", "not the ITER_SUMMARY document of iteration 2"]),
+        ("garbled", ["ITER_SUMMARY_1.json", "not valid JSON"]),
+        ("bad-run-json", ["RUN.json", "config"]),
+        ("no-verdict", ["kpi_verdict"]),
+    ],
+)
+def test_gate_run_dir_unusable_is_exit_2(
+    run_cli, clean_env: Path, setup: str, needles: list[str]
+) -> None:
+    target = clean_env / "run"
+    docs = [iteration(i, OVR) for i in range(1, 4)]
+    if setup == "empty":
+        target.mkdir()
+    elif setup == "gap":
+        run_dir(target, [docs[0], docs[2]])
+    elif setup == "wrong-number":
+        run_dir(target, docs)
+        write(target / "ITER_SUMMARY_2.json", docs[0])
+    elif setup == "garbled":
+        run_dir(target, docs)
+        write(target / "ITER_SUMMARY_1.json", '{"iteration": 1,')
+    elif setup == "bad-run-json":
+        run_dir(target, docs)
+        write(target / "RUN.json", [1])
+    elif setup == "no-verdict":
+        del docs[1]["summary"]["kpi_verdict"]
+        run_dir(target, docs)
+    proc = run_cli("gate", str(target))
+    assert_clean_user_error(proc, *needles)
+    assert "RELEASE GATE" not in proc.stdout

@@ -107,9 +107,25 @@ def test_title_marks_mock_and_names_the_verdict(run: Run) -> None:
     verdict = _section(md, "Verdict")
     assert f"Run: **{run.record['status']}**" in verdict
     gate = run.record["outcome"]["release_gate"]
-    assert gate in ("PASSED", "FAILED")
+    assert gate in ("PASSED", "FAILED", "INCONCLUSIVE")
     assert f"Release gate: **{gate}**" in verdict
     assert "Freeze: **" in verdict
+
+
+def test_release_gate_section_shows_the_window_statistics(run: Run) -> None:
+    """The report's release-gate section is the run's RELEASE_GATE.json, in a table."""
+    gate = read_json(run.directory / "RELEASE_GATE.json")
+    section = _section(run.md, "Release gate")
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert rows[0] == "| KPI | n | mean ± sd | 95 % bound | threshold | result |"
+    assert [r.split("|")[1].strip() for r in rows[1:]] == [k["metric"] for k in gate["kpis"]]
+    for row, k in zip(rows[1:], gate["kpis"], strict=True):
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[1] == str(k["n"])
+        assert cells[4] == f"{k['op']} {k['threshold']:g}"
+    assert f"**{gate['verdict']}**: " + "; ".join(gate["reasons"]) in section
+    verdict = _section(run.md, "Verdict")
+    assert "; ".join(gate["reasons"]) in verdict
 
 
 def test_markdown_has_no_wall_clock_time(run: Run) -> None:
@@ -325,3 +341,37 @@ def test_cli_report_on_missing_directory_exits_2_with_one_line(
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(missing) in lines[0]
+
+
+def test_release_gate_table_of_a_passed_run(tmp_path: Path) -> None:
+    """A live-bot run fed the same good report 8 times: PASSED, each KPI's row exact."""
+    import json as _json
+
+    from soakq_testkit import GOOD_KPIS
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for i in range(1, 9):
+        (reports / f"KPI_REPORT_{i}.json").write_text(_json.dumps(GOOD_KPIS))
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if _soak_env(name):
+                mp.delenv(name)
+        spec = build_spec(
+            Settings(),
+            profile="steady_safe",
+            source="file",
+            report_dir=str(reports),
+            symbols=["BTCUSDT"],
+            iterations=8,
+        )
+        record, directory = run_embedded(spec, tmp_path / "art", report=False)
+    docs = [read_json(directory / f"ITER_SUMMARY_{i}.json") for i in range(1, 9)]
+    md = render_markdown(build_trend(docs, record))
+    section = _section(md, "Release gate")
+    assert "Window: iterations 1-8 (n = 8, at least 6 needed)" in section
+    assert "| net_bps | 8 | 2.9 ± 0 | lower 2.9 | >= 2.7 | pass |" in section
+    assert "| risk_ratio | 8 | 0.3 ± 0 | upper 0.3 | <= 0.42 | pass |" in section
+    assert "| p95_latency_ms | 8 | 300 ± 0 | upper 300 | <= 350 | pass |" in section
+    assert "**PASSED**: every 95% bound is on the good side" in section
+    assert "mock" not in md.lower()

@@ -1,4 +1,5 @@
-"""Metric sources: `file` (errors, never zeros; fail closed) and `kpi` (seeded) (DESIGN §3)."""
+"""Metric sources: `file` (errors, never zeros; fail closed; valid ranges), `kpi` (seeded), and
+the range check every source's result passes through (docs/gates.md)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,18 @@ def test_file_per_symbol_report(clean_env: Path) -> None:
         (json.dumps({"symbols": {"BTCUSDT": [1]}}), 2, "BTCUSDT"),
         (json.dumps({"symbols": [1]}), 2, "symbols"),
         (json.dumps(GOOD_KPIS), 2, "exactly one symbol"),
+        (json.dumps({**GOOD_KPIS, "risk_ratio": -5}), 1, "BTCUSDT.risk_ratio -5 is out of range"),
+        (
+            json.dumps({**GOOD_KPIS, "maker_taker_ratio": 93.3}),
+            1,
+            "BTCUSDT.maker_taker_ratio 93.3 is out of range (a percentage?",
+        ),
+        (json.dumps({**GOOD_KPIS, "p95_latency_ms": -3}), 1, "allowed >= 0"),
+        (json.dumps({**GOOD_KPIS, "fills": 0.001}), 1, "fills 0.001 is not a whole count"),
+        (json.dumps({**GOOD_KPIS, "fills": -4}), 1, "fills -4 is out of range"),
+        (json.dumps({**GOOD_KPIS, "cancel_ratio": 1.2}), 1, "cancel_ratio 1.2 is out of range"),
+        (json.dumps({**GOOD_KPIS, "snipes": 1.5}), 1, "snipes 1.5 is not a whole count"),
+        ('{"net_bps": 3.0, "net_bps": 9.0}', 1, "duplicate key 'net_bps'"),
     ],
 )
 def test_file_bad_report_is_an_error(
@@ -91,6 +104,23 @@ def test_file_without_dir_is_an_error() -> None:
 def test_file_missing_kpi_is_none_not_zero(clean_env: Path, key: str) -> None:
     write_reports(clean_env, {1: {k: v for k, v in GOOD_KPIS.items() if k != key}})
     assert get_source("file").measure(req(clean_env))[key] is None
+
+
+def test_file_range_error_names_the_field_and_range(clean_env: Path) -> None:
+    write_reports(clean_env, {1: {**GOOD_KPIS, "risk_ratio": 1.5}})
+    with pytest.raises(MetricsError) as info:
+        get_source("file").measure(req(clean_env))
+    path = clean_env / "KPI_REPORT_1.json"
+    assert str(info.value) == (
+        f"{path}: BTCUSDT.risk_ratio 1.5 is out of range (a percentage? a ratio is a "
+        "fraction); allowed [0, 1]"
+    )
+
+
+def test_file_integral_float_count_is_accepted(clean_env: Path) -> None:
+    write_reports(clean_env, {1: {**GOOD_KPIS, "fills": 40.0, "snipes": 0.0}})
+    out = get_source("file").measure(req(clean_env))
+    assert out["fills"] == 40.0 and out["snipes"] == 0.0
 
 
 # --- file source, in a run ------------------------------------------------------------------
@@ -122,7 +152,12 @@ def test_run_stops_on_bad_report(clean_env: Path, problem: str) -> None:
         assert second[key] is None, key
     assert "KPI_REPORT_2.json" in second["symbol_errors"]["BTCUSDT"]
     assert not (run_dir / "ITER_SUMMARY_3.json").exists()
-    assert read(run_dir / "RELEASE_GATE.json")["passed"] is False
+    gate = read(run_dir / "RELEASE_GATE.json")
+    assert gate["passed"] is False and gate["verdict"] == "FAILED"
+    assert gate["vetoes"][0]["iteration"] == 2
+    assert gate["vetoes"][0]["reasons"][0].startswith("BTCUSDT: iteration 2: KPI report")
+    reasons = second["kpi_reasons"]
+    assert reasons[-1]["level"] == "source_error" and reasons[-1]["symbol"] == "BTCUSDT"
 
 
 def test_run_stops_when_one_symbol_lacks_its_entry(clean_env: Path) -> None:
@@ -138,7 +173,9 @@ def test_report_missing_a_kpi_fails_closed(clean_env: Path, key: str) -> None:
     record, run_dir = run_spec(file_spec(clean_env, reports, 1), clean_env / "art")
     s = iteration_docs(run_dir)[0]["summary"]
     assert s["kpi_verdict"] == "FAIL"
-    assert any(r.startswith(key) and "fail closed" in r for r in s["kpi_reasons"]), s["kpi_reasons"]
+    (reason,) = s["kpi_reasons"]
+    assert reason["metric"] == key and reason["level"] == "unusable" and reason["value"] is None
+    assert reason["text"].startswith(f"{key} missing; allowed ")
     assert record["status"] == "succeeded"  # soft gate: recorded, run goes on
 
 
@@ -203,3 +240,88 @@ def test_kpi_source_ignores_overrides() -> None:
 def test_unknown_source() -> None:
     with pytest.raises(ConfigError, match="unknown metric source"):
         get_source("nope")
+
+
+# --- every source's result is range-checked before it is used ------------------------------
+
+
+def test_measure_symbol_turns_an_out_of_range_value_into_an_error(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from soakq import iteration as iteration_mod
+
+    class Liar:
+        name, mock = "kpi", True
+
+        def measure(self, req: MeasureRequest) -> dict[str, Any]:
+            return {**GOOD_KPIS, "maker_taker_ratio": 93.3, "fills": -2, "cancel_ratio": None}
+
+    monkeypatch.setattr(iteration_mod, "get_source", lambda name: Liar())
+    spec = make_spec(iterations=1)
+    out = iteration_mod.measure_symbol(spec, 1, "BTCUSDT", {})
+    assert out == {
+        "error": "kpi source: fills -2 is out of range; allowed an integer >= 0; "
+        "maker_taker_ratio 93.3 is out of range (a percentage? a ratio is a fraction); "
+        "allowed [0, 1]",
+        "symbol": "BTCUSDT",
+    }
+
+
+def test_measure_symbol_passes_valid_and_missing_values(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from soakq import iteration as iteration_mod
+
+    metrics = {**GOOD_KPIS, "fills": 20.0, "snipes": None}
+
+    class Honest:
+        name, mock = "kpi", True
+
+        def measure(self, req: MeasureRequest) -> dict[str, Any]:
+            return dict(metrics)
+
+    monkeypatch.setattr(iteration_mod, "get_source", lambda name: Honest())
+    out = iteration_mod.measure_symbol(make_spec(iterations=1), 1, "BTCUSDT", {})
+    assert out == {"metrics": metrics, "symbol": "BTCUSDT"}
+
+
+def test_negative_fills_in_a_run_fail_with_that_reason(clean_env: Path) -> None:
+    """A bot reporting negative fills: the iteration errors naming fills, not 'missing' KPIs."""
+    record, run_dir = run_spec(
+        file_spec(clean_env, {1: {**GOOD_KPIS, "fills": -5}}, 1), clean_env / "art"
+    )
+    s = iteration_docs(run_dir)[0]["summary"]
+    assert s["kpi_verdict"] == "FAIL"
+    assert "fills -5 is out of range" in s["symbol_errors"]["BTCUSDT"]
+    assert record["outcome"]["stop_reason"] == "metrics_error"
+    assert "fills -5 is out of range; allowed an integer >= 0" in record["outcome"]["detail"]
+
+
+@pytest.mark.parametrize(("fills", "verdict"), [(19, "FAIL"), (20, "OK")])
+def test_min_fills_in_a_run(clean_env: Path, fills: int, verdict: str) -> None:
+    _, run_dir = run_spec(
+        file_spec(clean_env, {1: {**GOOD_KPIS, "fills": fills}}, 1), clean_env / "art"
+    )
+    s = iteration_docs(run_dir)[0]["summary"]
+    assert s["kpi_verdict"] == verdict
+    if verdict == "FAIL":
+        assert s["kpi_reasons"] == [
+            {
+                "level": "insufficient_fills",
+                "metric": "fills",
+                "op": ">=",
+                "symbol": None,
+                "text": "fills 19 < 20: insufficient fills",
+                "threshold": 20,
+                "value": 19,
+            }
+        ]
+
+
+def test_fractional_fills_in_a_run_are_never_rounded(clean_env: Path) -> None:
+    record, run_dir = run_spec(
+        file_spec(clean_env, {1: {**GOOD_KPIS, "fills": 0.001}}, 1), clean_env / "art"
+    )
+    s = iteration_docs(run_dir)[0]["summary"]
+    assert s["kpi_verdict"] == "FAIL" and s["fills"] is None
+    assert "fills 0.001 is not a whole count" in s["symbol_errors"]["BTCUSDT"]
