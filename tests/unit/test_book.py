@@ -1,28 +1,29 @@
 """The `book` metric source: determinism, output contract, errors, and that parameters matter.
 
-Sign properties are checked on paired seeds (same seed, one parameter changed) with the three
-symbols aggregated per seed the way the iteration summary does it (fill-weighted means, p95s as
-the max, counts summed); each asserts the sign of the mean paired response over SIGN_SEEDS seeds.
+Sign properties are checked on paired seeds (same seed, one parameter changed, steady_safe
+otherwise, iteration 1, no tuning, no guards): each asserts the sign of the mean paired response
+of a per-symbol KPI over SIGN_SEEDS seeds x the three symbols. The figures (n, mean difference,
+t) are in docs/simulator.md; the adverse-selection responses are the weakest (t about 1.5-3),
+which is why those two cases use twice the seeds.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from soakq.errors import ConfigError
-from soakq.metrics import book as book_module
-from soakq.metrics import book_fills
 from soakq.metrics.base import (
     DIAGNOSTICS,
     KPI_KEYS,
@@ -31,10 +32,14 @@ from soakq.metrics.base import (
     get_source,
 )
 from soakq.metrics.book import BookRun, BookSimulator, simulate
+from soakq.metrics.book import market as market_module
+from soakq.metrics.book import simulator as simulator_module
+from soakq.metrics.book.fills import KIND_SWEEP, KIND_UNINFORMED
+from soakq.metrics.book.metrics import markouts, weighted_quantile
 from soakq.params import PARAMS
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-# DESIGN §2 profiles, spelled out so these tests depend on the simulator alone.
+# The profiles (docs/tuner.md), spelled out so these tests depend on the simulator alone.
 STEADY_SAFE = {
     "base_spread_bps_delta": 0.15,
     "min_interval_ms": 75,
@@ -51,8 +56,9 @@ AGGRESSIVE = {
     "impact_cap_ratio": 0.12,
     "max_delta_ratio": 0.20,
 }
-SIGN_SEEDS = range(1, 21)  # 20 paired seeds per sign property
-GATE_SEEDS = range(101, 121)  # 20 seeds for the calibration checks
+SIGN_SEEDS = range(1, 21)  # 20 paired seeds x 3 symbols per sign property
+ADVERSE_SEEDS = range(1, 41)  # the adverse-selection responses are small against their noise
+GATE_SEEDS = range(101, 121)  # 20 seeds for the KPI-level calibration checks
 
 
 def req(
@@ -90,6 +96,7 @@ def test_output_has_exactly_the_port_keys_with_json_safe_values(mode: str) -> No
     assert 0.0 <= out["risk_ratio"] <= 1.0
     assert 0.0 <= out["maker_taker_ratio"] <= 1.0
     assert 0.0 <= out["cancel_ratio"] <= 1.0
+    assert out["slippage_bps_p95"] >= 0.0
     assert out["fills"] > 0 and out["snipes"] >= 0
     assert out["p95_latency_ms"] > 0 and out["order_age_p95_ms"] > 0
     assert out["gap_events"] <= out["spike_count"]
@@ -104,7 +111,7 @@ def test_same_request_gives_identical_output_whatever_the_call_order() -> None:
     assert BookSimulator().measure(a) == first
 
 
-def test_same_request_gives_identical_output_in_another_process() -> None:
+def test_same_request_gives_identical_bytes_in_another_process() -> None:
     code = (
         "import json; from soakq.metrics.base import MeasureRequest;"
         "from soakq.metrics.book import BookSimulator;"
@@ -115,7 +122,7 @@ def test_same_request_gives_identical_output_in_another_process() -> None:
     there = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    assert json.loads(there) == here
+    assert there == json.dumps(here, sort_keys=True) + "\n"
 
 
 @pytest.mark.parametrize(
@@ -129,13 +136,25 @@ def test_each_request_input_changes_the_result(change: dict[str, Any]) -> None:
     assert sim.measure(req(**{**base, **change})) != sim.measure(req(**base))
 
 
-def test_parameters_change_the_bot_but_not_the_market() -> None:
-    sim = BookSimulator()
-    a = sim.measure(req(seed=4, mode="spike", overrides=STEADY_SAFE))
-    b = sim.measure(req(seed=4, mode="spike", overrides=AGGRESSIVE))
-    assert (a["spike_count"], a["gap_events"]) == (b["spike_count"], b["gap_events"])
-    assert a["spike_count"] > 0
-    assert a != b
+def test_parameters_change_the_bot_but_never_the_market_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    markets: list[Any] = []
+    real = simulator_module.build_market
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        markets.append(real(*args, **kwargs))
+        return markets[-1]
+
+    monkeypatch.setattr(simulator_module, "build_market", spy)
+    a = simulate(req(seed=4, mode="spike", overrides=STEADY_SAFE))
+    b = simulate(req(seed=4, mode="spike", overrides=AGGRESSIVE))
+    assert a.metrics != b.metrics and a.quote_actions != b.quote_actions
+    first, second = markets
+    for field in ("mid", "move_ahead", "u_fill", "reach", "aux", "phase", "burst_ms"):
+        assert getattr(first, field).tobytes() == getattr(second, field).tobytes(), field
+    assert first.signal == second.signal and first.latency_level == second.latency_level
+    assert first.jump_count > 0
 
 
 def test_market_knobs_sigma_spike_prob_and_gap_size() -> None:
@@ -199,120 +218,148 @@ def test_any_valid_request_is_deterministic_and_in_range(
     json.dumps(out, allow_nan=False)
     assert 0.0 <= out["risk_ratio"] <= 1.0 and 0.0 <= out["maker_taker_ratio"] <= 1.0
     assert 0.0 <= out["cancel_ratio"] <= 1.0 and out["p95_latency_ms"] > 0
-    assert 0 <= out["snipes"] <= out["fills"]
+    assert out["slippage_bps_p95"] >= 0.0 and 0 <= out["snipes"] <= out["fills"]
+
+
+@pytest.mark.parametrize("mode", ["calm", "volatile", "spike"])
+def test_uninformed_pre_filter_is_exact(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the pre-filter switched off (every step a candidate) the result is the same."""
+    request = req(seed=21, mode=mode, overrides=AGGRESSIVE)
+    fast = simulate(request).metrics
+
+    def everything(mid: np.ndarray, u_fill: np.ndarray, *_: Any) -> np.ndarray:
+        out = np.empty_like(u_fill)
+        out[0], out[1] = -np.inf, np.inf  # any bid is above, any ask below
+        return out
+
+    monkeypatch.setattr(market_module, "fill_reach", everything)
+    assert simulate(request).metrics == fast
+
+
+# ---------------------------------------------------------------- adverse selection definition
+
+
+def test_markout_is_from_the_mid_signed_against_the_maker_and_excludes_the_spread() -> None:
+    """s * (M_t - M_{t+h}) / M_t * 1e4 on log-mids in bp; a sweep is marked from the pre-jump
+    mid; the captured half-spread is reported separately."""
+    mid = np.array([0.0, 0.0, -3.0, -3.0, -11.0, -11.0])  # bp of log price
+    market = SimpleNamespace(mid=mid)
+    sched = SimpleNamespace(step=np.array([0, 3]))
+    fills = SimpleNamespace(
+        side=np.array([0, 1, 0]),  # buy, sell, buy
+        step=np.array([1, 1, 4]),
+        kind=np.array([KIND_UNINFORMED, KIND_UNINFORMED, KIND_SWEEP]),
+        act=np.array([0, 0, 1]),
+    )
+    captured, adverse = markouts(market, sched, fills, 2.0, 1)  # type: ignore[arg-type]
+    fell = -math.expm1(-3.0 / 1e4) * 1e4  # the mid fell 3 bp after t
+    assert adverse[0] == pytest.approx(fell)  # bought, then the mid fell: against the maker
+    assert adverse[1] == pytest.approx(-fell)  # sold, then it fell: in the maker's favour
+    # The bid swept at step 4 (the mid gapped 8 bp down into it) is marked from the pre-jump
+    # mid -3, not from the post-jump -11: the whole gap is adverse selection.
+    assert adverse[2] == pytest.approx(-math.expm1(-8.0 / 1e4) * 1e4)
+    assert captured[0] == pytest.approx(-math.expm1(-2.0 / 1e4) * 1e4)  # bid 2 bp below mid
+
+
+def test_weighted_quantile_is_the_volume_weighted_lower_quantile() -> None:
+    values = np.array([5.0, 1.0, 3.0, 2.0])
+    weights = np.array([1.0, 1.0, 1.0, 7.0])
+    assert weighted_quantile(values, weights, 0.5) == 2.0
+    assert weighted_quantile(values, weights, 0.95) == 5.0
+    assert weighted_quantile(values, np.ones(4), 0.25) == 1.0
+    assert weighted_quantile(np.array([]), np.array([]), 0.95) == 0.0
+
+
+@pytest.mark.parametrize("overrides", [STEADY_SAFE, AGGRESSIVE], ids=["steady_safe", "aggr"])
+def test_adverse_p95_on_calm_is_never_negative(overrides: Mapping[str, float]) -> None:
+    values = [
+        simulate(req(seed=s, symbol=sym, overrides=overrides)).metrics["adverse_bps_p95"]
+        for s in SIGN_SEEDS
+        for sym in SYMBOLS
+    ]
+    assert min(values) >= 0.0
+    assert 0.5 <= statistics.fmean(values) <= 3.0
 
 
 # ---------------------------------------------------------------- sign properties
 
-Metric = Callable[[list[BookRun]], float]
-
-
-def _weighted(key: str) -> Metric:
-    def f(runs: list[BookRun]) -> float:
-        fills = [r.metrics["fills"] for r in runs]
-        return sum(r.metrics[key] * w for r, w in zip(runs, fills, strict=True)) / sum(fills)
-
-    return f
-
-
-def _maxed(key: str) -> Metric:
-    return lambda runs: max(r.metrics[key] for r in runs)
-
-
-def _summed(key: str) -> Metric:
-    return lambda runs: sum(r.metrics[key] for r in runs)
-
-
-def _edge(runs: list[BookRun]) -> float:
-    vol = sum(r.maker_volume for r in runs)
-    return sum(r.edge_bps_per_fill * r.maker_volume for r in runs) / vol
-
-
-METRICS: dict[str, Metric] = {
-    "net_bps": _weighted("net_bps"),
-    "risk_ratio": _weighted("risk_ratio"),
-    "maker_taker_ratio": _weighted("maker_taker_ratio"),
-    "adverse_bps_p95": _maxed("adverse_bps_p95"),
-    "slippage_bps_p95": _maxed("slippage_bps_p95"),
-    "p95_latency_ms": _maxed("p95_latency_ms"),
-    "fills": _summed("fills"),
-    "snipes": _summed("snipes"),
-    "quote_actions": lambda runs: sum(r.quote_actions for r in runs),
-    "edge_bps_per_fill": _edge,
-}
-
-
-def _runs(seed: int, mode: str, overrides: Mapping[str, float]) -> list[BookRun]:
-    return [simulate(req(seed=seed, mode=mode, symbol=s, overrides=overrides)) for s in SYMBOLS]
-
 
 def paired_mean(
-    key: str, low: float, high: float, mode: str, metrics: tuple[str, ...]
-) -> dict[str, float]:
-    """Mean over SIGN_SEEDS of metric(high) - metric(low), steady_safe otherwise."""
-    diffs: dict[str, list[float]] = {m: [] for m in metrics}
-    for seed in SIGN_SEEDS:
-        lo = _runs(seed, mode, {**STEADY_SAFE, key: low})
-        hi = _runs(seed, mode, {**STEADY_SAFE, key: high})
-        for m in metrics:
-            diffs[m].append(METRICS[m](hi) - METRICS[m](lo))
-    return {m: statistics.fmean(d) for m, d in diffs.items()}
+    key: str, low: float, high: float, mode: str, metric: str, seeds: range = SIGN_SEEDS
+) -> float:
+    """Mean over seeds x symbols of metric(high) - metric(low), steady_safe otherwise."""
+    diffs = []
+    for seed in seeds:
+        for sym in SYMBOLS:
+            lo = simulate(
+                req(seed=seed, mode=mode, symbol=sym, overrides={**STEADY_SAFE, key: low})
+            )
+            hi = simulate(
+                req(seed=seed, mode=mode, symbol=sym, overrides={**STEADY_SAFE, key: high})
+            )
+            diffs.append(_metric(hi, metric) - _metric(lo, metric))
+    return statistics.fmean(diffs)
+
+
+def _metric(run: BookRun, metric: str) -> float:
+    return float(run.quote_actions if metric == "quote_actions" else run.metrics[metric])
+
+
+def test_longer_tail_age_raises_adverse_selection_on_volatile() -> None:
+    assert paired_mean("tail_age_ms", 400, 1000, "volatile", "adverse_bps_p95", ADVERSE_SEEDS) > 0
+
+
+def test_longer_tail_age_keeps_queue_priority_more_fills_on_calm() -> None:
+    assert paired_mean("tail_age_ms", 400, 1000, "calm", "fills") > 0
 
 
 @pytest.mark.parametrize("mode", ["calm", "volatile"])
-def test_wider_spread_fewer_fills_more_edge_less_adverse(mode: str) -> None:
-    d = paired_mean(
-        "base_spread_bps_delta",
-        0.05,
-        0.45,
-        mode,
-        ("fills", "edge_bps_per_fill", "adverse_bps_p95", "net_bps"),
-    )
-    assert d["fills"] < 0
-    assert d["edge_bps_per_fill"] > 0
-    assert d["adverse_bps_p95"] < 0
-    assert d["net_bps"] > 0
+def test_longer_tail_age_cuts_messages(mode: str) -> None:
+    assert paired_mean("tail_age_ms", 400, 1000, mode, "quote_actions") < 0
+
+
+def test_longer_min_interval_raises_adverse_selection_on_volatile() -> None:
+    diff = paired_mean("min_interval_ms", 50, 200, "volatile", "adverse_bps_p95", ADVERSE_SEEDS)
+    assert diff > 0
 
 
 @pytest.mark.parametrize("mode", ["calm", "volatile", "spike"])
-def test_longer_tail_age_raises_maker_share_and_cuts_latency(mode: str) -> None:
-    d = paired_mean(
-        "tail_age_ms", 450, 950, mode, ("maker_taker_ratio", "p95_latency_ms", "quote_actions")
-    )
-    assert d["maker_taker_ratio"] > 0
-    assert d["p95_latency_ms"] < 0
-    assert d["quote_actions"] < 0
+def test_longer_min_interval_lowers_p95_latency(mode: str) -> None:
+    assert paired_mean("min_interval_ms", 50, 200, mode, "p95_latency_ms") < 0
 
 
-def test_longer_tail_age_in_spike_gets_sniped_more() -> None:
-    d = paired_mean("tail_age_ms", 450, 950, "spike", ("snipes",))
-    assert d["snipes"] > 0
-
-
-@pytest.mark.parametrize("mode", ["volatile", "spike"])
-def test_longer_min_interval_fewer_actions_lower_latency_more_snipes(mode: str) -> None:
-    d = paired_mean("min_interval_ms", 50, 200, mode, ("quote_actions", "p95_latency_ms", "snipes"))
-    assert d["quote_actions"] < 0
-    assert d["p95_latency_ms"] < 0
-    assert d["snipes"] > 0
+@pytest.mark.parametrize("mode", ["calm", "volatile"])
+def test_wider_spread_fewer_fills(mode: str) -> None:
+    assert paired_mean("base_spread_bps_delta", 0.05, 0.45, mode, "fills") < 0
 
 
 @pytest.mark.parametrize("mode", ["calm", "volatile", "spike"])
-def test_higher_impact_cap_more_risk_less_maker_share(mode: str) -> None:
-    d = paired_mean("impact_cap_ratio", 0.05, 0.12, mode, ("risk_ratio", "maker_taker_ratio"))
-    assert d["risk_ratio"] > 0
-    assert d["maker_taker_ratio"] < 0
+def test_higher_impact_cap_more_risk(mode: str) -> None:
+    assert paired_mean("impact_cap_ratio", 0.05, 0.12, mode, "risk_ratio") > 0
 
 
 @pytest.mark.parametrize("mode", ["volatile", "spike"])
-def test_higher_replace_rate_toward_the_limit_raises_latency(mode: str) -> None:
-    d = paired_mean("replace_rate_per_min", 200, 340, mode, ("p95_latency_ms",))
-    assert d["p95_latency_ms"] > 0
+def test_higher_replace_rate_raises_latency(mode: str) -> None:
+    assert paired_mean("replace_rate_per_min", 200, 340, mode, "p95_latency_ms") > 0
 
 
 # ---------------------------------------------------------------- tuner moves help
 
 
+def _aggregate(seed: int, mode: str, overrides: Mapping[str, float]) -> dict[str, float]:
+    """The iteration summary's aggregation: fill-weighted means, p95s as the max."""
+    runs = [simulate(req(seed=seed, mode=mode, symbol=s, overrides=overrides)) for s in SYMBOLS]
+    fills = [r.metrics["fills"] for r in runs]
+    out = {
+        k: sum(r.metrics[k] * w for r, w in zip(runs, fills, strict=True)) / sum(fills)
+        for k in ("net_bps", "risk_ratio", "maker_taker_ratio")
+    }
+    for k in ("p95_latency_ms", "adverse_bps_p95"):
+        out[k] = max(r.metrics[k] for r in runs)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["volatile", "spike"])
 @pytest.mark.parametrize(
     ("rule", "change", "metric"),
     [
@@ -322,30 +369,22 @@ def test_higher_replace_rate_toward_the_limit_raises_latency(mode: str) -> None:
     ],
     ids=["risk", "latency", "adverse"],
 )
-def test_tuner_moves_from_aggressive_in_spike_lower_the_kpi_they_target(
-    rule: str, change: dict[str, float], metric: str
+def test_tuner_moves_from_aggressive_lower_the_kpi_they_target(
+    mode: str, rule: str, change: dict[str, float], metric: str
 ) -> None:
-    """DESIGN §4 moves applied to `aggressive` in spike: the KPI they aim at goes down."""
+    """docs/tuner.md moves applied to `aggressive`: the KPI they aim at goes down."""
     diffs = [
-        METRICS[metric](_runs(seed, "spike", {**AGGRESSIVE, **change}))
-        - METRICS[metric](_runs(seed, "spike", AGGRESSIVE))
+        _aggregate(seed, mode, {**AGGRESSIVE, **change})[metric]
+        - _aggregate(seed, mode, AGGRESSIVE)[metric]
         for seed in SIGN_SEEDS
     ]
     assert statistics.fmean(diffs) < 0, rule
 
 
-# ---------------------------------------------------------------- calibration against the gates
+# ---------------------------------------------------------------- KPI-level calibration
 
 
-def _aggregate(seed: int, mode: str, overrides: Mapping[str, float]) -> dict[str, float]:
-    runs = _runs(seed, mode, overrides)
-    return {
-        k: METRICS[k](runs)
-        for k in ("net_bps", "risk_ratio", "maker_taker_ratio", "p95_latency_ms", "adverse_bps_p95")
-    }
-
-
-def test_steady_safe_on_calm_passes_the_release_gate_on_most_seeds() -> None:
+def test_steady_safe_on_calm_passes_the_release_thresholds_on_most_seeds() -> None:
     passed = 0
     for seed in GATE_SEEDS:
         a = _aggregate(seed, "calm", STEADY_SAFE)
@@ -355,13 +394,14 @@ def test_steady_safe_on_calm_passes_the_release_gate_on_most_seeds() -> None:
             and a["maker_taker_ratio"] >= 0.85
             and a["p95_latency_ms"] <= 350
         )
-    assert passed >= 0.8 * len(GATE_SEEDS)
+    assert passed >= 0.9 * len(GATE_SEEDS)
 
 
-def test_aggressive_on_spike_fails_the_hard_kpi_gate_on_most_seeds() -> None:
+@pytest.mark.parametrize("mode", ["volatile", "spike"])
+def test_aggressive_fails_the_hard_kpi_gate_at_iteration_1(mode: str) -> None:
     failed = 0
     for seed in GATE_SEEDS:
-        a = _aggregate(seed, "spike", AGGRESSIVE)
+        a = _aggregate(seed, mode, AGGRESSIVE)
         failed += (
             a["net_bps"] < 2.0
             or a["risk_ratio"] > 0.50
@@ -369,14 +409,4 @@ def test_aggressive_on_spike_fails_the_hard_kpi_gate_on_most_seeds() -> None:
             or a["p95_latency_ms"] > 400
             or a["adverse_bps_p95"] > 6.0
         )
-    assert failed >= 0.8 * len(GATE_SEEDS)
-
-
-@pytest.mark.parametrize("mode", ["calm", "volatile", "spike"])
-def test_candidate_filter_is_exact(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Walking every step and side gives the very same result as walking only the candidates."""
-    request = req(seed=21, mode=mode, overrides=AGGRESSIVE)
-    fast = BookSimulator().measure(request)
-    real = book_fills.simulate_fills
-    monkeypatch.setattr(book_module, "simulate_fills", functools.partial(real, exhaustive=True))
-    assert BookSimulator().measure(request) == fast
+    assert failed >= 0.9 * len(GATE_SEEDS)

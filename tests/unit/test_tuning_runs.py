@@ -141,24 +141,28 @@ def check_ends_frozen_after_harvest(steps: list) -> None:
     )
 
 
-# The default seed's run stops at iteration 19 today: the book simulator reports a negative
-# slippage_bps_p95 (-0.017 for SOLUSDT) and the KPI valid ranges make that a metrics error.
-@pytest.mark.xfail(
-    strict=True,
-    reason="book simulator emits slippage_bps_p95 < 0, outside its valid range (metrics error "
-    "at iteration 19); remove this marker once the simulator is fixed",
-)
 def test_steady_safe_calm_default_seed_harvests_and_ends_frozen() -> None:
     check_ends_frozen_after_harvest(run("steady_safe", "calm", DEFAULT_SEED))
 
 
 def test_steady_safe_calm_runs_harvest_then_end_frozen() -> None:
-    """Among seeds 1-10, most runs that complete end frozen, each after harvesting."""
+    """Among seeds 1-10, most runs that complete end frozen; each either harvested first, or
+    froze on proving iterations whose means did not meet the harvest condition (the harvest
+    goes first only when it applies)."""
     complete = [s for s in range(1, 11) if len(run("steady_safe", "calm", s)) == ITERATIONS]
     frozen = [s for s in complete if run("steady_safe", "calm", s)[-1].state["freeze"]["active"]]
     assert frozen and 2 * len(frozen) > len(complete), (complete, frozen)
+    harvested = [s for s in frozen if check_harvests(run("steady_safe", "calm", s))]
+    assert 2 * len(harvested) > len(frozen), (frozen, harvested)
     for seed in frozen:
-        check_ends_frozen_after_harvest(run("steady_safe", "calm", seed))
+        steps = run("steady_safe", "calm", seed)
+        if seed in harvested:
+            check_ends_frozen_after_harvest(steps)
+            continue
+        docs = {d["iteration"]: d for d in docs_of(steps)}
+        proving = steps[-1].state["freeze"]["proving"][:3]
+        means = window_means([entry(docs[i]) for i in proving])
+        assert not HARVEST.holds(means), (seed, proving, means)
 
 
 @pytest.mark.parametrize("seed", SEEDS[:4])
@@ -279,8 +283,10 @@ def test_without_guards_reversals_are_not_held_back() -> None:
 
 def test_a_fail_while_frozen_unfreezes_and_tunes_in_that_iteration() -> None:
     found = []
-    for seed in range(1, 13):
-        steps = run("steady_safe", "calm", seed)
+    # The premise (a frozen run that later fails hard) is rare by design on a calm market; the
+    # spike market provides it too (book simulator v2: seed 1, iteration 22).
+    for mode, seed in [(m, s) for m in ("calm", "spike") for s in range(1, 13)]:
+        steps = run("steady_safe", mode, seed)
         docs = docs_of(steps)
         for prev, doc in zip(docs, docs[1:], strict=False):
             if not (prev["summary"]["freeze_active"] and doc["summary"]["kpi_verdict"] == "FAIL"):

@@ -1,4 +1,8 @@
-"""Constants of the `book` simulator, loaded once from package data (regimes.json, symbols.json)."""
+"""Constants of the `book` simulator, loaded once from package data (regimes.json, symbols.json).
+
+Every field is documented where it is declared, with its unit; the model that uses them is
+described in ``docs/simulator.md``.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,9 @@ from soakq.errors import ConfigError
 class Clock:
     """Simulated time: ``minutes`` of market per symbol-iteration at ``step_ms`` resolution."""
 
-    step_ms: int
+    step_ms: int  # one market-data tick: the mid moves and the bot decides once per step
     minutes: int
-    markout_ms: int  # horizon of the adverse-selection markout and of informed flow
+    markout_ms: int  # horizon h of the adverse-selection markout and of informed flow
 
     @property
     def steps(self) -> int:
@@ -41,29 +45,28 @@ class Fees:
 class Bot:
     """The bot's fixed behaviour; the six runtime parameters act on top of it.
 
-    Sizes are in units of the inventory limit (risk_ratio = mean |inventory| / 1.0).
+    Sizes are in units of the inventory limit (risk_ratio = time-average |inventory| / 1.0).
     """
 
-    clip_per_impact_cap: float  # quote clip = impact_cap_ratio * this
-    sweep_clips: float  # a sweep through a stale quote takes this many clips (capped by max_delta)
-    informed_ref_clip: float  # informed arrivals are informed_per_s at this clip, pro rata
+    clip_per_impact_cap: float  # quote clip = impact_cap_ratio * this (shown size per side)
+    informed_ref_clip: float  # informed takers come at informed_per_s at this clip, pro rata
     signal_tau_s: float  # time constant of the bot's position signal (an AR(1), unit variance)
     signal_full_scale: float  # signal value at which the target reaches its cap
     target_tick_ms: int  # the position target is re-evaluated once per tick
     target_per_impact_cap: float  # |target| <= impact_cap_ratio * this
     target_step_per_max_delta: float  # target moves at most max_delta_ratio * this per tick
-    skew_bps_per_limit: float  # both quotes skew against (inventory - target), bp per unit
-    skew_cap_bps: float
+    size_skew_per_limit: float  # shown size on the side that adds to |inventory - target|
+    # is clip * (1 - this * |inventory - target|), floored at 0 (size skew)
     deviation_hard_ratio: float  # |inventory - target| above this is hedged at once ...
     deviation_soft_ratio: float  # ... above this, once it has stayed there soft_hold_ms ...
     soft_hold_ms: float
-    risk_check_ms: int  # the soft and hard limits are checked on this grid (and after each fill)
     deviation_target_ratio: float  # ... with taker orders, back to this deviation
     queue_tau_ms: float  # queue priority = 1 - (1 - floor) * exp(-age / tau); reset on re-post
     queue_floor: float
     fill_report_ms: float  # a filled side is re-posted max(this, min_interval_ms) + latency later
     exchange_limit_per_min: float  # venue message limit per symbol: latency blows up near it
     rate_window_ms: float  # trailing window of the message-rate estimate driving congestion
+    session_service_ms: float  # the venue serves a session's messages in order, this apart
     burst_s: float  # token-bucket depth of replace_rate_per_min, in seconds of budget
 
 
@@ -71,25 +74,30 @@ class Bot:
 class Regime:
     """Market regime: volatility, jumps, flow, depth and venue latency."""
 
-    sigma_bps_sqrt_s: float
+    sigma_bps_sqrt_s: float  # volatility of the (log) mid, bp per sqrt(second)
     jumps_per_min: float
-    jump_bps: float
+    jump_bps: float  # jump size = jump_bps * (0.5 + 0.5 * Exp(1)), random sign
     fill_a_per_s: float  # uninformed fill intensity A in A*exp(-k*delta), per side (depth)
     fill_k_per_bp: float
-    max_fill_rate_per_s: float  # cap on A*exp(-k*delta) for a quote at or outside the mid
+    max_fill_rate_per_s: float  # cap on A*exp(-k*delta) for a quote at or near the mid
     crossed_rate_per_s: float  # rate at which a quote the mid moved through is taken (x queue)
-    informed_per_s: float  # arrivals of takers who know the mid one markout horizon ahead
-    informed_edge_bps: float  # they trade only if the move beats the quote by this much
+    informed_per_s: float  # informed takers know the mid's move over the markout horizon; when it
+    # exceeds informed_move_bps toward a quote, they take it at this rate per second of the
+    # quote's price age (x queue, at the reference clip): the stalest quotes go first
+    informed_move_bps: float
     taker_size_mean: float  # mean size an uninformed taker wants, in inventory-limit units
     half_spread_bps: float  # the bot's base quoted half-spread in this regime (vol-adaptive)
-    requote_bps: float  # the bot requotes when the mid moved this far from its quote's mid
+    requote_bps: float  # the bot requotes when the mid moved beyond this from its quotes' mid
     touch_bps: float  # half the market spread a taker hedge crosses
     impact_bps_per_limit: float  # hedge impact per unit of inventory limit traded in one step
-    latency_ms: float  # venue round trip at idle
-    latency_jitter: float  # spread of the (log-logistic) round trip, as a lognormal sigma
+    latency_ms: float  # median venue round trip at idle
+    latency_sigma: float  # lognormal sigma of one message's round trip around the window's level
+    latency_level_sigma: float  # lognormal sigma of the venue's load level from window to window
     congestion_gain: float  # latency *= 1 + gain * u / (1 - u), u = message rate / venue limit
-    jump_latency_boost: float  # latency *= 1 + boost * exp(-dt / decay) after a jump
-    jump_latency_decay_ms: float
+    jump_latency_boost: float  # latency *= 1 + boost * exp(-dt / burst_decay_ms) after a jump
+    hiccups_per_min: float  # venue slowdowns unrelated to price (Poisson), same decay ...
+    hiccup_boost: float  # ... with a boost drawn Exp(mean hiccup_boost)
+    burst_decay_ms: float
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,7 @@ class BookConfig:
     symbols: dict[str, SymbolSpec]
 
     def regime(self, mode: str) -> Regime:
+        """The regime named ``mode``; ConfigError naming the allowed ones otherwise."""
         try:
             return self.regimes[mode]
         except KeyError:
@@ -122,6 +131,7 @@ class BookConfig:
             ) from None
 
     def symbol(self, symbol: str) -> SymbolSpec:
+        """The symbol's scaling; ConfigError naming the allowed symbols otherwise."""
         try:
             return self.symbols[symbol]
         except KeyError:
@@ -189,9 +199,10 @@ def load_book_config() -> BookConfig:
         )
     except KeyError as exc:
         raise ConfigError(f"regimes.json: missing section {exc}") from None
-    clock, bot = cfg.clock, cfg.bot
-    for key in ("target_tick_ms", "risk_check_ms"):
-        value = getattr(bot, key)
-        if clock.step_ms <= 0 or value <= 0 or value % clock.step_ms:
-            raise ConfigError(f"regimes.json: bot.{key} must be a positive multiple of step_ms")
+    clock = cfg.clock
+    if clock.step_ms <= 0 or 60_000 % clock.step_ms:
+        raise ConfigError("regimes.json: clock.step_ms must be a positive divisor of 60000")
+    tick = cfg.bot.target_tick_ms
+    if tick <= 0 or tick % clock.step_ms:
+        raise ConfigError("regimes.json: bot.target_tick_ms must be a positive multiple of step_ms")
     return cfg

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soakq.metrics.book_config import BookConfig, Regime, SymbolSpec
-from soakq.metrics.book_engine import Market, Schedule
+from bench.book_v1.book_config import BookConfig, Regime, SymbolSpec
+from bench.book_v1.book_engine import Market, Schedule
 
 Array = np.ndarray
 

@@ -1,4 +1,4 @@
-"""The `book` metric source: a seeded market-making simulator in which the parameters matter.
+"""Frozen v1 of the `book` source (baseline for bench/bench_book.py): parameters matter.
 
 Per symbol and iteration it simulates ``clock.minutes`` of market at ``clock.step_ms`` steps
 (DESIGN §3); constants live in ``soakq/data/regimes.json`` and ``symbols.json``.
@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.book_v1.book_config import BookConfig, load_book_config
+from bench.book_v1.book_engine import add_latency, build_market, position_target, schedule_quotes
+from bench.book_v1.book_fills import Fills, simulate_fills
 from soakq.errors import ConfigError, MetricsError
 from soakq.metrics.base import MeasureRequest
-from soakq.metrics.book_config import BookConfig, load_book_config
-from soakq.metrics.book_engine import add_latency, build_market, position_target, schedule_quotes
-from soakq.metrics.book_fills import Fills, simulate_fills
 from soakq.params import KEYS
 
 P95 = 0.95

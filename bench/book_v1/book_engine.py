@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.book_v1.book_config import BookConfig, Regime, SymbolSpec
 from soakq.metrics.base import derive_seed
-from soakq.metrics.book_config import BookConfig, Regime, SymbolSpec
 
 Array = np.ndarray
 

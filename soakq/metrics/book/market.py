@@ -1,0 +1,221 @@
+"""The market of one symbol-iteration: mid path, jumps, venue slowdowns and what others do.
+
+Everything random (the mid and its jumps, the venue's latency, other traders' arrivals and
+sizes, the bot's timer phase and position signal) comes from one RNG stream seeded by (seed,
+mode, symbol, iteration), drawn in full, in a fixed order and size, before the bot's parameters
+are looked at: two runs that differ only in the parameters see the same market and the same
+counterparties (common random numbers), which keeps paired comparisons clean and makes "a
+parameter never changes the market path" true by construction. The draws whose count depends on
+the market knobs (jumps, hiccups) come last, so a knob never shifts the others.
+
+Units: time in ms, prices in bp of log-price relative to the opening mid (a price is
+``P0 * exp(x / 1e4)``), sizes in units of the inventory limit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from soakq.metrics.base import derive_seed
+from soakq.metrics.book.config import BookConfig, Regime, SymbolSpec
+
+Array = np.ndarray
+
+# Fields of the per-step auxiliary random word (16-bit uniforms), see ``aux_uniform``.
+AUX_SIZE, AUX_LAT_1, AUX_LAT_2, AUX_INFORMED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Market:
+    """One symbol-iteration's market and counterparties; independent of the bot's parameters."""
+
+    mid: Array  # (steps + markout_steps,) log-mid in bp
+    move_ahead: Array  # (steps,) the mid's diffusive move over the next markout horizon (bp):
+    # what informed takers know (a jump is news to everyone)
+    jump_steps: Array  # sorted steps whose mid jumped (the jump happens going into that step)
+    jump_count: int
+    gap_count: int
+    u_fill: Array  # (2, steps) uniforms deciding uninformed fills and sweeps, [side, step]
+    reach: Array  # (2, steps) log-price the step's uninformed taker could reach: a bid above
+    # reach[0] or an ask below reach[1] may fill (see ``fill_reach``); others cannot
+    aux: Array  # (steps,) uint64: 16-bit uniforms per step (taker size, jitters, informed)
+    phase: Array  # (steps,) the bot's timer phase at each step, uniform in [0, 1)
+    burst_ms: Array  # sorted start times of venue latency bursts (jumps and hiccups)
+    burst_boost: Array  # their boost: latency *= 1 + boost * exp(-dt / burst_decay_ms)
+    latency_level: float  # the venue's load in this window: idle latency *= this (lognormal)
+    signal: list[float]  # per target tick, in [-1, 1]: the bot's position signal
+
+
+def _rng(seed: int, mode: str, symbol: str, iteration: int) -> np.random.Generator:
+    seed64 = derive_seed("book-v2", seed, mode, symbol, iteration)
+    return np.random.Generator(np.random.SFC64(seed64))
+
+
+def logistic_increments(rng: np.random.Generator, n: int) -> Array:
+    """``n`` logistic draws with mean 0 and variance 1 (``sqrt(3)/pi * log(u / (1 - u))``).
+
+    The mid's per-step shocks: a little fatter-tailed than Gaussian at one step, Gaussian to the
+    eye after ten (central limit), and three times cheaper to draw than numpy's normals.
+    """
+    u = rng.random(n)
+    return (math.sqrt(3.0) / math.pi) * np.log(u / (1.0 - u))
+
+
+def aux_uniform(aux: Array, field: int) -> Array:
+    """The 16-bit uniform ``field`` of each auxiliary word, in (0, 1) (never 0 or 1)."""
+    bits = (aux >> np.uint64(16 * field)) & np.uint64(0xFFFF)
+    return (bits.astype(np.float64) + 0.5) * (1.0 / 65536.0)
+
+
+def fill_reach(
+    mid: Array, u_fill: Array, regime: Regime, spec: SymbolSpec, step_ms: float
+) -> Array:
+    """(2, steps): the deepest quote each step's uninformed taker could fill, as a log-price.
+
+    A quote at distance delta fills with probability ``1 - exp(-lambda * q * dt) <= A * dt *
+    exp(-k * delta)`` (queue q <= 1, lambda <= A * exp(-k * delta), and a crossed quote's rate
+    is at most A), so ``u < A * dt * exp(-k * delta)``, i.e. ``delta < log(A * dt / u) / k``, is
+    necessary: an exact pre-filter that needs no knowledge of the bot's quotes.
+    """
+    a_dt = max(regime.fill_a_per_s * spec.depth_scale, regime.crossed_rate_per_s) * step_ms / 1e3
+    depth = (math.log(a_dt) - np.log(u_fill)) * (1.0 / regime.fill_k_per_bp)
+    n = u_fill.shape[1]
+    reach = np.empty_like(depth)
+    np.subtract(mid[:n], depth[0], out=reach[0])
+    np.add(mid[:n], depth[1], out=reach[1])
+    return reach
+
+
+def build_market(
+    cfg: BookConfig,
+    regime: Regime,
+    spec: SymbolSpec,
+    *,
+    seed: int,
+    mode: str,
+    symbol: str,
+    iteration: int,
+    sigma_scale: float,
+    jumps_per_min: float,
+    jump_bps: float,
+) -> Market:
+    """Draw the market and the counterparties' randomness; independent of the bot's parameters.
+
+    One RNG stream; the draws whose count depends on the market knobs (jumps, hiccups) come
+    last, so a knob never shifts the counterparties' draws.
+    """
+    clock = cfg.clock
+    n, h = clock.steps, clock.markout_steps
+    rng = _rng(seed, mode, symbol, iteration)
+    u_fill = rng.random((2, n))
+    aux = rng.bit_generator.random_raw(n)
+    phase = rng.random(n)
+    signal = _signal(rng, cfg)
+    sigma_step = regime.sigma_bps_sqrt_s * spec.vol_scale * sigma_scale
+    diffusion = np.cumsum(
+        logistic_increments(rng, n + h) * (sigma_step * math.sqrt(clock.step_ms / 1000.0))
+    )
+    jump_steps, sizes, gaps = _jumps(rng, n + h, jumps_per_min * clock.step_ms / 60_000.0, jump_bps)
+    mid = diffusion + gaps
+    latency_level = math.exp(regime.latency_level_sigma * float(rng.standard_normal()))
+    burst_ms, burst_boost = _bursts(rng, cfg, regime, jump_steps[jump_steps < n])
+    in_run = jump_steps < n
+    return Market(
+        mid=mid,
+        move_ahead=diffusion[h:] - diffusion[:n],
+        jump_steps=jump_steps[in_run],
+        jump_count=int(np.count_nonzero(in_run)),
+        gap_count=int(np.count_nonzero(sizes[in_run] >= cfg.gap_threshold_bps)),
+        u_fill=u_fill,
+        reach=fill_reach(mid, u_fill, regime, spec, float(clock.step_ms)),
+        aux=aux,
+        phase=phase,
+        burst_ms=burst_ms,
+        burst_boost=burst_boost,
+        latency_level=latency_level,
+        signal=signal,
+    )
+
+
+def _jumps(
+    rng: np.random.Generator, size: int, per_step: float, jump_bps: float
+) -> tuple[Array, Array, Array]:
+    """Jumps (Poisson, ``per_step`` per step): (steps, absolute sizes, cumulative jump path)."""
+    count = int(rng.poisson(max(0.0, per_step) * size))
+    at = np.unique(rng.integers(1, size, count))
+    # Mean size jump_bps, never below half of it: a jump or gap is a real move, not noise.
+    sizes = jump_bps * (0.5 + 0.5 * rng.exponential(1.0, at.size))
+    signed = np.where(rng.random(at.size) < 0.5, sizes, -sizes)
+    path = np.repeat(
+        np.concatenate(([0.0], np.cumsum(signed))), np.diff(at, prepend=0, append=size)
+    )
+    return at, sizes, path
+
+
+def _bursts(
+    rng: np.random.Generator, cfg: BookConfig, regime: Regime, jump_steps: Array
+) -> tuple[Array, Array]:
+    """Venue latency bursts: one per jump, plus Poisson hiccups; (start ms, boost), sorted."""
+    end_ms = cfg.clock.steps * cfg.clock.step_ms
+    count = int(rng.poisson(regime.hiccups_per_min * end_ms / 60_000.0))
+    start = np.concatenate((jump_steps * float(cfg.clock.step_ms), rng.random(count) * end_ms))
+    boost = np.concatenate(
+        (
+            np.full(jump_steps.size, regime.jump_latency_boost),
+            rng.exponential(regime.hiccup_boost, count),
+        )
+    )
+    order = np.argsort(start, kind="stable")
+    return start[order], boost[order]
+
+
+def _signal(rng: np.random.Generator, cfg: BookConfig) -> list[float]:
+    """AR(1) signal with unit variance and time constant ``signal_tau_s``, clipped to [-1, 1].
+
+    ``x_k = rho^k * (x_0 + sum_{j=1..k} rho^-j e_j)``, evaluated in chunks short enough that
+    ``rho^-j`` stays below e^27.
+    """
+    bot = cfg.bot
+    ticks = cfg.clock.steps * cfg.clock.step_ms // bot.target_tick_ms + 1
+    decay = bot.target_tick_ms / (1000.0 * bot.signal_tau_s)  # -ln(rho)
+    rho = math.exp(-decay)
+    shocks = rng.standard_normal(ticks) * math.sqrt(1.0 - rho * rho)
+    shocks[0] /= math.sqrt(1.0 - rho * rho)  # start in the stationary distribution
+    chunk = max(1, int(27.0 / decay))
+    out = np.empty(ticks)
+    carry = 0.0
+    for start in range(0, ticks, chunk):
+        e = shocks[start : start + chunk]
+        k = np.arange(e.size)
+        x = np.exp(-decay * k) * (rho * carry + np.cumsum(e * np.exp(decay * k)))
+        out[start : start + e.size] = x
+        carry = float(x[-1])
+    return np.clip(out / bot.signal_full_scale, -1.0, 1.0).tolist()
+
+
+def position_target(signal: list[float], *, cap: float, step_cap: float) -> list[float]:
+    """The bot's position target per tick: ``cap * signal``, moved at most ``step_cap`` per tick."""
+    out = []
+    p = 0.0
+    for x in signal:
+        move = cap * x - p
+        if move > step_cap:
+            move = step_cap
+        elif move < -step_cap:
+            move = -step_cap
+        p += move
+        out.append(p)
+    return out
+
+
+def burst_factor(market: Market, times_ms: Array, decay_ms: float) -> Array:
+    """Venue slowdown at each time: ``1 + boost * exp(-(t - start) / decay)``, latest burst."""
+    if market.burst_ms.size == 0 or decay_ms <= 0.0:
+        return np.ones(times_ms.size)
+    last = np.searchsorted(market.burst_ms, times_ms, side="right") - 1
+    since = times_ms - market.burst_ms[np.maximum(last, 0)]
+    boost = market.burst_boost[np.maximum(last, 0)] * np.exp(-since / decay_ms)
+    return 1.0 + np.where(last >= 0, boost, 0.0)

@@ -1,0 +1,194 @@
+"""The bot's quoting: when it requotes, and when its orders rest on the book.
+
+The bot reacts to market data, one decision per step (``clock.step_ms``). Its quotes (both sides,
+centred on the mid it saw) are refreshed when the mid has moved beyond the regime's requote
+tolerance from that centre, **or** when they are ``tail_age_ms`` old, whichever comes first, and
+never sooner than ``2 * min_interval_ms`` after the previous refresh (an action is two messages
+``min_interval_ms`` apart). Each action spends two tokens of a bucket refilled at
+``replace_rate_per_min`` and ``burst_s`` seconds deep; an action without tokens waits for them,
+except a requote forced by a jump through the quotes (pulling a crossed quote never queues). While
+it waits, or until the next trigger, the quote goes stale against the drifting mid.
+
+Timers are checked on market-data steps: a duration of ``x`` ms becomes ``floor(x / step + u)``
+steps with ``u`` the bot's timer phase at that step (a market draw), so the mean is exactly
+``x / step`` and every millisecond of a parameter counts on average.
+
+Message latency is the venue's (``market.burst_factor``: a lognormal round trip around the
+regime's median, raised in bursts around jumps and venue hiccups) times a congestion factor
+``1 + gain * u / (1 - u)``, u = the symbol's message rate over the trailing ``rate_window_ms`` /
+the venue limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
+
+import numpy as np
+
+from soakq.metrics.book import kernels
+from soakq.metrics.book.config import BookConfig, Regime, SymbolSpec
+from soakq.metrics.book.market import (
+    AUX_LAT_1,
+    AUX_LAT_2,
+    Market,
+    burst_factor,
+)
+
+Array = np.ndarray
+MAX_CONGESTION_U = 0.95  # the venue throttles beyond this share of its limit
+MAX_SCAN_STEPS = 16  # the band scan keeps one bit per step ahead in a uint16
+JITTER_BITS = 12  # resolution of the lognormal jitter's normal quantile table
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The bot's quote actions (each replaces both sides: two messages)."""
+
+    step: Array  # decision step of each action
+    decided_ms: Array
+    price_driven: Array  # bool: the action's quotes were replaced because the mid moved
+    latency_ms: Array  # (2, actions): round trip of the action's first and second message
+    live_ms: Array  # (2, actions): when the new bid / ask rest on the book (FIFO per side)
+
+
+def timer_steps(phase: Array, duration_ms: float, step_ms: float) -> Array:
+    """``floor(duration / step + phase)``, at least 1: a timer checked on market-data steps."""
+    return np.maximum(1, (duration_ms / step_ms + phase).astype(np.int64))
+
+
+@lru_cache(maxsize=32)
+def _first_bit(width: int) -> Array:
+    """Lookup table: for a bit code of ``width`` bits, 1 + the index of its lowest set bit."""
+    codes = np.arange(1 << width)
+    table = np.full(1 << width, width + 1, dtype=np.int64)
+    for j in range(width, 0, -1):  # descending: the lowest bit wins
+        table[(codes & (1 << (j - 1))) != 0] = j
+    return table
+
+
+def trigger_table(
+    mid: Array, n: int, *, tol_bps: float, tail: Array, gap: Array
+) -> tuple[Array, Array]:
+    """Per step a: ``2 * next + price`` and the step the mid left the band around ``mid[a]``.
+
+    The next action after one at a comes at the first step the mid is more than ``tol_bps`` from
+    ``mid[a]`` (price = 1), or at ``a + tail[a]`` (age, price = 0), whichever is first, but not
+    before ``a + gap[a]``. The mid is scanned at most ``min(len(mid) - n, 16)`` steps ahead; the
+    exit step is past that when it stayed inside.
+    """
+    width = int(min(tail.max(), mid.size - n, MAX_SCAN_STEPS))
+    base = mid[:n]
+    hi, lo = base + tol_bps, base - tol_bps
+    code = np.zeros(n, dtype=np.uint16)  # bit j-1 set: the mid is outside the band j steps on
+    for j in range(1, width + 1):
+        ahead = mid[j : n + j]
+        outside = ahead > hi
+        outside |= ahead < lo
+        code |= outside * np.uint16(1 << (j - 1))
+    exit_j = _first_bit(width)[code]
+    price = exit_j <= tail
+    wait = np.maximum(np.minimum(exit_j, tail), gap)
+    idx = np.arange(n)
+    return (idx + wait) * 2 + price, idx + exit_j
+
+
+def urgent_steps(exit_step: Array, jump_steps: Array, tail: Array) -> set[int]:
+    """Steps whose next action is forced by a jump (its trigger step is a jump step)."""
+    if jump_steps.size == 0:
+        return set()
+    width = int(tail.max())
+    a = (jump_steps[:, None] - np.arange(1, width + 1)).ravel()
+    a = a[a >= 0]
+    hit = (exit_step[a] <= a + tail[a]) & np.isin(exit_step[a], jump_steps)
+    return set(a[hit].tolist())
+
+
+def schedule_quotes(
+    cfg: BookConfig,
+    regime: Regime,
+    spec: SymbolSpec,
+    market: Market,
+    *,
+    min_interval_ms: float,
+    replace_rate_per_min: float,
+    tail_age_ms: float,
+) -> Schedule:
+    """The bot's quote actions, their message latencies and live times for one symbol-iteration."""
+    clock, bot = cfg.clock, cfg.bot
+    n, step_ms = clock.steps, float(clock.step_ms)
+    phase = market.phase
+    tail = timer_steps(phase, tail_age_ms, step_ms)
+    code, exit_step = trigger_table(
+        market.mid,
+        n,
+        tol_bps=regime.requote_bps,
+        tail=tail,
+        gap=timer_steps(phase, 2.0 * min_interval_ms, step_ms),
+    )
+    # The replace budget as a GCRA (virtual-scheduling form of the token bucket): an action
+    # costs two replacements, the bucket holds max(2, rate * burst_s / 60) of them.
+    per_step = replace_rate_per_min * step_ms / 60_000.0
+    depth = max(2.0, replace_rate_per_min * bot.burst_s / 60.0)
+    steps = kernels.walk_schedule(
+        code,
+        urgent_steps(exit_step, market.jump_steps, tail),
+        n,
+        interval=2.0 / per_step,
+        tolerance=(depth - 2.0) / per_step,
+    )
+    decided_ms = steps * step_ms
+    latency = action_latency(cfg, regime, spec, market, steps, decided_ms, min_interval_ms)
+    # The bot alternates the side it sends first, so neither side is always the stale one:
+    # even actions send the bid first, odd ones the ask; the second goes min_interval later.
+    live = decided_ms + latency
+    live[1] += min_interval_ms
+    live[:, 1::2] = live[::-1, 1::2]
+    np.maximum.accumulate(live, axis=1, out=live)
+    return Schedule(
+        step=steps,
+        decided_ms=decided_ms,
+        price_driven=exit_step[steps] <= steps + tail[steps],
+        latency_ms=latency,
+        live_ms=live,
+    )
+
+
+@lru_cache(maxsize=1)
+def _normal_quantiles() -> Array:
+    """Standard normal quantiles at the midpoints of 2**JITTER_BITS equal probability bins."""
+    size = 1 << JITTER_BITS
+    inv = NormalDist().inv_cdf
+    return np.array([inv((i + 0.5) / size) for i in range(size)])
+
+
+def action_latency(
+    cfg: BookConfig,
+    regime: Regime,
+    spec: SymbolSpec,
+    market: Market,
+    steps: Array,
+    decided_ms: Array,
+    min_interval_ms: float,
+) -> Array:
+    """(2, actions) round trips in ms of each action's first and second message (see module)."""
+    bot = cfg.bot
+    aux = market.aux[steps]
+    venue = (regime.latency_ms * spec.latency_scale * market.latency_level) * burst_factor(
+        market, decided_ms, regime.burst_decay_ms
+    )
+    first = np.searchsorted(decided_ms, decided_ms - bot.rate_window_ms, side="right")
+    in_window = np.arange(decided_ms.size) - first + 1
+    per_min = 2.0 * in_window * (60_000.0 / bot.rate_window_ms)
+    u = np.minimum(per_min / bot.exchange_limit_per_min, MAX_CONGESTION_U)
+    common = venue * (1.0 + regime.congestion_gain * u / (1.0 - u))
+    fields = aux >> np.array(
+        [[16 * AUX_LAT_1 + 16 - JITTER_BITS], [16 * AUX_LAT_2 + 16 - JITTER_BITS]], dtype=np.uint64
+    )
+    z = _normal_quantiles()[fields & np.uint64((1 << JITTER_BITS) - 1)]
+    out = common * np.exp(regime.latency_sigma * z)
+    # The venue handles a session's messages in order: the second message, sent
+    # min_interval_ms after the first, completes no sooner than service_ms after it.
+    np.maximum(out[1], out[0] + (bot.session_service_ms - min_interval_ms), out=out[1])
+    return out
