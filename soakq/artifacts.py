@@ -26,7 +26,13 @@ def iteration_file(directory: Path, iteration: int) -> Path:
 
 def tuning_entry(doc: Mapping[str, Any]) -> dict[str, Any]:
     s, t = doc["summary"], doc["tuning"]
+    live = (
+        {"iteration_error": s.get("iteration_error"), "iteration_status": s["iteration_status"]}
+        if "iteration_status" in s
+        else {}
+    )
     return {
+        **live,
         "applied_deltas": t["applied_deltas"],
         "cooldown_active": s["cooldown_active"],
         "freeze_active": s["freeze_active"],

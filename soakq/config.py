@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
+from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -98,8 +99,9 @@ class RunSpec(BaseModel):
     profile: str
     iterations: int = Field(ge=1, le=10_000)
     interval_s: float = Field(ge=0)
-    mode: Literal["calm", "volatile", "spike"]
-    seed: int = Field(ge=0, lt=2**63)
+    # None for a live run: a live bot has no simulated regime and no seed.
+    mode: Literal["calm", "volatile", "spike"] | None
+    seed: int | None = Field(ge=0, lt=2**63)
     source: Literal["book", "kpi", "file"]
     symbols: tuple[str, ...]
     overrides: dict[str, int | float]
@@ -118,10 +120,28 @@ class RunSpec(BaseModel):
     profile_kpi_gate: dict[str, Any] = Field(default_factory=dict)
     # Fewest fills an iteration may have and still pass the KPI gate (docs/gates.md).
     min_fills: int = Field(default=20, ge=0)
+    # The live-bot handshake (docs/live-bot.md); bot_dir None: not a live run.
+    bot_dir: str | None = None
+    bot_name: str | None = None
+    report_path: str | None = None
+    report_map: dict[str, Any] | None = None
+    window_s: float = Field(default=60.0, gt=0, le=86_400, allow_inf_nan=False)
+    report_timeout_s: float = Field(default=60.0, gt=0, le=86_400, allow_inf_nan=False)
+    consecutive_error_limit: int = Field(default=3, ge=1, le=10_000)
 
     @property
     def mock(self) -> bool:
         return self.source != "file"
+
+    @property
+    def live(self) -> bool:
+        """True for a run that drives a live bot through the handshake."""
+        return self.bot_dir is not None
+
+    @property
+    def bot_queue(self) -> str | None:
+        """The Celery queue of the tasks that touch the bot directory (docs/live-bot.md)."""
+        return f"soakq.bot.{self.bot_name}" if self.live and self.bot_name else None
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -169,9 +189,80 @@ def check_symbols(source: str, symbols: Iterable[str]) -> None:
 
 
 def derived_run_id(fields: dict[str, Any]) -> str:
-    """A run id that is a function of the config: same config, same id, same bytes."""
+    """A run id that is a function of the config: same config, same id, same bytes.
+
+    A live run (``source`` file) has no mode or seed: ``<profile>-live-<hash>``.
+    """
     digest = sha256_of({k: v for k, v in fields.items() if k != "run_id"})[:8]
+    if fields.get("source") == "file":
+        return f"{fields['profile']}-live-{digest}"
     return f"{fields['profile']}-{fields['mode']}-s{fields['seed']}-{digest}"
+
+
+BOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+WINDOW_S = (0.01, 86_400.0)
+ERROR_LIMIT = (1, 10_000)
+
+
+def default_bot_name(bot_dir: str) -> str:
+    """The bot's name from its directory: the last path part, with other characters as '-'."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", PurePath(bot_dir).name).strip(".-_")
+    return name[:64] or "bot"
+
+
+def live_fields(
+    settings: Settings,
+    *,
+    bot_dir: str | None,
+    bot_name: str | None,
+    report_path: str | None,
+    report_map: str | None,
+    window_s: float | None,
+    report_timeout_s: float | None,
+    consecutive_error_limit: int | None,
+) -> dict[str, Any]:
+    """The spec fields of the live-bot handshake, validated (flag over SOAKQ_ setting)."""
+    from soakq.metrics.live.fieldmap import load_user_map
+
+    bdir = bot_dir or (str(settings.bot_dir) if settings.bot_dir else None)
+    if bdir is None:
+        for flag, value in (
+            ("--report-path", report_path),
+            ("--report-map", report_map),
+            ("--bot-name", bot_name),
+            ("--window", window_s),
+            ("--report-timeout", report_timeout_s),
+            ("--consecutive-error-limit", consecutive_error_limit),
+        ):
+            if value is not None:
+                raise ConfigError(f"{flag} needs --bot-dir DIR (or SOAKQ_BOT_DIR): the live bot")
+        return {}
+    check_number("--window", window_s, *WINDOW_S, unit=" seconds")
+    check_number("--report-timeout", report_timeout_s, *WINDOW_S, unit=" seconds")
+    limit = 3 if consecutive_error_limit is None else consecutive_error_limit
+    if not ERROR_LIMIT[0] <= limit <= ERROR_LIMIT[1]:
+        raise ConfigError(
+            f"--consecutive-error-limit {limit}: must be {ERROR_LIMIT[0]}..{ERROR_LIMIT[1]}"
+        )
+    name = bot_name or settings.bot_name or default_bot_name(bdir)
+    if not BOT_NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"--bot-name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    rpath = report_path or (str(settings.report_path) if settings.report_path else None)
+    window = 60.0 if window_s is None else float(window_s)
+    return {
+        "bot_dir": bdir,
+        "bot_name": name,
+        "report_path": rpath,
+        "report_map": load_user_map(report_map) if report_map else None,
+        "window_s": window,
+        "report_timeout_s": 60.0 if report_timeout_s is None else float(report_timeout_s),
+        "consecutive_error_limit": limit,
+        # The guards' velocity hour is real time for a live bot: an iteration is its window.
+        "minutes_per_iteration": window / 60.0,
+    }
 
 
 def build_spec(
@@ -194,6 +285,13 @@ def build_spec(
     spike_prob: float | None = None,
     gap_bps: float | None = None,
     report_dir: str | None = None,
+    bot_dir: str | None = None,
+    bot_name: str | None = None,
+    report_path: str | None = None,
+    report_map: str | None = None,
+    window_s: float | None = None,
+    report_timeout_s: float | None = None,
+    consecutive_error_limit: int | None = None,
 ) -> RunSpec:
     """Flags over settings over profile; validated. ConfigError names the bad flag or layer."""
     prof = load_profile(profile)
@@ -213,18 +311,35 @@ def build_spec(
         raise ConfigError(f"--symbols {','.join(syms)!r}: give comma-separated symbol names")
     if len(set(syms)) != len(syms):
         raise ConfigError(f"--symbols {','.join(syms)!r}: a symbol is listed twice")
-    src = source or settings.default_source
+    live = live_fields(
+        settings,
+        bot_dir=bot_dir,
+        bot_name=bot_name,
+        report_path=report_path,
+        report_map=report_map,
+        window_s=window_s,
+        report_timeout_s=report_timeout_s,
+        consecutive_error_limit=consecutive_error_limit,
+    )
+    src = source or ("file" if live else settings.default_source)
     check_symbols(src, syms)
+    if live and src != "file":
+        raise ConfigError(f"--bot-dir drives a live bot: it needs --source file, not {src}")
     rdir = report_dir or (str(settings.report_dir) if settings.report_dir else None)
-    if src == "file" and not rdir:
-        raise ConfigError("--source file needs --report-dir DIR (or SOAKQ_REPORT_DIR)")
+    rdir = None if live else rdir
+    if src == "file" and not rdir and not live:
+        raise ConfigError(
+            "--source file needs --bot-dir DIR (or SOAKQ_BOT_DIR) for a live bot, "
+            "or --report-dir DIR (or SOAKQ_REPORT_DIR) to replay recorded reports"
+        )
+    mock = src != "file"
     fields: dict[str, Any] = {
         "run_id": "",
         "profile": profile,
         "iterations": iterations,
         "interval_s": settings.sleep_seconds if interval_s is None else interval_s,
-        "mode": mode or settings.mock_mode,
-        "seed": settings.mock_seed if seed is None else seed,
+        "mode": (mode or settings.mock_mode) if mock else None,
+        "seed": (settings.mock_seed if seed is None else seed) if mock else None,
         "source": src,
         "symbols": list(sorted(syms)),
         "overrides": overrides,
@@ -233,12 +348,17 @@ def build_spec(
         "guards": settings.enable_guards if guards is None else guards,
         "auto_tune": auto_tune,
         "failure_limit": failure_limit,
-        "sigma_scale": settings.mock_sigma if sigma_scale is None else sigma_scale,
-        "spike_prob": settings.mock_spike_prob if spike_prob is None else spike_prob,
-        "gap_bps": settings.mock_gap_bps if gap_bps is None else gap_bps,
+        "sigma_scale": (settings.mock_sigma if sigma_scale is None else sigma_scale)
+        if mock
+        else None,
+        "spike_prob": (settings.mock_spike_prob if spike_prob is None else spike_prob)
+        if mock
+        else None,
+        "gap_bps": (settings.mock_gap_bps if gap_bps is None else gap_bps) if mock else None,
         "report_dir": rdir,
         "profile_kpi_gate": prof.kpi_gate,
         "min_fills": default_min_fills() if prof.min_fills is None else prof.min_fills,
+        **live,
     }
     fields["run_id"] = check_run_id(run_id) if run_id else derived_run_id(fields)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 from soakq.artifacts import export_run, run_dir, write_iteration
 from soakq.config import RunSpec
 from soakq.errors import ConfigError, StoreError
-from soakq.iteration import measure_symbol
+from soakq.iteration import measure_iteration, measure_symbol
 from soakq.runner import FinalizeStatus, finalize, start_run
 from soakq.store import MemoryStore, RunStore
 
@@ -45,9 +45,11 @@ def run_iteration_local(
     """Header (every symbol) then body, in this thread."""
     started = clock()
     state, _ = store.get_state(spec.run_id)
-    results: list[Mapping[str, Any]] = [
-        measure_symbol(spec, iteration, s, state["overrides"]) for s in spec.symbols
-    ]
+    results: list[Mapping[str, Any]]
+    if spec.live:  # one step: the handshake, the wait and the report for every symbol
+        results = list(measure_iteration(spec, iteration, state["overrides"]))
+    else:
+        results = [measure_symbol(spec, iteration, s, state["overrides"]) for s in spec.symbols]
     return finalize(
         store,
         spec.run_id,

@@ -16,7 +16,15 @@ from soakq.config import RunSpec
 from soakq.freeze import FreezeState, unfreeze_on_fail, update_freeze
 from soakq.guards import empty_ledger, guard, record_changes
 from soakq.jsonio import sha256_of
-from soakq.kpi_gate import Verdict, hard_failures, kpi_gate, source_error, verdict_of
+from soakq.kpi_gate import (
+    GateReason,
+    ReasonLevel,
+    Verdict,
+    hard_failures,
+    kpi_gate,
+    source_error,
+    verdict_of,
+)
 from soakq.metrics.base import KPI_KEYS, MeasureRequest, get_source
 from soakq.params import normalize_overrides
 from soakq.ranges import range_problems
@@ -50,8 +58,8 @@ def measure_request(
     spec: RunSpec, iteration: int, symbol: str, overrides: Mapping[str, Any]
 ) -> MeasureRequest:
     return MeasureRequest(
-        seed=spec.seed,
-        mode=spec.mode,
+        seed=spec.seed or 0,
+        mode=spec.mode or "calm",
         symbol=symbol,
         iteration=iteration,
         overrides=dict(overrides),
@@ -84,6 +92,43 @@ def measure_symbol(
     return {"metrics": metrics, "symbol": symbol}
 
 
+def measure_iteration(
+    spec: RunSpec, iteration: int, overrides: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Every symbol of one iteration in one step: a live run's handshake, wait and report
+    (one report answers for every symbol), else each symbol in turn."""
+    if spec.live:
+        from soakq.metrics.live.source import measure_live
+
+        return measure_live(spec, iteration, overrides)
+    return [measure_symbol(spec, iteration, s, overrides) for s in spec.symbols]
+
+
+def flatten_results(results: list[Any]) -> list[Mapping[str, Any]]:
+    """Header results as one list per symbol: a live header task returns a list of them."""
+    out: list[Mapping[str, Any]] = []
+    for r in results:
+        out.extend(r if isinstance(r, list) else [r])
+    return out
+
+
+def absent_reasons(reasons: list[GateReason], absent: Mapping[str, list[str]]) -> list[GateReason]:
+    """Name the KPIs the bot's report does not carry in their fail-closed reasons."""
+    missing: dict[str, list[str]] = {}
+    for sym, kpis in sorted(absent.items()):
+        for kpi in kpis:
+            missing.setdefault(kpi, []).append(sym)
+    out = []
+    for r in reasons:
+        if r.level == ReasonLevel.UNUSABLE and r.metric in missing and r.value is None:
+            syms = ", ".join(missing[r.metric])
+            r = r.model_copy(
+                update={"text": f"the bot's report has no {r.metric} ({syms}) (fail closed)"}
+            )
+        out.append(r)
+    return out
+
+
 @dataclass(frozen=True)
 class StepResult:
     doc: dict[str, Any]  # the ITER_SUMMARY document without its `runtime` object
@@ -98,7 +143,7 @@ def finalize_iteration(
     """The chord-body step for ``iteration`` given the state after ``iteration - 1``."""
     if state["iteration"] != iteration - 1:
         raise ValueError(f"state is at iteration {state['iteration']}, cannot finalize {iteration}")
-    by_symbol = {r["symbol"]: r for r in results}
+    by_symbol = {r["symbol"]: r for r in flatten_results(list(results))}
     missing = sorted(set(spec.symbols) - set(by_symbol))
     errors = {s: r["error"] for s, r in sorted(by_symbol.items()) if "error" in r}
     symbols = {s: dict(r["metrics"]) for s, r in sorted(by_symbol.items()) if "metrics" in r}
@@ -113,18 +158,36 @@ def finalize_iteration(
         min_fills=spec.min_fills,
     )
     source_reasons = [source_error(s, "no result") for s in missing]
-    source_reasons += [source_error(s, err) for s, err in errors.items()]
-    reasons = [*gate.reasons, *source_reasons]
+    if spec.live and len(errors) > 1 and len(set(errors.values())) == 1:
+        # One report answers for every symbol: its one problem is said once.
+        source_reasons.append(source_error("all symbols", next(iter(errors.values()))))
+    else:
+        source_reasons += [source_error(s, err) for s, err in errors.items()]
+    absent = {s: list(r["absent"]) for s, r in sorted(by_symbol.items()) if r.get("absent")}
+    reasons = [*absent_reasons(list(gate.reasons), absent), *source_reasons]
     verdict = verdict_of(reasons)
 
     stop: StopReason | None = None
     stop_detail = ""
+    # A live bot's late, missing or invalid report makes the iteration an error: no tuning,
+    # the overrides carried over unchanged; only a streak of them stops the run. For the
+    # other sources a metrics error stops the run at once.
+    error_text = "; ".join(r.text for r in source_reasons)
+    live_error = spec.live and bool(errors or missing)
+    error_streak = int(state.get("error_streak", 0)) + 1 if live_error else 0
     if errors or missing:
-        stop, stop_detail = (
-            StopReason.METRICS_ERROR,
-            "; ".join(r.text for r in source_reasons),
-        )
-    fail_streak = int(state.get("fail_streak", 0)) + 1 if verdict == Verdict.FAIL else 0
+        if not spec.live:
+            stop, stop_detail = StopReason.METRICS_ERROR, error_text
+        elif error_streak >= spec.consecutive_error_limit:
+            stop, stop_detail = (
+                StopReason.METRICS_ERROR,
+                f"{error_streak} consecutive iteration errors "
+                f"(limit {spec.consecutive_error_limit}): {error_text}",
+            )
+    if live_error:  # an error is not a KPI verdict: the hard gate's FAIL streak is untouched
+        fail_streak = int(state.get("fail_streak", 0))
+    else:
+        fail_streak = int(state.get("fail_streak", 0)) + 1 if verdict == Verdict.FAIL else 0
     if stop is None and spec.kpi_gate == "hard" and fail_streak >= spec.failure_limit:
         stop, stop_detail = StopReason.KPI_GATE, "; ".join(gate.texts)
         if spec.failure_limit > 1:
@@ -134,14 +197,20 @@ def finalize_iteration(
 
     # Tuning. A hard FAIL while frozen unfreezes first, so the tuner can react in this
     # iteration; a stopping iteration changes nothing; a frozen run proposes nothing.
-    freeze = unfreeze_on_fail(
-        freeze,
-        iteration=iteration,
-        verdict=verdict,
-        fail_reasons=tuple(r.text for r in hard_failures(reasons)),
-    )
-    history = [*state.get("recent", []), history_entry(iteration, str(verdict), summary)]
-    if stop is not None:
+    if not live_error:
+        freeze = unfreeze_on_fail(
+            freeze,
+            iteration=iteration,
+            verdict=verdict,
+            fail_reasons=tuple(r.text for r in hard_failures(reasons)),
+        )
+    history = [
+        *state.get("recent", []),
+        history_entry(iteration, "ERROR" if live_error else str(verdict), summary),
+    ]
+    if live_error:
+        proposal = Proposal(note=f"iteration error: no tuning ({error_text})")
+    elif stop is not None:
         proposal = Proposal(note=f"run stopped ({stop}): no change")
     elif not spec.auto_tune:
         proposal = Proposal(note="auto-tune off: no change")
@@ -164,12 +233,16 @@ def finalize_iteration(
         applied.applied,
         minutes_per_iteration=spec.minutes_per_iteration,
     )
-    new_freeze = update_freeze(
-        freeze,
-        iteration=iteration,
-        verdict=verdict,
-        applied_any=bool(applied.applied),
-        overrides_after=applied.overrides,
+    new_freeze = (
+        freeze
+        if live_error
+        else update_freeze(
+            freeze,
+            iteration=iteration,
+            verdict=verdict,
+            applied_any=bool(applied.applied),
+            overrides_after=applied.overrides,
+        )
     )
     after = applied.overrides
     state_hash = sha256_of(after)
@@ -200,6 +273,12 @@ def finalize_iteration(
     )
     if errors or missing:
         summary["symbol_errors"] = {**errors, **{s: "no result" for s in missing}}
+    if spec.live:
+        summary["iteration_status"] = "error" if live_error else "measured"
+        summary["iteration_error"] = error_text if live_error else None
+        summary["error_streak"] = error_streak
+        live = next((r.get("live") for r in by_symbol.values() if r.get("live")), None)
+        summary["live_report"] = live
     tuning = {
         "applied_deltas": applied.applied,
         "changes": applied.changes,
@@ -217,6 +296,7 @@ def finalize_iteration(
     }
     doc = {"iteration": iteration, "run_id": spec.run_id, "summary": summary, "tuning": tuning}
     new_state = {
+        "error_streak": error_streak,
         "fail_streak": fail_streak,
         "freeze": new_freeze.as_json(),
         "iteration": iteration,

@@ -181,6 +181,8 @@ def _events(t: Trend) -> list[str]:
         lines += [_event_line(e) for e in t.freeze_events]
     else:
         lines.append("No freeze or unfreeze.")
+    if t.error_events:  # a live bot's missing, late or invalid reports
+        lines += ["", "### Iteration errors", "", *(_event_line(e) for e in t.error_events)]
     return [*lines, ""]
 
 

@@ -82,7 +82,12 @@ class Trend:
 
     @property
     def freeze_events(self) -> tuple[Event, ...]:
-        return tuple(e for e in self.events if e.kind != "guard")
+        return tuple(e for e in self.events if e.kind in ("freeze", "unfreeze"))
+
+    @property
+    def error_events(self) -> tuple[Event, ...]:
+        """Live iterations in error (no report, late, invalid): nothing was tuned in them."""
+        return tuple(e for e in self.events if e.kind == "iteration error")
 
 
 def _num(value: Any) -> float | None:
@@ -143,6 +148,9 @@ def _freeze_events(docs: Sequence[Mapping[str, Any]]) -> list[Event]:
             else:
                 events.append(Event(int(doc["iteration"]), "unfreeze", reason))
         was = now
+        if s.get("iteration_status") == "error":
+            text = f"{s.get('iteration_error')}; no tuning"
+            events.append(Event(int(doc["iteration"]), "iteration error", text))
     return events
 
 

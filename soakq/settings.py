@@ -23,7 +23,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     artifacts_dir: Path = Path("artifacts")
     source: SourceName | None = None
-    report_dir: Path | None = None  # where the `file` source reads KPI_REPORT_<i>.json
+    report_dir: Path | None = None  # where the `file` source replays KPI_REPORT_<i>.json
+    bot_dir: Path | None = None  # the live bot's directory: the handshake (docs/live-bot.md)
+    bot_name: str | None = None  # names the bot's Celery queue [default: from bot_dir]
+    report_path: Path | None = None  # a bot that does not stamp its reports writes here
     socket_timeout_s: float = Field(5.0, gt=0)
     lock_ttl_ms: int = Field(30_000, gt=0)
     # How long a finished run's keys stay in Redis (its artifacts on disk stay for good).

@@ -49,6 +49,7 @@ class EmbeddedWorker:
         # The memory transport's queues are process-wide: keep ours apart from any other app.
         self.queue = f"soakq.embedded.{os.getpid()}.{id(self)}"
         self.app.conf.task_default_queue = self.queue
+        self.app.conf.soakq_embedded = True  # live steps stay on this worker's own queue
         self._mu = threading.Lock()  # one run at a time
         self._cv = threading.Condition()
         self._running = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 ITERATION_START = "soakq.iteration.start"
 METRICS_MEASURE = "soakq.metrics.measure"
+LIVE_MEASURE = "soakq.live.measure"
 ITERATION_FINALIZE = "soakq.iteration.finalize"
 SCHEDULE_TICK = "soakq.schedule.tick"
 WEEKLY_START = "soakq.weekly.start"
@@ -14,6 +15,7 @@ BENCH_NOOP = "soakq.bench.noop"
 ALL = (
     ITERATION_START,
     METRICS_MEASURE,
+    LIVE_MEASURE,
     ITERATION_FINALIZE,
     SCHEDULE_TICK,
     WEEKLY_START,
@@ -34,6 +36,10 @@ def header_group_id(run_id: str, iteration: int, attempt: int) -> str:
 
 def measure_id(run_id: str, iteration: int, attempt: int, symbol: str) -> str:
     return f"{run_id}:{iteration}:{attempt}:measure:{symbol}"
+
+
+def live_measure_id(run_id: str, iteration: int, attempt: int) -> str:
+    return f"{run_id}:{iteration}:{attempt}:live"
 
 
 def finalize_id(run_id: str, iteration: int, attempt: int) -> str:

@@ -26,8 +26,9 @@ from celery import Task, chord, group, shared_task
 
 from soakq import runner
 from soakq.artifacts import export_run, write_iteration
+from soakq.config import RunSpec
 from soakq.errors import TransientStoreError
-from soakq.iteration import measure_symbol
+from soakq.iteration import measure_iteration, measure_symbol
 from soakq.runner import FinalizeResult, FinalizeStatus
 from soakq.states import RunStatus
 from soakq.store import RunStore
@@ -65,6 +66,7 @@ IDEMPOTENT: dict[str, Any] = {
     "retry_jitter": True,
 }
 _RETRY_CAP_S = 2.0
+LIVE_MARGIN_S = 30.0  # the live step's time limit: window + report timeout + this
 
 
 def publish(app: Any, store: RunStore, run_id: str) -> None:
@@ -96,17 +98,27 @@ def start(self: Task, run_id: str, iteration: int, attempt: int = 0) -> str:
         return "skipped"
     with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
         sig = self.app.signature
-        header = group(
-            [
+        if spec.live:
+            # One task writes the handshake and reads the bot's one report for every symbol; it
+            # runs on the bot's queue, served by a worker on the host that sees the bot directory.
+            steps = [
+                sig(
+                    names.LIVE_MEASURE,
+                    args=(run_id, iteration),
+                    task_id=names.live_measure_id(run_id, iteration, attempt),
+                    **live_options(self.app, spec),
+                )
+            ]
+        else:
+            steps = [
                 sig(
                     names.METRICS_MEASURE,
                     args=(run_id, iteration, s),
                     task_id=names.measure_id(run_id, iteration, attempt, s),
                 )
                 for s in spec.symbols
-            ],
-            task_id=names.header_group_id(run_id, iteration, attempt),
-        )
+            ]
+        header = group(steps, task_id=names.header_group_id(run_id, iteration, attempt))
         body = sig(
             names.ITERATION_FINALIZE, args=(run_id, iteration), kwargs={"started_ts": time.time()}
         )
@@ -122,6 +134,28 @@ def measure(self: Task, run_id: str, iteration: int, symbol: str) -> dict[str, A
     state, _ = store.get_state(run_id)
     with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
         return measure_symbol(spec, iteration, symbol, state["overrides"])
+
+
+def live_options(app: Any, spec: RunSpec) -> dict[str, Any]:
+    """Where and how long the live step runs: the bot's queue (the embedded worker serves its
+    own), and a time limit that covers the window and the report timeout."""
+    limit = spec.window_s + spec.report_timeout_s + LIVE_MARGIN_S
+    opts: dict[str, Any] = {"time_limit": limit, "soft_time_limit": limit - 1}
+    if not getattr(app.conf, "soakq_embedded", False) and spec.bot_queue:
+        opts["queue"] = spec.bot_queue
+    return opts
+
+
+@shared_task(name=names.LIVE_MEASURE, max_retries=8, **IDEMPOTENT)
+def live_measure(self: Task, run_id: str, iteration: int) -> list[dict[str, Any]]:
+    """Handshake for ``iteration`` with the overrides in force, wait, read the bot's report."""
+    store, ws = store_of(self.app), settings_of(self.app)
+    spec, _ = runner.load_spec(store, run_id)
+    state, _ = store.get_state(run_id)
+    # The lease is renewed for the whole window: the watchdog must not take a live step that
+    # waits for the bot for a dead one.
+    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
+        return measure_iteration(spec, iteration, state["overrides"])
 
 
 @shared_task(name=names.ITERATION_FINALIZE, max_retries=8, **IDEMPOTENT)

@@ -75,6 +75,26 @@ def _record(store: Any, run_id: str) -> dict[str, Any]:
     return record
 
 
+def check_live_budget(spec: Any) -> None:
+    """A live step blocks for the window + report timeout: the broker must not redeliver it and
+    the watchdog must not re-drive it meanwhile (docs/live-bot.md)."""
+    from workers.celeryconfig import worker_settings
+    from workers.tasks import LIVE_MARGIN_S
+
+    ws = worker_settings()
+    need = spec.window_s + spec.report_timeout_s + LIVE_MARGIN_S
+    for knob, value in (
+        ("SOAKQ_VISIBILITY_TIMEOUT_S", ws.visibility_timeout_s),
+        ("SOAKQ_ITERATION_DEADLINE_S", ws.iteration_deadline_s),
+    ):
+        if value <= need:
+            raise ConfigError(
+                f"--window {spec.window_s:g} + --report-timeout {spec.report_timeout_s:g} "
+                f"(+{LIVE_MARGIN_S:g} s margin) needs {knob} above {need:g} s (now {value:g}); "
+                "raise it for the workers and this command"
+            )
+
+
 @_redis_trouble
 def submit_distributed(
     settings: Any, spec: Any, root: Path, *, wait: bool, explicit_id: bool
@@ -83,6 +103,8 @@ def submit_distributed(
     from soakq.runner import start_run, start_run_unique
     from workers.client import send_start
 
+    if spec.live:
+        check_live_budget(spec)
     app, store = _connect(settings)
     now = time.time()
     if explicit_id:
@@ -100,12 +122,9 @@ def submit_distributed(
     print(spec.run_id, flush=True)
     if not wait:
         return 0
-    print(
-        f"run {spec.run_id}: {spec.iterations} iterations x {len(spec.symbols)} symbols, "
-        f"profile {spec.profile}, source {spec.source}, mode {spec.mode}, seed {spec.seed} "
-        "(distributed)",
-        flush=True,
-    )
+    from soakq.cli.output import run_line
+
+    print(run_line(spec, "distributed"), flush=True)
     return _follow(store, spec.run_id, timeout_s=float("inf"))
 
 

@@ -141,7 +141,34 @@ def submit(
         float | None, typer.Option(help="Gap size, 0-10000 bp (SOAK_MOCK_GAP_BPS).")
     ] = None,
     report_dir: Annotated[
-        Path | None, typer.Option(help="Where the file source reads KPI_REPORT_<i>.json.")
+        Path | None,
+        typer.Option(help="Replay recorded KPI_REPORT_<i>.json from DIR (no live bot)."),
+    ] = None,
+    bot_dir: Annotated[
+        Path | None,
+        typer.Option(help="Live bot directory: the handshake (SOAKQ_BOT_DIR; docs/live-bot.md)."),
+    ] = None,
+    bot_name: Annotated[
+        str | None,
+        typer.Option(help="Names the bot's worker queue soakq.bot.NAME [default: the dir name]."),
+    ] = None,
+    report_path: Annotated[
+        Path | None,
+        typer.Option(help="The bot's fixed report file (bots that do not stamp their reports)."),
+    ] = None,
+    report_map: Annotated[
+        Path | None, typer.Option(help="Report field map (JSON) over the built-in one.")
+    ] = None,
+    window: Annotated[
+        float | None, typer.Option(help="Seconds the bot measures per iteration [default: 60].")
+    ] = None,
+    report_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to wait for the report after the window [default: 60]."),
+    ] = None,
+    consecutive_error_limit: Annotated[
+        int | None,
+        typer.Option(help="Live iterations in error in a row that fail the run [default: 3]."),
     ] = None,
 ) -> None:
     """Run a soak: embedded with no Redis configured, on the workers with SOAKQ_REDIS_URL."""
@@ -167,6 +194,13 @@ def submit(
         spike_prob=spike_prob,
         gap_bps=gap_bps,
         report_dir=str(report_dir.resolve()) if report_dir else None,
+        bot_dir=str(bot_dir.resolve()) if bot_dir else None,
+        bot_name=bot_name,
+        report_path=str(report_path.resolve()) if report_path else None,
+        report_map=str(report_map) if report_map else None,
+        window_s=window,
+        report_timeout_s=report_timeout,
+        consecutive_error_limit=consecutive_error_limit,
     )
     root = _artifacts(settings, artifacts)
     if settings.redis_url:
@@ -182,19 +216,17 @@ def submit(
 
 def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
     """The run on the production tasks, served by a Celery worker inside this process."""
-    from soakq.cli.output import RunProgress, verdict_lines
+    from soakq.cli.output import RunProgress, run_line, verdict_lines
     from soakq.engine import free_run_id
+    from soakq.errors import ConfigError
     from soakq.jsonio import read_json
     from soakq.runner import exit_code_of
     from workers.embedded import run_embedded_celery
 
     spec = free_run_id(spec, root, explicit_id)
-    print(
-        f"run {spec.run_id}: {spec.iterations} iterations x {len(spec.symbols)} symbols, "
-        f"profile {spec.profile}, source {spec.source}, mode {spec.mode}, seed {spec.seed} "
-        "(embedded)",
-        flush=True,
-    )
+    if spec.bot_dir is not None and not Path(spec.bot_dir).is_dir():
+        raise ConfigError(f"--bot-dir {spec.bot_dir}: not a directory; create it or fix the path")
+    print(run_line(spec, "embedded"), flush=True)
     with RunProgress(spec.iterations, spec.run_id) as bar:
         record, directory = run_embedded_celery(spec, root, progress=bar.update)
     final_path = directory / "ITER_SUMMARY_final.json"
@@ -305,6 +337,12 @@ def worker(
     pool: Annotated[str, typer.Option(help="prefork, solo or threads.")] = "prefork",
     name: Annotated[str | None, typer.Option("--name", "-n", help="Node name (w1@%h).")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues", "-Q", help="Queues to consume, e.g. soakq.bot.NAME [default: soakq]."
+        ),
+    ] = None,
 ) -> None:
     """Run a Celery worker for distributed runs (same as `celery -A workers.app worker`)."""
     from soakq.errors import UserError
@@ -319,6 +357,8 @@ def worker(
     argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
     if name:
         argv.append(f"--hostname={name}")
+    if queues:
+        argv.append(f"--queues={queues}")
     celery_app.worker_main(argv)
 
 

@@ -113,3 +113,19 @@ def gate_lines(gate: Mapping[str, Any]) -> list[str]:
     if gate.get("mock"):
         lines.append(gate.get("mock_note") or "mock data: not a production verdict")
     return lines
+
+
+def run_line(spec: Any, execution: str) -> str:
+    """The first line of a run: what it soaks, and how."""
+    head = (
+        f"run {spec.run_id}: {spec.iterations} iterations x {len(spec.symbols)} symbols, "
+        f"profile {spec.profile}, source {spec.source}"
+    )
+    if spec.live:
+        return (
+            f"{head}, live bot {spec.bot_name} ({spec.bot_dir}), window {spec.window_s:g} s "
+            f"({execution})"
+        )
+    if spec.mock:
+        return f"{head}, mode {spec.mode}, seed {spec.seed} ({execution})"
+    return f"{head} ({execution})"

@@ -56,6 +56,8 @@ def run_cli(soakq_exe: str, tmp_path: Path) -> Callable[..., subprocess.Complete
             "HOME": str(home),
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # A worktree run with PYTHONPATH set tests its own tree, not the installed one.
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
             **(env or {}),
         }
         return subprocess.run(

@@ -171,7 +171,13 @@ class Cluster:
 
     # -- processes -----------------------------------------------------------------------------
     def start_worker(
-        self, name: str, *, pool: str = "prefork", concurrency: int = 1, wait: bool = True
+        self,
+        name: str,
+        *,
+        pool: str = "prefork",
+        concurrency: int = 1,
+        wait: bool = True,
+        queues: str | None = None,
     ) -> subprocess.Popen[bytes]:
         argv = [
             sys.executable,
@@ -187,6 +193,7 @@ class Cluster:
             "--loglevel=INFO",
             "--without-mingle",
             "--without-gossip",
+            *([f"--queues={queues}"] if queues else []),
         ]
         proc = self.start_process(name, argv)
         if wait:

@@ -1,0 +1,90 @@
+"""A live run on real workers: the handshake step runs only on the worker of the bot's queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from soakq_worker_harness import Cluster, new_cluster, wait_for
+
+from soakq.config import build_spec
+from soakq.jsonio import sha256_of
+from soakq.settings import Settings
+from workers import names
+
+pytestmark = [pytest.mark.workers, pytest.mark.redis, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def live_cluster(redis_server: object, tmp_path: Path) -> Iterator[Cluster]:
+    """w1 on the default queue, bot1 on the paper bot's queue only."""
+    c = new_cluster(redis_server, tmp_path / "cluster")
+    try:
+        c.start_worker("w1", wait=False)
+        c.start_worker("bot1", wait=False, queues="soakq.bot.paper")
+        c.wait_workers("w1", "bot1")
+        yield c
+    finally:
+        c.close()
+
+
+def test_live_run_on_the_bots_queue(live_cluster: Cluster, tmp_path: Path) -> None:
+    bot_dir = tmp_path / "paper"
+    bot_dir.mkdir()
+    journal = tmp_path / "journal.jsonl"
+    bot = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "paper_bot.py"),
+            "--bot-dir",
+            str(bot_dir),
+            "--window",
+            "0.2",
+            "--idle-exit",
+            "20",
+            "--journal",
+            str(journal),
+            "--mode",
+            "volatile",
+            "--ready-file",
+            str(tmp_path / "ready"),
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=(tmp_path / "bot.log").open("wb"),
+    )
+    try:
+        wait_for(lambda: (tmp_path / "ready").exists(), "the paper bot to warm up")
+        spec = build_spec(
+            Settings(),
+            profile="aggressive",
+            iterations=3,
+            symbols=["BTCUSDT"],
+            bot_dir=str(bot_dir),
+            window_s=0.2,
+            report_timeout_s=5.0,
+            run_id="live-dist",
+        )
+        assert spec.bot_queue == "soakq.bot.paper"
+        live_cluster.submit(spec)
+        record = live_cluster.wait_run(spec.run_id, limit_s=60)
+    finally:
+        bot.terminate()
+        bot.wait(timeout=10)
+    assert record["status"] == "succeeded", record["outcome"]
+    docs = live_cluster.store.iterations(spec.run_id)
+    got = {x["iteration"]: x for x in map(json.loads, journal.read_text().splitlines())}
+    for doc in docs:
+        t = doc["tuning"]
+        assert doc["summary"]["iteration_status"] == "measured"
+        assert got[doc["iteration"]]["overrides"] == t["overrides_before"]
+        assert got[doc["iteration"]]["state_hash"] == sha256_of(t["overrides_before"])
+    ran = f"Task {names.LIVE_MEASURE}["  # the worker's "received" / "succeeded" log lines
+    assert ran in live_cluster.log("bot1", tail=None)
+    assert ran not in live_cluster.log("w1", tail=None)
