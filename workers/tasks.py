@@ -10,7 +10,8 @@ No task waits on another's result. A task working on an iteration holds the run'
 (workers.lease) so the watchdog can tell a dead worker from a slow one.
 
 Time limits are the executing worker's (``SOAKQ_TASK_TIME_LIMIT_S``): ``SoakqTask`` keeps them
-out of the messages, which would otherwise carry the sender's.
+out of the messages, which would otherwise carry the sender's. The one exception is explicit: a
+live step carries the limit its run's window needs (``live_options``).
 """
 
 from __future__ import annotations
