@@ -19,18 +19,24 @@ Progress = Callable[[int, Mapping[str, Any]], None]
 
 
 def free_run_id(spec: RunSpec, artifacts_root: str | os.PathLike[str], explicit: bool) -> RunSpec:
-    """Keep the run id unless its directory exists: then refuse (explicit) or add ``-2``, ``-3``."""
-    if not run_dir(artifacts_root, spec.run_id).exists():
+    """Keep the run id unless its directory exists: then refuse (explicit) or take the next
+    suffix after the highest ``-N`` already on disk (one directory listing, not a probe each)."""
+    base = run_dir(artifacts_root, spec.run_id)
+    if not base.exists():
         return spec
     if explicit:
         raise ConfigError(
-            f"--run-id {spec.run_id}: {run_dir(artifacts_root, spec.run_id)} already exists; "
+            f"--run-id {spec.run_id}: {base} already exists; "
             "choose another run id or remove that directory"
         )
-    n = 2
-    while run_dir(artifacts_root, f"{spec.run_id}-{n}").exists():
-        n += 1
-    return spec.model_copy(update={"run_id": f"{spec.run_id}-{n}"})
+    prefix = f"{spec.run_id}-"
+    with os.scandir(base.parent) as entries:
+        taken = [
+            int(e.name[len(prefix) :])
+            for e in entries
+            if e.name.startswith(prefix) and e.name[len(prefix) :].isdigit()
+        ]
+    return spec.model_copy(update={"run_id": f"{spec.run_id}-{max(taken, default=1) + 1}"})
 
 
 def run_iteration_local(

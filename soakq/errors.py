@@ -7,7 +7,8 @@ SoakqError                      base; carries the exit code the CLI uses
 ├── MetricsError (exit 1)       a metric source could not measure an iteration
 ├── StoreError (exit 1)         the run store refused or lost something
 │   ├── FenceError              a stale lock holder tried to commit
-│   └── TransientStoreError     connection trouble: the only kind that is retried
+│   ├── TransientStoreError     connection trouble: the only kind that is retried
+│   └── StoreRefused (exit 2)   Redis says no for good (password, out of memory): configuration
 └── RunFailed (exit 1)          the run ended failed
     └── KpiGateFailed (exit 3)  hard KPI gate stopped the run
 """
@@ -61,6 +62,13 @@ class FenceError(StoreError):
 
 class TransientStoreError(StoreError):
     """A connection problem that may succeed on retry."""
+
+
+class StoreRefused(StoreError):
+    """The store refuses for a reason retrying cannot fix (a wrong password, Redis out of
+    memory under ``noeviction``): a configuration problem, said plainly."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class RunFailed(SoakqError):

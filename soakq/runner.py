@@ -1,7 +1,10 @@
 """Run orchestration on a RunStore: start, finalize an iteration under the fenced lock, complete.
 
 These functions are the whole life of a run. The embedded driver and the Celery tasks both call
-them, so both produce the same records (and so the same artifacts).
+them, so both produce the same records (and so the same artifacts). Every status change is one
+``RunStore.transition``: the store checks the transition table where the status lives, so a
+cancel, a completion and the watchdog's "lost" can race and exactly one terminal status wins
+(docs/architecture.md, "Run life-cycle").
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from soakq.config import RunSpec
 from soakq.errors import ExitCode, SoakqError, StoreError
 from soakq.iteration import finalize_iteration, initial_state
 from soakq.release_gate import failed_gate, run_gate
-from soakq.states import RunStatus, StopReason, can_transition
-from soakq.store import CommitOutcome, RunStore
+from soakq.states import RunStatus, StopReason
+from soakq.store import CommitOutcome, JsonDict, RunStore, Transition
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +77,44 @@ def start_run(store: RunStore, spec: RunSpec, *, now: float, mode: str) -> bool:
     return created
 
 
+#: How many taken ids ``start_run_unique`` steps over before giving up (a counter that expired
+#: while runs it numbered live on is the only way to meet one).
+SUFFIX_ATTEMPTS = 1000
+
+
+def start_run_unique(store: RunStore, spec: RunSpec, *, now: float, mode: str) -> RunSpec:
+    """Start ``spec`` under its derived id, or ``<id>-2``, ``<id>-3``, ... when re-submitted:
+    the suffix comes from the store's counter (O(1)), not from probing."""
+    base = spec.run_id
+    for _ in range(SUFFIX_ATTEMPTS):
+        n = store.next_suffix(base)
+        candidate = spec if n == 1 else spec.model_copy(update={"run_id": f"{base}-{n}"})
+        if start_run(store, candidate, now=now, mode=mode):
+            return candidate
+    raise StoreError(f"no free run id after {base}-{n}; choose one with --run-id")
+
+
 def set_status(
-    store: RunStore, run_id: str, target: RunStatus, **changes: Any
+    store: RunStore, run_id: str, target: RunStatus, *, clock: Clock = time.time, **changes: Any
 ) -> dict[str, Any] | None:
-    """Move the run to ``target`` if legal; None (no write) when it is not."""
-    record = store.get_record(run_id)
-    if record is None:
-        raise StoreError(f"run {run_id!r} not found")
-    current = RunStatus(record["status"])
-    if current == target or not can_transition(current, target):
-        return None
-    return store.update_record(run_id, {"status": str(target), **changes})
+    """Move the run to ``target`` with ``changes`` if the table allows it from the status the
+    run has at that moment (atomic in the store); the new record, or None (nothing written)."""
+    return transition(store, run_id, target, lambda _record, _state: changes, clock=clock).record
+
+
+def transition(
+    store: RunStore,
+    run_id: str,
+    target: RunStatus,
+    changes: Callable[[JsonDict, JsonDict], JsonDict] | None = None,
+    *,
+    clock: Clock = time.time,
+) -> Transition:
+    """``store.transition``; a missing run is a StoreError."""
+    try:
+        return store.transition(run_id, target, changes, now_ts=clock())
+    except KeyError:
+        raise StoreError(f"run {run_id!r} not found") from None
 
 
 def finalize(
@@ -130,10 +160,13 @@ def finalize(
         store.release_lock(run_id, lease)
     if outcome == CommitOutcome.DUPLICATE:
         return FinalizeResult(FinalizeStatus.DUPLICATE)
+    if outcome == CommitOutcome.RUN_ENDED:
+        return FinalizeResult(FinalizeStatus.SKIPPED)
     if outcome != CommitOutcome.COMMITTED:
         log.warning("run %s iteration %s: commit refused (%s)", run_id, iteration, outcome)
         return FinalizeResult(FinalizeStatus.REFUSED)
-    set_status(store, run_id, RunStatus.RUNNING)
+    if record["status"] == RunStatus.QUEUED:
+        transition(store, run_id, RunStatus.RUNNING, clock=clock)
     if step.stop is not None or iteration >= spec.iterations:
         complete_run(store, run_id, clock=clock)
         return FinalizeResult(FinalizeStatus.COMMITTED, completed=True)
@@ -203,20 +236,31 @@ def close_if_finished(store: RunStore, run_id: str, *, clock: Clock = time.time)
 def _end_early(
     store: RunStore, run_id: str, status: RunStatus, why: StopReason, detail: str, clock: Clock
 ) -> bool:
-    spec, record = load_spec(store, run_id)
-    state, _ = store.get_state(run_id)
-    outcome = outcome_of(spec, state, status)
-    outcome.update(
-        stop_reason=str(why), detail=detail, exit_code=int(ExitCode.FAILED), release_gate=None
-    )
-    runtime = dict(record.get("runtime", {}))
-    runtime["finished_at"] = iso(clock())
-    return set_status(store, run_id, status, outcome=outcome, runtime=runtime) is not None
+    now = clock()
+
+    def changes(record: JsonDict, state: JsonDict) -> JsonDict:
+        # Computed from the record and state the transition applies to, so the outcome counts
+        # exactly the iterations committed before the run ended (none can follow it).
+        spec = RunSpec.model_validate(record["spec"])
+        outcome = outcome_of(spec, state, status)
+        outcome.update(
+            stop_reason=str(why), detail=detail, exit_code=int(ExitCode.FAILED), release_gate=None
+        )
+        runtime = dict(record.get("runtime", {}))
+        runtime["finished_at"] = iso(now)
+        return {"outcome": outcome, "runtime": runtime}
+
+    return transition(store, run_id, status, changes, clock=lambda: now).applied
 
 
 def cancel_run(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.time) -> bool:
     """Cancel a run that has not ended; True when this call cancelled it."""
     return _end_early(store, run_id, RunStatus.CANCELLED, StopReason.CANCELLED, reason, clock)
+
+
+def fail_unstarted(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.time) -> bool:
+    """Mark failed a run whose first message could not be sent, with the reason."""
+    return _end_early(store, run_id, RunStatus.FAILED, StopReason.NOT_STARTED, reason, clock)
 
 
 def mark_lost(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.time) -> bool:

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     report_path: Path | None = None  # a bot that does not stamp its reports writes here
     socket_timeout_s: float = Field(5.0, gt=0)
     lock_ttl_ms: int = Field(30_000, gt=0)
+    # How long a finished run's keys stay in Redis (its artifacts on disk stay for good).
+    retention_days: float = Field(30.0, gt=0, le=36_500)
 
     use_mock: bool = Field(True, validation_alias=AliasChoices("USE_MOCK", "SOAKQ_USE_MOCK"))
     mock_mode: Mode = Field(
@@ -67,6 +69,10 @@ class Settings(BaseSettings):
     runtime_overrides_json: str | None = Field(
         None, validation_alias=AliasChoices("MM_RUNTIME_OVERRIDES_JSON")
     )
+
+    @property
+    def retention_s(self) -> int:
+        return max(1, round(self.retention_days * 86_400))
 
     @property
     def default_source(self) -> str:

@@ -1,4 +1,16 @@
-"""Run status vocabulary and its legal transitions."""
+"""Run status vocabulary and its one transition table.
+
+::
+
+    queued ──> running ──> succeeded
+       │          │
+       └──────────┴──────> failed | cancelled | lost        (terminal: never left)
+
+``TRANSITIONS`` is the only place the allowed moves are written down. The stores apply it
+atomically where the status lives: ``MemoryStore`` calls ``transition()`` under its lock, and the
+Redis store's Lua script checks the allowed-from set that ``allowed_from()`` derives from the same
+table (docs/architecture.md, "Run life-cycle").
+"""
 
 from __future__ import annotations
 
@@ -36,15 +48,24 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
+class IllegalTransition(StoreError):
+    """A status change the table does not allow (a terminal status is never left)."""
+
+
 def can_transition(current: RunStatus, target: RunStatus) -> bool:
     return target == current or target in TRANSITIONS[current]
 
 
 def transition(current: RunStatus, target: RunStatus) -> RunStatus:
-    """The new status, or StoreError for an illegal move (staying put is always legal)."""
+    """The new status, or IllegalTransition for an illegal move (staying put is always legal)."""
     if not can_transition(current, target):
-        raise StoreError(f"illegal run status transition {current} -> {target}")
+        raise IllegalTransition(f"illegal run status transition {current} -> {target}")
     return target
+
+
+def allowed_from(target: RunStatus) -> frozenset[RunStatus]:
+    """The statuses from which ``target`` may be entered (``target`` itself excluded)."""
+    return frozenset(s for s, nexts in TRANSITIONS.items() if target in nexts)
 
 
 class StopReason(StrEnum):
@@ -54,3 +75,4 @@ class StopReason(StrEnum):
     METRICS_ERROR = "metrics_error"
     CANCELLED = "cancelled"
     LOST = "lost"
+    NOT_STARTED = "not_started"  # its first message could not be sent to the workers

@@ -1,10 +1,13 @@
 """The run-store port and its in-memory twin.
 
 A store keeps, per run: the run record (spec + status), the run state (overrides, guard ledger,
-freeze) with a version, the iteration documents (set-if-absent) and a lock with fencing tokens.
-It also keeps the schedule of due iterations. Documents are opaque JSON objects to the store.
+freeze) with a version, the iteration documents (set-if-absent), a lock with fencing tokens and a
+liveness lease. It also keeps the schedule of due iterations and three indexes maintained by the
+status transitions: the active runs, the finished runs (by finish time) and the finished runs
+whose artifacts are not published yet. Documents are opaque JSON objects to the store, except the
+record's ``status``, which only ``transition`` changes (docs/architecture.md, "Run life-cycle").
 
-`MemoryStore` is a real implementation (used by the embedded runner and fast tests);
+`MemoryStore` is a real implementation (used by the in-process driver and fast tests);
 `workers.store.RedisStore` is the production one. One contract test suite runs against both.
 """
 
@@ -18,8 +21,12 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from soakq.jsonio import canonical, loads
+from soakq.states import IllegalTransition, RunStatus, transition
 
 JsonDict = dict[str, Any]
+#: What a transition writes besides the status: top-level record fields, computed from the
+#: record and the run state as they are at the moment the transition applies.
+Changes = Callable[[JsonDict, JsonDict], JsonDict]
 
 
 class CommitOutcome(StrEnum):
@@ -29,6 +36,28 @@ class CommitOutcome(StrEnum):
     DUPLICATE = "duplicate"  # the iteration document already exists: nothing written
     STALE_LOCK = "stale_lock"  # caller no longer holds the lock, or its token is older
     VERSION_MISMATCH = "version_mismatch"  # the state moved since the caller read it
+    RUN_ENDED = "run_ended"  # the run is terminal: nothing is committed any more
+
+
+class TransitionOutcome(StrEnum):
+    """What a status transition did."""
+
+    APPLIED = "applied"  # this call moved the run (and wrote its changes)
+    ALREADY = "already"  # the run already had the target status: nothing written
+    REFUSED = "refused"  # the table does not allow the move from the current status
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The answer of ``RunStore.transition``: the outcome and the status the run has now."""
+
+    outcome: TransitionOutcome
+    status: RunStatus
+    record: JsonDict | None = None  # the record as written, when applied
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome == TransitionOutcome.APPLIED
 
 
 @dataclass(frozen=True)
@@ -39,21 +68,58 @@ class Lease:
     token: int
 
 
+def record_status(record: JsonDict) -> RunStatus:
+    """The status a new record starts with; a record must carry a valid one."""
+    try:
+        return RunStatus(record["status"])
+    except (KeyError, ValueError):
+        raise ValueError(f"a run record needs a status in {list(RunStatus)}") from None
+
+
+def check_changes(changes: JsonDict) -> JsonDict:
+    if "status" in changes:
+        raise ValueError("the status changes only through RunStore.transition")
+    return changes
+
+
 class RunStore(Protocol):
     """Where runs live. Every method is atomic on its own."""
 
     def create_run(self, run_id: str, record: JsonDict, state: JsonDict) -> bool:
-        """Create record + state (version 0) if the run does not exist; False if it does."""
+        """Create record + state (version 0) if the run does not exist; False if it does.
+        The run joins the active runs."""
+        ...
+
+    def next_suffix(self, base: str) -> int:
+        """1, 2, 3, ... per ``base``: the counter that numbers re-submitted run ids (O(1))."""
         ...
 
     def get_record(self, run_id: str) -> JsonDict | None: ...
 
     def update_record(self, run_id: str, changes: JsonDict) -> JsonDict:
-        """Merge top-level ``changes`` into the record; return the new record."""
+        """Merge top-level ``changes`` (never ``status``) into the record; return it."""
+        ...
+
+    def transition(
+        self,
+        run_id: str,
+        target: RunStatus,
+        changes: Changes | None = None,
+        *,
+        now_ts: float,
+    ) -> Transition:
+        """Move the run to ``target`` if the transition table allows it from the status it has
+        at that moment, writing ``changes(record, state)`` with it, atomically. Entering a
+        terminal status takes the run out of the active runs, files it as finished at
+        ``now_ts`` (epoch s) and as not yet published, and starts its retention clock."""
         ...
 
     def list_runs(self) -> list[str]:
-        """Run ids in creation order."""
+        """Run ids in creation order (finished runs until they are pruned or expire)."""
+        ...
+
+    def active_runs(self) -> list[str]:
+        """Ids of the runs that have not ended, sorted."""
         ...
 
     def get_state(self, run_id: str) -> tuple[JsonDict, int]:
@@ -71,7 +137,8 @@ class RunStore(Protocol):
     def cas_state(
         self, run_id: str, lease: Lease, expected_version: int, state: JsonDict
     ) -> CommitOutcome:
-        """Replace the state if ``lease`` still holds the lock and the version matches."""
+        """Replace the state if ``lease`` still holds the lock, the version matches and the run
+        has not ended."""
         ...
 
     def commit_iteration(
@@ -83,7 +150,8 @@ class RunStore(Protocol):
         lease: Lease,
         expected_version: int,
     ) -> CommitOutcome:
-        """Atomically: write the iteration doc (set-if-absent) and the new state (fenced CAS)."""
+        """Atomically: write the iteration doc (set-if-absent) and the new state (fenced CAS),
+        unless the run has ended (RUN_ENDED)."""
         ...
 
     def get_iteration(self, run_id: str, iteration: int) -> JsonDict | None: ...
@@ -98,6 +166,37 @@ class RunStore(Protocol):
 
     def get_extra(self, run_id: str, name: str) -> JsonDict | None: ...
 
+    def touch_lease(self, run_id: str, iteration: int, ttl_ms: int) -> None:
+        """Say that someone is working on ``iteration`` of the run, for ``ttl_ms``."""
+        ...
+
+    def leased_iteration(self, run_id: str) -> int | None:
+        """The iteration someone said they work on, while that lease lasts."""
+        ...
+
+    def unpublished(self) -> list[str]:
+        """Finished runs whose artifacts nobody has published yet, sorted."""
+        ...
+
+    def try_mutex(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Take the named process-wide mutex (no fencing: for efficiency only) if it is free."""
+        ...
+
+    def release_mutex(self, name: str, owner: str) -> bool: ...
+
+    def note_published(self, run_id: str, published: JsonDict) -> None:
+        """Record ``published`` in the run record and drop the run from ``unpublished``."""
+        ...
+
+    def prune(self, finished_before_ts: float) -> list[str]:
+        """Delete every key of the runs that finished before ``finished_before_ts`` (epoch s);
+        return their ids."""
+        ...
+
+    def discard_run(self, run_id: str) -> bool:
+        """Delete every key of one run whatever its status (a run that never got going)."""
+        ...
+
     def schedule(self, run_id: str, iteration: int, due_ts: float) -> None:
         """Mark iteration ``iteration`` of the run due at ``due_ts`` (epoch seconds)."""
         ...
@@ -108,7 +207,11 @@ class RunStore(Protocol):
 
 
 class MemoryStore:
-    """In-process RunStore: a real implementation on dicts, guarded by one mutex."""
+    """In-process RunStore: a real implementation on dicts, guarded by one mutex.
+
+    ``clock`` (monotonic seconds) times locks and leases; finish times are the epoch seconds
+    callers pass to ``transition``. Nothing expires on its own: ``prune`` deletes.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._mu = threading.RLock()
@@ -120,16 +223,31 @@ class MemoryStore:
         self._locks: dict[str, tuple[Lease, float]] = {}
         self._fence: dict[str, int] = {}
         self._fence_seen: dict[str, int] = {}
+        self._leases: dict[str, tuple[int, float]] = {}
         self._due: dict[tuple[str, int], float] = {}
+        self._active: set[str] = set()
+        self._finished: dict[str, float] = {}
+        self._unpublished: set[str] = set()
+        self._suffixes: dict[str, int] = {}
+        self._mutexes: dict[str, tuple[str, float]] = {}
 
     # -- records ---------------------------------------------------------------------------
     def create_run(self, run_id: str, record: JsonDict, state: JsonDict) -> bool:
+        status = record_status(record)
         with self._mu:
             if run_id in self._records:
                 return False
             self._records[run_id] = canonical(record)
             self._states[run_id] = (canonical(state), 0)
+            if not status.terminal:
+                self._active.add(run_id)
             return True
+
+    def next_suffix(self, base: str) -> int:
+        with self._mu:
+            n = self._suffixes.get(base, 0) + 1
+            self._suffixes[base] = n
+            return n
 
     def get_record(self, run_id: str) -> JsonDict | None:
         with self._mu:
@@ -137,6 +255,7 @@ class MemoryStore:
         return None if raw is None else loads(raw)
 
     def update_record(self, run_id: str, changes: JsonDict) -> JsonDict:
+        check_changes(changes)
         with self._mu:
             raw = self._records.get(run_id)
             if raw is None:
@@ -146,9 +265,49 @@ class MemoryStore:
             self._records[run_id] = canonical(record)
             return dict(record)
 
+    def transition(
+        self,
+        run_id: str,
+        target: RunStatus,
+        changes: Changes | None = None,
+        *,
+        now_ts: float,
+    ) -> Transition:
+        target = RunStatus(target)
+        with self._mu:
+            raw = self._records.get(run_id)
+            if raw is None:
+                raise KeyError(run_id)
+            record = loads(raw)
+            current = RunStatus(record["status"])
+            if current == target:
+                return Transition(TransitionOutcome.ALREADY, current)
+            try:
+                transition(current, target)
+            except IllegalTransition:
+                return Transition(TransitionOutcome.REFUSED, current)
+            if changes is not None:
+                state, _ = self.get_state(run_id)
+                record.update(check_changes(changes(dict(record), state)))
+            record["status"] = str(target)
+            self._records[run_id] = canonical(record)
+            if target.terminal:
+                self._active.discard(run_id)
+                self._finished[run_id] = float(now_ts)
+                self._unpublished.add(run_id)
+            return Transition(TransitionOutcome.APPLIED, target, dict(record))
+
     def list_runs(self) -> list[str]:
         with self._mu:
             return list(self._records)
+
+    def active_runs(self) -> list[str]:
+        with self._mu:
+            return sorted(self._active)
+
+    def _ended(self, run_id: str) -> bool:
+        raw = self._records.get(run_id)
+        return raw is not None and RunStatus(loads(raw)["status"]).terminal
 
     # -- state + lock ----------------------------------------------------------------------
     def get_state(self, run_id: str) -> tuple[JsonDict, int]:
@@ -191,6 +350,10 @@ class MemoryStore:
             return True
 
     def _fenced(self, run_id: str, lease: Lease, expected_version: int) -> CommitOutcome | None:
+        if run_id not in self._states:
+            raise KeyError(run_id)
+        if self._ended(run_id):
+            return CommitOutcome.RUN_ENDED
         if self._holder(run_id) != lease or lease.token < self._fence_seen.get(run_id, 0):
             return CommitOutcome.STALE_LOCK
         if self._states[run_id][1] != expected_version:
@@ -250,6 +413,67 @@ class MemoryStore:
         with self._mu:
             raw = self._extras.get((run_id, name))
         return None if raw is None else loads(raw)
+
+    # -- liveness, publishing, retention ---------------------------------------------------
+    def touch_lease(self, run_id: str, iteration: int, ttl_ms: int) -> None:
+        with self._mu:
+            self._leases[run_id] = (int(iteration), self._clock() + ttl_ms / 1000.0)
+
+    def leased_iteration(self, run_id: str) -> int | None:
+        with self._mu:
+            held = self._leases.get(run_id)
+            if held is None or self._clock() >= held[1]:
+                return None
+            return held[0]
+
+    def unpublished(self) -> list[str]:
+        with self._mu:
+            return sorted(self._unpublished)
+
+    def try_mutex(self, name: str, owner: str, ttl_ms: int) -> bool:
+        with self._mu:
+            held = self._mutexes.get(name)
+            if held is not None and self._clock() < held[1]:
+                return False
+            self._mutexes[name] = (owner, self._clock() + ttl_ms / 1000.0)
+            return True
+
+    def release_mutex(self, name: str, owner: str) -> bool:
+        with self._mu:
+            held = self._mutexes.get(name)
+            if held is None or held[0] != owner or self._clock() >= held[1]:
+                return False
+            del self._mutexes[name]
+            return True
+
+    def note_published(self, run_id: str, published: JsonDict) -> None:
+        with self._mu:
+            self.update_record(run_id, {"published": published})
+            self._unpublished.discard(run_id)
+
+    def prune(self, finished_before_ts: float) -> list[str]:
+        with self._mu:
+            gone = sorted(r for r, ts in self._finished.items() if ts <= finished_before_ts)
+            for run_id in gone:
+                self.discard_run(run_id)
+            return gone
+
+    def discard_run(self, run_id: str) -> bool:
+        with self._mu:
+            existed = self._records.pop(run_id, None) is not None
+            self._states.pop(run_id, None)
+            for i in [k for k in self._iters if k[0] == run_id]:
+                del self._iters[i]
+            for x in [k for k in self._extras if k[0] == run_id]:
+                del self._extras[x]
+            for d in [k for k in self._due if k[0] == run_id]:
+                del self._due[d]
+            for per_run in (self._locks, self._fence, self._fence_seen, self._leases):
+                per_run.pop(run_id, None)  # type: ignore[attr-defined]
+            self._finished.pop(run_id, None)
+            self._active.discard(run_id)
+            self._unpublished.discard(run_id)
+            return existed
 
     # -- schedule --------------------------------------------------------------------------
     def schedule(self, run_id: str, iteration: int, due_ts: float) -> None:

@@ -8,20 +8,23 @@ after a fork; the embedded mode hands in its own).
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from soakq.settings import Settings
 from soakq.store import RunStore
 from workers.celeryconfig import WorkerSettings, celery_config, worker_settings
 
 _mu = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,9 +94,55 @@ def store_of(app: Celery) -> RunStore:
             prefix=ws.key_prefix,
             socket_timeout=ws.socket_timeout_s,
             socket_connect_timeout=ws.socket_timeout_s,
+            retention_s=ws.retention_s,
         )
         ctx.use(store)
         return store
+
+
+#: The only maxmemory-policy under which Redis never drops a run record, a lock, a fencing
+#: counter or a queued task on its own (every other policy evicts some keys).
+SAFE_EVICTION_POLICY = "noeviction"
+
+
+def eviction_refusal(app: Celery) -> str | None:
+    """Why a worker of ``app`` must not start: its Redis may evict keys. None when it may
+    start (the policy is safe, Redis is not reachable yet, or CONFIG is not allowed to us)."""
+    ws = settings_of(app)
+    if not ws.redis_url:
+        return None
+    from soakq.errors import TransientStoreError
+    from workers.store import RedisStore, redacted
+
+    store = store_of(app)
+    assert isinstance(store, RedisStore)
+    try:
+        policy = store.eviction_policy()
+    except TransientStoreError:
+        return None  # not up yet: the worker waits for the broker like any Celery worker
+    if policy is None:
+        log.warning("cannot read maxmemory-policy (CONFIG refused); make sure it is noeviction")
+        return None
+    if policy == SAFE_EVICTION_POLICY:
+        return None
+    return (
+        f"soakq worker: Redis at SOAKQ_REDIS_URL={redacted(ws.redis_url)} has "
+        f"maxmemory-policy {policy}, which can evict run records, locks and queued tasks; "
+        f"set maxmemory-policy {SAFE_EVICTION_POLICY} (see ops/redis.conf)"
+    )
+
+
+@signals.celeryd_init.connect
+def _refuse_evicting_redis(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """Before a `celery worker` of one of our apps starts its pool: refuse, in one line and
+    exit 2, a Redis that may evict keys. (SystemExit, as Celery logs and swallows the rest.)"""
+    app = getattr(instance, "app", None)
+    if app is None or app not in _contexts:
+        return
+    why = eviction_refusal(app)
+    if why is not None:
+        print(why, file=sys.stderr, flush=True)
+        raise SystemExit(2)
 
 
 def _default_app() -> Celery:

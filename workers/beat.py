@@ -1,6 +1,6 @@
 """What beat fires, in UTC: the weekly 24-hour soak, its release gate and the tick (DESIGN §6).
 
-Run beat with ``celery -A workers.app beat -S redbeat.RedBeatScheduler``: redbeat keeps the
+Run beat with ``celery -A workers.app beat -S workers.beat_scheduler:Scheduler``: redbeat keeps the
 schedule in Redis and holds a lock there, so a second beat waits instead of firing twice. A
 double fire is harmless anyway: the weekly run id is the slot's, and starting it is set-if-absent.
 """

@@ -1,4 +1,4 @@
-"""Celery configuration derived from soakq's settings (DESIGN §6).
+"""Celery configuration derived from soakq's settings (docs/architecture.md).
 
 ``WorkerSettings`` is soakq's ``Settings`` plus the knobs only the Celery side reads (same
 ``SOAKQ_`` prefix). ``celery_config`` turns it into the ``app.conf`` dict: Redis broker and result
@@ -9,6 +9,8 @@ Time budget, in one place because the pieces depend on each other::
     task hard time limit  <  visibility_timeout      (else a running task is redelivered)
     retry countdowns      <  visibility_timeout      (an ETA message is held unacked too)
     iteration deadline    >  one iteration's work    (else the watchdog re-drives a live one)
+    lease ttl             >  a tick, < the deadline  (a dead worker's iteration is re-driven
+                                                      after the lease lapses, not the deadline)
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from pydantic import Field, ValidationError, model_validator
 
 from soakq.errors import ConfigError
 from soakq.settings import Settings
+
+#: kombu/Celery retry policy: one immediate reconnect, nothing more (see celery_config).
+_ONE_RECONNECT = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 
 #: Embedded transport poll period: with kombu's default (1 s) a chord waits a second per hop.
 EMBEDDED_POLL_S = 0.001
@@ -36,6 +41,9 @@ class WorkerSettings(Settings):
     iteration_deadline_s: float = Field(600.0, gt=0)
     max_redrives: int = Field(3, ge=0)
     tick_interval_s: float = Field(10.0, gt=0)
+    # A task renews its run's lease while it runs; the watchdog re-drives an iteration nobody
+    # holds a lease on for this long. Default: three tick intervals.
+    lease_ttl_s: float | None = Field(None, gt=0)
     result_expires_s: int = Field(86_400, gt=0)
     task_events: bool = True
     beat_lock_timeout_s: int = Field(60, gt=0)
@@ -43,6 +51,11 @@ class WorkerSettings(Settings):
     @property
     def task_soft_time_limit_s(self) -> float:
         return self.task_time_limit_s * 0.9
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a run's lease lasts without renewal."""
+        return self.lease_ttl_s or 3 * self.tick_interval_s
 
     @model_validator(mode="after")
     def _time_budget(self) -> WorkerSettings:
@@ -110,8 +123,11 @@ def celery_config(ws: WorkerSettings) -> dict[str, Any]:
     timeout = ws.socket_timeout_s
     conf.update(
         broker_url=ws.redis_url,
+        # kombu's Redis transport, but a malformed message is set aside, not fatal.
+        broker_transport="workers.transport:Transport",
         result_backend=ws.redis_url,
         broker_transport_options={
+            "dead_letter_key": f"{ws.key_prefix}:dead-letters",
             "visibility_timeout": ws.visibility_timeout_s,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -119,26 +135,26 @@ def celery_config(ws: WorkerSettings) -> dict[str, Any]:
             "unacked_restore_interval": ws.unacked_restore_interval_s,
             "unacked_restore_throttle": 1,
         },
-        result_backend_transport_options={
-            "retry_policy": {
-                "max_retries": 5,
-                "interval_start": 0,
-                "interval_step": 0.2,
-                "interval_max": 1.0,
-            },
-        },
+        # One retry layer: the task's (autoretry on TransientStoreError, workers.tasks). Below
+        # it, a dropped connection is re-opened once and a timeout is not retried, so a task
+        # on an unresponsive Redis fails within a few socket timeouts, far inside its limit.
+        task_publish_retry_policy=_ONE_RECONNECT,
+        result_backend_transport_options={"retry_policy": _ONE_RECONNECT},
         redis_socket_timeout=timeout,
         redis_socket_connect_timeout=timeout,
         redis_socket_keepalive=True,
-        redis_retry_on_timeout=True,
+        redis_retry_on_timeout=False,
         redis_backend_health_check_interval=30,
         redbeat_redis_url=ws.redis_url,
         redbeat_key_prefix=f"{ws.key_prefix}:redbeat:",
         redbeat_lock_timeout=ws.beat_lock_timeout_s,
+        # No redbeat retry_period: it would stack a 30 s retry on every redbeat call and still
+        # miss the lock; workers.beat_scheduler rides out Redis trouble tick by tick instead.
         redbeat_redis_options={
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            "retry_period": 30,
+            "socket_keepalive": True,
         },
+        beat_scheduler="workers.beat_scheduler:Scheduler",
     )
     return conf

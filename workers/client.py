@@ -1,8 +1,9 @@
 """Driving runs on the queue: send an iteration's start, claim due iterations, the watchdog.
 
-Used by the CLI (start iteration 1), the chord body (an immediate successor) and the beat tick
-(due iterations, overdue ones). Every start goes out with a deterministic task id keyed by
-``(run_id, iteration, attempt)``, after the run record says so in its ``drive`` field::
+Used by the CLI (start iteration 1), the chord body (an immediate successor, or one due within a
+tick, sent with a short countdown) and the beat tick (due iterations, overdue ones). Every start
+goes out with a deterministic task id keyed by ``(run_id, iteration, attempt)``, after the run
+record says so in its ``drive`` field::
 
     drive = {"iteration": i, "attempt": a, "due_ts": ..., "enqueued_ts": ... | None,
              "deadline_ts": ...}
@@ -10,6 +11,9 @@ Used by the CLI (start iteration 1), the chord body (an immediate successor) and
 ``enqueued_ts`` is None while the iteration waits in the due set for the tick. A start sent
 twice for the same attempt is harmless (the chord's header results are de-duplicated by task id
 and the body commits once); a re-drive takes the next attempt number so it gets a fresh chord.
+
+The watchdog visits the active runs only (a set the status transitions maintain), so its cost
+follows what is running, never the history (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from workers.app import settings_of
 
 log = logging.getLogger(__name__)
 
-#: Pseudo run id of the tick's lock: not a valid run id, so it never meets a real run.
-TICK_LOCK = "__tick__"
+#: The mutex the tick's watchdog pass runs under (one pass at a time).
+TICK_LOCK = "tick"
 
 
 def parse_iso(text: str | None) -> float | None:
@@ -53,14 +57,18 @@ def send_start(
     now: float,
     attempt: int = 0,
     reason: str | None = None,
+    due_ts: float | None = None,
 ) -> str:
-    """Record the drive, then enqueue ``start(run_id, iteration)``; return the task id."""
-    deadline = now + settings_of(app).iteration_deadline_s
+    """Record the drive, then enqueue ``start(run_id, iteration)``; return the task id.
+
+    ``due_ts`` later than ``now`` (at most a tick away) sends the start with that countdown."""
+    due = now if due_ts is None else max(now, due_ts)
+    deadline = due + settings_of(app).iteration_deadline_s
     changes: dict[str, Any] = {
         "drive": {
             "attempt": attempt,
             "deadline_ts": deadline,
-            "due_ts": now,
+            "due_ts": due,
             "enqueued_ts": now,
             "iteration": iteration,
         }
@@ -72,11 +80,13 @@ def send_start(
         changes["watchdog"] = events
     store.update_record(run_id, changes)
     task_id = names.start_id(run_id, iteration, attempt)
+    options: dict[str, Any] = {"countdown": due - now} if due > now else {}
     app.send_task(
         names.ITERATION_START,
         args=[run_id, iteration],
         kwargs={"attempt": attempt},
         task_id=task_id,
+        **options,
     )
     return task_id
 
@@ -96,6 +106,23 @@ def note_pending(app: Celery, store: RunStore, run_id: str, iteration: int, due_
             }
         },
     )
+
+
+def drive_successor(
+    app: Celery, store: RunStore, run_id: str, iteration: int, due_ts: float, now: float
+) -> None:
+    """After a commit: start ``iteration`` now, or with a countdown when it is due within a
+    tick (so ``--interval`` holds to within a second whatever the tick), or leave it to the
+    tick. The due-set entry stays as the tick's fallback; the tick skips what is in flight."""
+    ws = settings_of(app)
+    if due_ts <= now:
+        drive_due(app, store, now)  # claims the successor (and whatever else is due)
+    elif due_ts - now <= ws.tick_interval_s and ws.redis_url:
+        send_start(app, store, run_id, iteration, now=now, due_ts=due_ts)
+    else:
+        # (Embedded, the in-process driver ticks every tenth of the interval instead: its
+        # memory:// worker does not run countdown messages.)
+        note_pending(app, store, run_id, iteration, due_ts)
 
 
 def in_flight(drive: Mapping[str, Any] | None, iteration: int, now: float) -> bool:
@@ -148,36 +175,55 @@ def watchdog_action(
     max_redrives: int,
     last_ts: float | None,
     interval_s: float,
+    leased: int | None = None,
+    lease_ttl_s: float = float("inf"),
 ) -> Action:
     """Decide for a run that has not ended. ``last_ts``: when the last iteration finished
-    (or the run was submitted); ``done``: iterations committed. Pure."""
+    (or the run was submitted); ``done``: iterations committed; ``leased``: the iteration a
+    worker holds the run's lease for, if any. Pure."""
     if stopped or done >= planned:
         return Action("complete", reason=f"{done}/{planned} iterations committed, not closed")
     nxt = done + 1
     if drive is not None and drive.get("iteration") == nxt:
+        attempt = int(drive["attempt"])
         if now < drive["deadline_ts"]:
+            started = drive.get("enqueued_ts")
+            if (
+                started is not None
+                and leased != nxt
+                and now >= max(started, drive.get("due_ts", started)) + lease_ttl_s
+                and attempt < max_redrives
+            ):
+                # Its worker died (or its message was lost): no task of the iteration has held
+                # the lease for a lease period. Re-drive now, not at the deadline.
+                return Action(
+                    "drive",
+                    nxt,
+                    attempt + 1,
+                    f"no worker held iteration {nxt} attempt {attempt} for {lease_ttl_s:g}s "
+                    "(lease lapsed)",
+                )
             return Action("wait")
         if drive.get("enqueued_ts") is None:
             return Action(
                 "drive",
                 nxt,
-                int(drive["attempt"]),
+                attempt,
                 f"iteration {nxt} was due but never started within {deadline_s:g}s",
             )
-        attempt = int(drive["attempt"]) + 1
-        if attempt > max_redrives:
+        if attempt + 1 > max_redrives:
             return Action(
                 "lose",
                 nxt,
-                attempt,
+                attempt + 1,
                 f"iteration {nxt} did not finish within {deadline_s:g}s of its start, "
                 f"{max_redrives} re-drives given up",
             )
         return Action(
             "drive",
             nxt,
-            attempt,
-            f"iteration {nxt} attempt {attempt - 1} passed its {deadline_s:g}s deadline",
+            attempt + 1,
+            f"iteration {nxt} attempt {attempt} passed its {deadline_s:g}s deadline",
         )
     # Nobody drives the successor: a crash between commit and drive.
     if last_ts is None or now < last_ts + interval_s + deadline_s:
@@ -186,12 +232,12 @@ def watchdog_action(
 
 
 def watchdog(app: Celery, store: RunStore, now: float) -> list[tuple[str, Action]]:
-    """Look at every run that has not ended; re-drive, close or give up on it."""
+    """Look at every active run; re-drive, close or give up on it."""
     from workers.tasks import publish
 
     ws = settings_of(app)
     taken = []
-    for run_id in store.list_runs():
+    for run_id in store.active_runs():
         record = store.get_record(run_id)
         if record is None or RunStatus(record["status"]).terminal:
             continue
@@ -213,6 +259,8 @@ def watchdog(app: Celery, store: RunStore, now: float) -> list[tuple[str, Action
             max_redrives=ws.max_redrives,
             last_ts=last_ts,
             interval_s=spec.interval_s,
+            leased=store.leased_iteration(run_id),
+            lease_ttl_s=ws.lease_ttl,
         )
         if action.kind == "wait":
             continue

@@ -9,6 +9,7 @@ ITERATION_FINALIZE = "soakq.iteration.finalize"
 SCHEDULE_TICK = "soakq.schedule.tick"
 WEEKLY_START = "soakq.weekly.start"
 RELEASE_GATE_CHECK = "soakq.release_gate.check"
+RUN_PUBLISH = "soakq.run.publish"
 BENCH_NOOP = "soakq.bench.noop"
 
 ALL = (
@@ -19,6 +20,7 @@ ALL = (
     SCHEDULE_TICK,
     WEEKLY_START,
     RELEASE_GATE_CHECK,
+    RUN_PUBLISH,
     BENCH_NOOP,
 )
 

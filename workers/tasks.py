@@ -1,4 +1,4 @@
-"""The tasks: thin adapters from a message to one soakq function (DESIGN §6).
+"""The tasks: thin adapters from a message to one soakq function (docs/architecture.md).
 
 Iteration i of a run is a chord::
 
@@ -6,7 +6,12 @@ Iteration i of a run is a chord::
 
 ``finalize`` commits once (set-if-absent document + fenced CAS), so every task here may run twice:
 all are ``acks_late`` and ``reject_on_worker_lost`` (a message whose worker died is redelivered).
-No task waits on another's result.
+No task waits on another's result. A task working on an iteration holds the run's lease
+(workers.lease) so the watchdog can tell a dead worker from a slow one.
+
+Time limits are the executing worker's (``SOAKQ_TASK_TIME_LIMIT_S``): ``SoakqTask`` keeps them
+out of the messages, which would otherwise carry the sender's. The one exception is explicit: a
+live step carries the limit its run's window needs (``live_options``).
 """
 
 from __future__ import annotations
@@ -31,13 +36,28 @@ from soakq.store import RunStore
 from workers import names
 from workers.app import artifacts_of, settings_of, store_of
 from workers.beat import gate_for, parse_slot, weekly_run_id, weekly_slot, weekly_spec
+from workers.lease import KEEPER
 
 log = logging.getLogger(__name__)
+
+
+class SoakqTask(Task):  # type: ignore[misc]
+    """A task whose messages never carry time limits: the worker that runs it applies its own
+    ``task_time_limit`` / ``task_soft_time_limit`` (Celery otherwise copies the sender's
+    configured limits into every message, and the message's limits win)."""
+
+    def _get_exec_options(self) -> dict[str, Any]:
+        options = dict(super()._get_exec_options())
+        options.pop("time_limit", None)
+        options.pop("soft_time_limit", None)
+        return options
+
 
 # Every task is idempotent: ack only when it is done, redeliver it when its worker dies, and
 # retry it (with backoff, a few seconds at most: well under visibility_timeout) when Redis
 # blinked; a TransientStoreError is the only error worth a retry.
 IDEMPOTENT: dict[str, Any] = {
+    "base": SoakqTask,
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
@@ -52,60 +72,69 @@ LIVE_MARGIN_S = 30.0  # the live step's time limit: window + report timeout + th
 
 def publish(app: Any, store: RunStore, run_id: str) -> None:
     """Write the whole run directory from the store (same bytes every time), then say so in
-    the record (``published``, which RUN.json leaves out) for whoever waits on the files."""
+    the record (``published``, which RUN.json leaves out) for whoever waits on the files.
+    A weekly run that ended without a release gate gets its failed gate here, when it ends."""
     record = store.get_record(run_id)
     if record is None:
         return
+    status = RunStatus(record["status"])
+    weekly = record.get("runtime", {}).get("execution") == "weekly"
+    if status.terminal and weekly and store.get_extra(run_id, "release_gate") is None:
+        store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
     export_run(store, run_id, artifacts_of(app))
-    store.update_record(
-        run_id, {"published": {"at": runner.iso(time.time()), "status": record["status"]}}
-    )
+    published = {"at": runner.iso(time.time()), "status": record["status"]}
+    if status.terminal:
+        store.note_published(run_id, published)
+    else:
+        store.update_record(run_id, {"published": published})
 
 
 @shared_task(name=names.ITERATION_START, max_retries=8, **IDEMPOTENT)
 def start(self: Task, run_id: str, iteration: int, attempt: int = 0) -> str:
     """Send the chord of ``iteration`` unless the run moved on or ended."""
-    store = store_of(self.app)
+    store, ws = store_of(self.app), settings_of(self.app)
     spec, record = runner.load_spec(store, run_id)
     state, _ = store.get_state(run_id)
     if RunStatus(record["status"]).terminal or state["iteration"] != iteration - 1:
         return "skipped"
-    sig = self.app.signature
-    if spec.live:
-        # One task writes the handshake and reads the bot's one report for every symbol; it
-        # runs on the bot's queue, served by a worker on the host that sees the bot directory.
-        steps = [
-            sig(
-                names.LIVE_MEASURE,
-                args=(run_id, iteration),
-                task_id=names.live_measure_id(run_id, iteration, attempt),
-                **live_options(self.app, spec),
-            )
-        ]
-    else:
-        steps = [
-            sig(
-                names.METRICS_MEASURE,
-                args=(run_id, iteration, s),
-                task_id=names.measure_id(run_id, iteration, attempt, s),
-            )
-            for s in spec.symbols
-        ]
-    header = group(steps, task_id=names.header_group_id(run_id, iteration, attempt))
-    body = sig(
-        names.ITERATION_FINALIZE, args=(run_id, iteration), kwargs={"started_ts": time.time()}
-    )
-    chord(header, body).apply_async(task_id=names.finalize_id(run_id, iteration, attempt))
+    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
+        sig = self.app.signature
+        if spec.live:
+            # One task writes the handshake and reads the bot's one report for every symbol; it
+            # runs on the bot's queue, served by a worker on the host that sees the bot directory.
+            steps = [
+                sig(
+                    names.LIVE_MEASURE,
+                    args=(run_id, iteration),
+                    task_id=names.live_measure_id(run_id, iteration, attempt),
+                    **live_options(self.app, spec),
+                )
+            ]
+        else:
+            steps = [
+                sig(
+                    names.METRICS_MEASURE,
+                    args=(run_id, iteration, s),
+                    task_id=names.measure_id(run_id, iteration, attempt, s),
+                )
+                for s in spec.symbols
+            ]
+        header = group(steps, task_id=names.header_group_id(run_id, iteration, attempt))
+        body = sig(
+            names.ITERATION_FINALIZE, args=(run_id, iteration), kwargs={"started_ts": time.time()}
+        )
+        chord(header, body).apply_async(task_id=names.finalize_id(run_id, iteration, attempt))
     return "started"
 
 
 @shared_task(name=names.METRICS_MEASURE, max_retries=8, **IDEMPOTENT)
 def measure(self: Task, run_id: str, iteration: int, symbol: str) -> dict[str, Any]:
     """One symbol's metrics under the overrides the run has now (after ``iteration - 1``)."""
-    store = store_of(self.app)
+    store, ws = store_of(self.app), settings_of(self.app)
     spec, _ = runner.load_spec(store, run_id)
     state, _ = store.get_state(run_id)
-    return measure_symbol(spec, iteration, symbol, state["overrides"])
+    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
+        return measure_symbol(spec, iteration, symbol, state["overrides"])
 
 
 def live_options(app: Any, spec: RunSpec) -> dict[str, Any]:
@@ -121,10 +150,13 @@ def live_options(app: Any, spec: RunSpec) -> dict[str, Any]:
 @shared_task(name=names.LIVE_MEASURE, max_retries=8, **IDEMPOTENT)
 def live_measure(self: Task, run_id: str, iteration: int) -> list[dict[str, Any]]:
     """Handshake for ``iteration`` with the overrides in force, wait, read the bot's report."""
-    store = store_of(self.app)
+    store, ws = store_of(self.app), settings_of(self.app)
     spec, _ = runner.load_spec(store, run_id)
     state, _ = store.get_state(run_id)
-    return measure_iteration(spec, iteration, state["overrides"])
+    # The lease is renewed for the whole window: the watchdog must not take a live step that
+    # waits for the bot for a dead one.
+    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
+        return measure_iteration(spec, iteration, state["overrides"])
 
 
 @shared_task(name=names.ITERATION_FINALIZE, max_retries=8, **IDEMPOTENT)
@@ -137,15 +169,16 @@ def finalize(
 ) -> str:
     """Commit the iteration once, then write its file and drive what comes next."""
     app, store, ws = self.app, store_of(self.app), settings_of(self.app)
-    result = runner.finalize(
-        store,
-        run_id,
-        iteration,
-        results,
-        owner=f"{self.request.hostname}:{os.getpid()}",
-        lock_ttl_ms=ws.lock_ttl_ms,
-        started_ts=started_ts,
-    )
+    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
+        result = runner.finalize(
+            store,
+            run_id,
+            iteration,
+            results,
+            owner=f"{self.request.hostname}:{os.getpid()}",
+            lock_ttl_ms=ws.lock_ttl_ms,
+            started_ts=started_ts,
+        )
     if result.status in (FinalizeStatus.LOCKED, FinalizeStatus.REFUSED):
         # Long enough in total to outlive a dead holder's lock.
         budget = 10 + math.ceil(2 * ws.lock_ttl_ms / 1000 / _RETRY_CAP_S)
@@ -159,7 +192,7 @@ def after_finalize(
     app: Any, store: RunStore, run_id: str, iteration: int, result: FinalizeResult
 ) -> None:
     """Side effects after a commit; all repeatable, so a duplicate body redoes them safely."""
-    from workers.client import drive_due, note_pending
+    from workers.client import drive_due, drive_successor
 
     if result.status == FinalizeStatus.OUT_OF_ORDER:
         log.warning(
@@ -170,10 +203,8 @@ def after_finalize(
         write_iteration(store, run_id, iteration, artifacts_of(app))
     now = time.time()
     if result.status == FinalizeStatus.COMMITTED and not result.completed:
-        if result.next_due_ts is not None and result.next_due_ts > now:
-            note_pending(app, store, run_id, iteration + 1, result.next_due_ts)
-        else:
-            drive_due(app, store, now)  # claims the successor (and whatever else is due)
+        assert result.next_iteration is not None and result.next_due_ts is not None
+        drive_successor(app, store, run_id, result.next_iteration, result.next_due_ts, now)
         return
     if result.status == FinalizeStatus.DUPLICATE:
         runner.close_if_finished(store, run_id)  # the first delivery may have died before
@@ -184,24 +215,42 @@ def after_finalize(
         drive_due(app, store, now)
 
 
+@shared_task(name=names.RUN_PUBLISH, max_retries=8, **IDEMPOTENT)
+def publish_run(self: Task, run_id: str) -> str:
+    """Write a run's directory (sent by `soakq cancel`; the tick does it too, as a fallback)."""
+    store = store_of(self.app)
+    if store.get_record(run_id) is None:
+        return "missing"
+    publish(self.app, store, run_id)
+    return "published"
+
+
 @shared_task(name=names.SCHEDULE_TICK, max_retries=8, **IDEMPOTENT)
 def tick(self: Task) -> dict[str, Any]:
-    """Start due iterations; then, under a short lock, the watchdog pass."""
+    """Start due iterations; then, under a short lock, the watchdog over the active runs, the
+    artifacts of runs that ended unpublished, and the index entries of expired runs."""
     from workers.client import TICK_LOCK, drive_due, watchdog
 
     app, store, ws = self.app, store_of(self.app), settings_of(self.app)
     now = time.time()
     sent = drive_due(app, store, now)
-    lease = store.acquire_lock(
-        TICK_LOCK, f"{self.request.hostname}:{os.getpid()}", int(ws.tick_interval_s * 3000)
-    )
-    if lease is None:
+    owner = f"{self.request.hostname}:{os.getpid()}:{self.request.id}"
+    if not store.try_mutex(TICK_LOCK, owner, int(ws.tick_interval_s * 3000)):
         return {"sent": len(sent), "watchdog": "busy"}
     try:
         taken = watchdog(app, store, now)
+        published = store.unpublished()
+        for run_id in published:
+            publish(app, store, run_id)
+        pruned = store.prune(now - ws.retention_s)
     finally:
-        store.release_lock(TICK_LOCK, lease)
-    return {"sent": len(sent), "watchdog": [[r, a.kind, a.reason] for r, a in taken]}
+        store.release_mutex(TICK_LOCK, owner)
+    return {
+        "sent": len(sent),
+        "watchdog": [[r, a.kind, a.reason] for r, a in taken],
+        "published": published,
+        "pruned": len(pruned),
+    }
 
 
 @shared_task(name=names.WEEKLY_START, max_retries=8, **IDEMPOTENT)
@@ -221,10 +270,11 @@ def weekly_start(self: Task, slot: str | None = None) -> dict[str, Any]:
     return {"created": created, "run_id": spec.run_id}
 
 
-@shared_task(name=names.RELEASE_GATE_CHECK, max_retries=12, **IDEMPOTENT)
+@shared_task(name=names.RELEASE_GATE_CHECK, max_retries=8, **IDEMPOTENT)
 def release_gate_check(self: Task, slot: str | None = None) -> dict[str, Any]:
-    """Record RELEASE_GATE for the latest weekly run (waits a little if it is still going)."""
-    app, store, ws = self.app, store_of(self.app), settings_of(self.app)
+    """Record RELEASE_GATE for the latest weekly run. A run still going is not waited for:
+    whatever ends it publishes it, and publishing a weekly run records its gate."""
+    app, store = self.app, store_of(self.app)
     when = parse_slot(slot) if slot else weekly_slot(time.time(), max_late_s=None)
     assert when is not None
     run_id = weekly_run_id(when)
@@ -233,7 +283,10 @@ def release_gate_check(self: Task, slot: str | None = None) -> dict[str, Any]:
         log.error("release gate: no weekly run %s", run_id)
         return {"run_id": run_id, "verdict": "MISSING"}
     if not RunStatus(record["status"]).terminal:
-        raise self.retry(countdown=min(240.0, ws.visibility_timeout_s / 2))
+        log.info(
+            "release gate: weekly run %s still %s; recorded when it ends", run_id, record["status"]
+        )
+        return {"run_id": run_id, "verdict": "PENDING"}
     store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
     publish(app, store, run_id)
     gate = store.get_extra(run_id, "release_gate") or {}

@@ -6,14 +6,48 @@ package never loads them at import time.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from soakq.errors import ConfigError, InputError
+from soakq.errors import ConfigError, InputError, StoreRefused, TransientStoreError
 
 POLL_S = 0.2  # how often `--wait` / `watch` look at the run record
 PUBLISH_GRACE_S = 120.0  # how long a follower waits for the workers' files once the run ended
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _where(settings: Any) -> str:
+    from workers.store import redacted
+
+    return f"Redis at SOAKQ_REDIS_URL={redacted(settings.redis_url)}"
+
+
+def _redis_trouble(fn: F) -> F:
+    """An unreachable or unresponsive Redis is a configuration problem: one line naming
+    SOAKQ_REDIS_URL, exit 2 (the store already waited at most its socket timeout)."""
+
+    @functools.wraps(fn)
+    def wrapper(settings: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(settings, *args, **kwargs)
+        except TransientStoreError as exc:
+            from redis.exceptions import TimeoutError as RedisTimeout
+
+            why = " ".join(str(exc.__cause__ or exc).split()).rstrip(".")
+            what = (
+                f"did not answer within {settings.socket_timeout_s:g}s"
+                if isinstance(exc.__cause__, RedisTimeout)
+                else "is not reachable"
+            )
+            raise ConfigError(
+                f"{_where(settings)} {what} ({why}); check that it runs and that the URL is right"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _connect(settings: Any) -> tuple[Any, Any]:
@@ -24,7 +58,7 @@ def _connect(settings: Any) -> tuple[Any, Any]:
     app = make_app(settings)
     store = store_of(app)
     assert isinstance(store, RedisStore)
-    store.ping()  # unreachable Redis: TransientStoreError, said plainly, exit 1
+    store.ping()  # unreachable Redis: TransientStoreError, said plainly by _redis_trouble
     return app, store
 
 
@@ -61,29 +95,30 @@ def check_live_budget(spec: Any) -> None:
             )
 
 
+@_redis_trouble
 def submit_distributed(
     settings: Any, spec: Any, root: Path, *, wait: bool, explicit_id: bool
 ) -> int:
     """Record the run, send the start of iteration 1, print the run id; follow it with ``wait``."""
-    from soakq.runner import start_run
+    from soakq.runner import start_run, start_run_unique
     from workers.client import send_start
 
     if spec.live:
         check_live_budget(spec)
     app, store = _connect(settings)
-    base, n = spec.run_id, 1
-    while True:
-        now = time.time()
-        if start_run(store, spec, now=now, mode="distributed"):
-            break
-        if explicit_id:
+    now = time.time()
+    if explicit_id:
+        if not start_run(store, spec, now=now, mode="distributed"):
             raise ConfigError(
-                f"--run-id {base}: a run with this id already exists in Redis; "
+                f"--run-id {spec.run_id}: a run with this id already exists in Redis; "
                 "choose another run id (or `soakq status` it)"
             )
-        n += 1  # the derived id is taken: -2, -3, ... as the embedded mode does for directories
-        spec = spec.model_copy(update={"run_id": f"{base}-{n}"})
-    send_start(app, store, spec.run_id, 1, now=now)
+    else:  # the derived id, or -2, -3, ... from a counter when it is taken
+        spec = start_run_unique(store, spec, now=now, mode="distributed")
+    try:
+        send_start(app, store, spec.run_id, 1, now=now)
+    except Exception as exc:  # kombu, redis or store: whatever it is, the run must not stay queued
+        _not_started(settings, store, spec.run_id, exc)
     print(spec.run_id, flush=True)
     if not wait:
         return 0
@@ -91,6 +126,36 @@ def submit_distributed(
 
     print(run_line(spec, "distributed"), flush=True)
     return _follow(store, spec.run_id, timeout_s=float("inf"))
+
+
+def _not_started(settings: Any, store: Any, run_id: str, exc: BaseException) -> None:
+    """The run is recorded but its first message could not be sent: mark it failed with the
+    reason (or, if Redis refuses even that, remove it), then raise the one-line error."""
+    from soakq.errors import StoreError
+    from soakq.runner import fail_unstarted
+    from workers.store import is_out_of_memory
+
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        if is_out_of_memory(cause):
+            break
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    why = " ".join(str(cause).split()) or type(cause).__name__
+    if is_out_of_memory(cause):
+        why = f"Redis is out of memory: {why}; raise maxmemory or `soakq prune` finished runs"
+    try:
+        fail_unstarted(store, run_id, reason=f"its first message could not be sent: {why}")
+        fate = "marked failed"
+    except StoreError:
+        try:
+            store.discard_run(run_id)
+            fate = "removed (Redis refused to mark it failed)"
+        except StoreError:
+            fate = "left as it is (Redis refused every write; `soakq cancel` it later)"
+    raise StoreRefused(
+        f"run {run_id}: its first message could not be sent to {_where(settings)} ({why}); "
+        f"the run is {fate}"
+    ) from None
 
 
 def _follow(store: Any, run_id: str, *, timeout_s: float) -> int:
@@ -140,11 +205,10 @@ def _published(record: dict[str, Any], grace_until: float | None) -> bool:
     """The workers wrote the run directory for this final status (or we stop waiting for it)."""
     if (record.get("published") or {}).get("status") == record["status"]:
         return True
-    if record["status"] == "cancelled":  # a cancel with nothing in flight publishes nothing
-        return True
     return grace_until is not None and time.monotonic() > grace_until
 
 
+@_redis_trouble
 def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
     from soakq.jsonio import dumps
 
@@ -168,11 +232,13 @@ def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
     return 0
 
 
+@_redis_trouble
 def follow(settings: Any, run_id: str, *, timeout_s: float) -> int:
     _, store = _connect(settings)
     return _follow(store, run_id, timeout_s=timeout_s)
 
 
+@_redis_trouble
 def list_distributed(settings: Any) -> int:
     _, store = _connect(settings)
     print(f"{'run_id':<44} {'status':<10} {'iters':>7}  release_gate")
@@ -187,18 +253,23 @@ def list_distributed(settings: Any) -> int:
     return 0
 
 
+@_redis_trouble
 def cancel_distributed(settings: Any, run_id: str) -> int:
     from soakq.runner import cancel_run
+    from workers import names
 
-    _, store = _connect(settings)
+    app, store = _connect(settings)
     _record(store, run_id)
     if cancel_run(store, run_id, reason="cancelled with `soakq cancel`"):
+        # A worker writes the cancelled run's directory now (the tick would, within a tick).
+        app.send_task(names.RUN_PUBLISH, args=[run_id])
         print(f"run {run_id}: cancelled (an iteration in flight finishes its tasks as no-ops)")
         return 0
     print(f"run {run_id}: not cancelled, it already ended ({_record(store, run_id)['status']})")
     return 1
 
 
+@_redis_trouble
 def export_distributed(settings: Any, run_id: str, root: Path) -> int:
     from soakq.artifacts import export_run
 
@@ -206,4 +277,21 @@ def export_distributed(settings: Any, run_id: str, root: Path) -> int:
     _record(store, run_id)
     out = export_run(store, run_id, root)
     print(f"wrote {out}")
+    return 0
+
+
+@_redis_trouble
+def prune_distributed(settings: Any, older_than_days: float) -> int:
+    """Delete the Redis keys of runs that finished more than ``older_than_days`` ago."""
+    from soakq.runner import iso
+
+    _, store = _connect(settings)
+    cutoff = time.time() - older_than_days * 86_400
+    gone = store.prune(cutoff)
+    legacy = store.prune_unreadable()
+    print(
+        f"pruned {len(gone)} finished run(s) from Redis (finished before {iso(cutoff)})"
+        + (f" and {legacy} run(s) in a layout this version cannot read" if legacy else "")
+        + "; their artifacts on disk are kept"
+    )
     return 0

@@ -1,4 +1,5 @@
-"""Run commands: status, watch, runs, cancel, export (Redis when configured, else artifacts)."""
+"""Run commands: status, watch, runs, cancel, export, prune (Redis when configured, else
+artifacts)."""
 
 from __future__ import annotations
 
@@ -136,3 +137,27 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         from soakq.cli.distributed import export_distributed
 
         raise typer.Exit(export_distributed(settings, run_id, _artifacts(settings, artifacts)))
+
+    @app.command()
+    @handles_errors
+    def prune(
+        older_than: Annotated[
+            float,
+            typer.Option(
+                "--older-than",
+                metavar="DAYS",
+                min=0.0,
+                help="Only runs that finished more than DAYS days ago [default: every "
+                "finished run]. Without prune they expire after SOAKQ_RETENTION_DAYS.",
+            ),
+        ] = 0.0,
+    ) -> None:
+        """Remove finished runs from Redis now (their artifacts on disk stay)."""
+        from soakq.cli.main import _settings
+
+        settings = _settings()
+        if not settings.redis_url:
+            raise UserError("prune removes runs from Redis: set SOAKQ_REDIS_URL")
+        from soakq.cli.distributed import prune_distributed
+
+        raise typer.Exit(prune_distributed(settings, older_than))

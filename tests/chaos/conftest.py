@@ -17,3 +17,4 @@ if _name not in sys.modules:
     _spec.loader.exec_module(_module)
 
 embedded_twin = sys.modules[_name].embedded_twin
+private_redis = sys.modules[_name].private_redis

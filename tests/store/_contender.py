@@ -66,12 +66,13 @@ def contend(url: str, run_id: str, n: int, owner: str) -> int:
 def stale(url: str, run_id: str, ttl_ms: int) -> int:
     store = RedisStore.from_url(url)
     lease = store.acquire_lock(run_id, "stale", ttl_ms)
+    # The lock's TTL runs from here, so the pause is measured from here too.
+    before = time.monotonic()
     if lease is None:
         _say({"error": "lock busy"})
         return 2
     _, version = store.get_state(run_id)
     _say({"token": lease.token, "version": version})
-    before = time.monotonic()
     os.kill(os.getpid(), signal.SIGSTOP)  # the pause: resumed only by the test's SIGCONT
     paused_s = time.monotonic() - before
     cas = store.cas_state(run_id, lease, version, {"writer": "stale"})

@@ -31,7 +31,7 @@ def _two_clients(kind: str):
 @pytest.mark.parametrize("kind", ["fakeredis", "memory"])
 def test_paused_holder_cannot_commit_after_takeover(kind, wait_for):
     stalled, other = _two_clients(kind)
-    assert stalled.create_run(RUN, {}, {"by": None})
+    assert stalled.create_run(RUN, {"status": "queued"}, {"by": None})
     holding = threading.Event()
     resume = threading.Event()
     seen: dict[str, object] = {}

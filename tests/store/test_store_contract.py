@@ -20,7 +20,7 @@ from workers.store import RedisStore
 
 RUN = "run-1"
 TTL_MS = 10_000
-RECORD = {"profile": "steady_safe", "status": "pending", "spec": {"iterations": 6}}
+RECORD = {"profile": "steady_safe", "status": "queued", "spec": {"iterations": 6}}
 STATE0 = {"overrides": {"min_interval_ms": 75}, "ledger": []}
 
 
@@ -34,7 +34,7 @@ def _created(h, run_id=RUN, record=None, state=None):
 # -- records -------------------------------------------------------------------------------
 def test_create_is_set_if_absent(harness):
     store = _created(harness)
-    assert store.create_run(RUN, {"other": True}, {"other": True}) is False
+    assert store.create_run(RUN, {"other": True, "status": "queued"}, {"other": True}) is False
     assert store.get_record(RUN) == RECORD
     assert store.get_state(RUN) == (STATE0, 0)
 
@@ -45,21 +45,28 @@ def test_missing_run(harness):
     with pytest.raises(KeyError):
         store.get_state("nope")
     with pytest.raises(KeyError):
-        store.update_record("nope", {"status": "running"})
+        store.update_record("nope", {"profile": "x"})
     assert store.list_runs() == []
 
 
 def test_update_record_merges_top_level_fields(harness):
     store = _created(harness)
-    new = store.update_record(RUN, {"status": "running", "spec": {"iterations": 8}})
-    expected = {"profile": "steady_safe", "status": "running", "spec": {"iterations": 8}}
+    new = store.update_record(RUN, {"profile": "other", "spec": {"iterations": 8}})
+    expected = {"profile": "other", "status": "queued", "spec": {"iterations": 8}}
     assert new == expected
     assert store.get_record(RUN) == expected
     assert store.get_state(RUN) == (STATE0, 0)  # the state is not the record
 
 
+def test_update_record_never_changes_the_status(harness):
+    store = _created(harness)
+    with pytest.raises(ValueError, match="transition"):
+        store.update_record(RUN, {"status": "succeeded"})
+    assert store.get_record(RUN) == RECORD
+
+
 def test_concurrent_record_updates_lose_nothing(harness):
-    store = _created(harness, record={})
+    store = _created(harness, record={"status": "queued"})
     errors: list[BaseException] = []
 
     def writer(n: int) -> None:
@@ -76,21 +83,21 @@ def test_concurrent_record_updates_lose_nothing(harness):
         t.join(timeout=30)
     assert not errors
     assert not any(t.is_alive() for t in threads)
-    assert len(store.get_record(RUN)) == 100
+    assert len(store.get_record(RUN)) == 101  # 100 fields and the status
 
 
 def test_list_runs_in_creation_order(harness):
     store = harness.store
     for run_id in ["c", "a", "weekly:2025-01-05T00:00Z", "b"]:
-        assert store.create_run(run_id, {"id": run_id}, {})
-    assert store.create_run("a", {}, {}) is False  # a repeat does not move it
+        assert store.create_run(run_id, {"id": run_id, "status": "queued"}, {})
+    assert store.create_run("a", {"status": "queued"}, {}) is False  # a repeat does not move it
     assert store.list_runs() == ["c", "a", "weekly:2025-01-05T00:00Z", "b"]
 
 
 def test_documents_round_trip_exactly(harness):
     doc = {"f": 0.1 + 0.2, "big": 2**62, "neg": -1.5e-9, "s": "é\u2603", "n": None, "l": [1, {}]}
-    store = _created(harness, record=doc, state=doc)
-    assert store.get_record(RUN) == doc
+    store = _created(harness, record={**doc, "status": "queued"}, state=doc)
+    assert store.get_record(RUN) == {**doc, "status": "queued"}
     assert store.get_state(RUN) == (doc, 0)
 
 
@@ -110,7 +117,7 @@ def test_lock_is_exclusive_and_tokens_strictly_increase(harness):
 
 def test_tokens_are_per_run_and_busy_attempts_burn_none(harness):
     store = _created(harness)
-    store.create_run("run-2", {}, {})
+    store.create_run("run-2", {"status": "queued"}, {})
     first = store.acquire_lock(RUN, "w", TTL_MS)
     assert first is not None
     for _ in range(3):
@@ -368,7 +375,7 @@ class TwoHolders(RuleBasedStateMachine):
         self.mem = MemoryStore(clock=self.clock)
         self.red = RedisStore(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
         for store in (self.mem, self.red):
-            assert store.create_run(RUN, {}, {"n": 0})
+            assert store.create_run(RUN, {"status": "queued"}, {"n": 0})
         self.leases: dict[str, Lease] = {}
         self.seen_version: dict[str, int] = {}
         self.newest_token = 0

@@ -29,7 +29,7 @@ LOCAL_PASSWORD = "soakq-local-only"
 
 # The commands the worker/chaos tests start as subprocesses; compose must run the same ones.
 WORKER_CMD = ["celery", "-A", "workers.app", "worker"]
-BEAT_CMD = ["celery", "-A", "workers.app", "beat", "-S", "redbeat.RedBeatScheduler"]
+BEAT_CMD = ["celery", "-A", "workers.app", "beat", "-S", "workers.beat_scheduler:Scheduler"]
 FLOWER_CMD = ["celery", "-A", "workers.app", "flower"]
 
 _VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")

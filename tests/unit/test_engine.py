@@ -273,6 +273,9 @@ def test_run_id_collisions(clean_env: Path) -> None:
     run_spec(spec, root)
     second = free_run_id(spec, root, explicit=False)
     assert second.run_id == f"{spec.run_id}-2"
+    for name in (f"{spec.run_id}-2", f"{spec.run_id}-7", f"{spec.run_id}-x", f"{spec.run_id}9"):
+        (root / "soak" / name).mkdir()
+    assert free_run_id(spec, root, explicit=False).run_id == f"{spec.run_id}-8"
     with pytest.raises(ConfigError, match="already exists"):
         free_run_id(spec, root, explicit=True)
 

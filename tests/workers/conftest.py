@@ -22,3 +22,4 @@ def load_harness():  # type: ignore[no-untyped-def]
 _h = load_harness()
 cluster = _h.cluster
 embedded_twin = _h.embedded_twin
+private_redis = _h.private_redis

@@ -224,7 +224,7 @@ class Cluster:
             "workers.app",
             "beat",
             "-S",
-            "redbeat.RedBeatScheduler",
+            "workers.beat_scheduler:Scheduler",
             "--loglevel=INFO",
         ]
         return self.start_process("beat", argv, **env)
@@ -299,7 +299,13 @@ class Cluster:
                     pytest.fail(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
             return self.finished(run_id)
 
-        record: dict[str, Any] = wait_for(done, f"run {run_id} to end", limit_s, every_s=0.05)
+        try:
+            record: dict[str, Any] = wait_for(done, f"run {run_id} to end", limit_s, every_s=0.05)
+        except pytest.fail.Exception as exc:  # say where the run stood, and what the logs say
+            logs = "\n".join(f"--- {n}:\n{self.log(n, 3000)}" for n in self.procs)
+            raise pytest.fail.Exception(
+                f"{exc}\nrecord: {self.store.get_record(run_id)}\n{logs}", pytrace=False
+            ) from None
         return record
 
     def run_dir(self, run_id: str) -> Path:
@@ -345,3 +351,90 @@ def embedded_twin(tmp_path: Path) -> Callable[[RunSpec], Path]:
         return directory
 
     return run
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of one test's own, on a fixed loopback port: it may be killed, restarted
+    on the same port (empty: no persistence), paused and resumed without touching anyone else."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    args: tuple[str, ...] = ()
+    proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not on PATH")
+        argv = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--logfile",
+            str(self.workdir / "redis.log"),
+            *self.args,
+        ]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for(self.answers, f"redis-server on port {self.port} to answer", 10.0)
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def client(self, db: int = 0) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url(db), socket_timeout=5.0, socket_connect_timeout=5.0)
+
+    def kill(self) -> None:
+        """kill -9: everything in memory is gone."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path / "redis")
+    server.workdir.mkdir()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -162,3 +162,25 @@ def test_redbeat_runs_the_schedule(cluster: Cluster) -> None:
     finally:
         cluster.stop("beat")
     assert beat.returncode is not None
+
+
+@pytest.mark.workers
+@pytest.mark.redis
+def test_release_gate_of_a_weekly_run_is_recorded_when_it_ends(cluster: Cluster) -> None:
+    """The gate task fires while the weekly run still goes (it is late): nothing to wait for,
+    and no retry budget to run out; whoever ends the run records its gate, however late."""
+    from soakq.cli.distributed import cancel_distributed
+
+    slot = "2026-10-25T0000Z"
+    run_id = weekly_run_id(parse_slot(slot))
+    spec = spec_for(iterations=3, interval_s=3600, run_id=run_id)
+    assert start_run(cluster.store, spec, now=time.time(), mode="weekly")
+    got = result_of(cluster.app.send_task(names.RELEASE_GATE_CHECK, kwargs={"slot": slot}))
+    assert got == {"run_id": run_id, "verdict": "PENDING"}
+    assert cluster.store.get_extra(run_id, "release_gate") is None
+    # ...days later the run ends (here: an operator cancels it).
+    assert cancel_distributed(cluster.settings(), run_id) == 0
+    cluster.wait_run(run_id)
+    gate = json.loads((cluster.run_dir(run_id) / "RELEASE_GATE.json").read_text())
+    assert gate["passed"] is False and "cancelled" in gate["error"]
+    assert cluster.store.get_extra(run_id, "release_gate") == gate

@@ -21,6 +21,7 @@ from soakq.engine import run_embedded
 from soakq.iteration import measure_symbol
 from soakq.states import RunStatus
 from workers import names
+from workers.client import parse_iso
 
 pytestmark = [pytest.mark.workers, pytest.mark.redis, pytest.mark.slow]
 
@@ -236,8 +237,8 @@ def test_watchdog_gives_up_and_marks_the_run_lost(cluster: Cluster) -> None:
 
 
 def test_tick_drives_due_iterations(cluster: Cluster) -> None:
-    # One-second interval: the body leaves iteration 2 in the due set; a tick starts it.
-    spec = spec_for(iterations=2, interval_s=1.0, run_id="ticked")
+    # An hour-long interval parks iteration 2 in the due set for the tick...
+    spec = spec_for(iterations=2, interval_s=3600.0, run_id="ticked")
     cluster.submit(spec)
 
     def pending() -> dict | None:
@@ -246,7 +247,23 @@ def test_tick_drives_due_iterations(cluster: Cluster) -> None:
 
     drive = wait_for(pending, "the body to leave iteration 2 to the tick")
     assert drive["enqueued_ts"] is None
-    time.sleep(max(0.0, drive["due_ts"] - time.time()))  # the interval itself, nothing more
+    result = result_of(cluster.app.send_task(names.SCHEDULE_TICK))
+    assert result["sent"] == 0  # not due yet
+    # ...once it is due (moved to now here, instead of waiting an hour), a tick starts it.
+    cluster.store.schedule(spec.run_id, 2, time.time())
     result = result_of(cluster.app.send_task(names.SCHEDULE_TICK))
     assert result["sent"] == 1
     assert cluster.wait_run(spec.run_id)["status"] == "succeeded"
+
+
+def test_interval_shorter_than_the_tick_is_kept_without_a_tick(cluster: Cluster) -> None:
+    # The tick is 10 s here and nobody sends one: the chord body sends the successor with a
+    # countdown, so a 1.5 s interval holds to within a second.
+    spec = spec_for(iterations=3, interval_s=1.5, run_id="paced")
+    cluster.submit(spec)
+    cluster.wait_run(spec.run_id, limit_s=30)
+    docs = cluster.store.iterations(spec.run_id)
+    starts = [parse_iso(d["runtime"]["started_at"]) for d in docs]
+    ends = [parse_iso(d["runtime"]["finished_at"]) for d in docs]
+    gaps = [b - a for a, b in zip(ends, starts[1:], strict=False)]
+    assert len(gaps) == 2 and all(1.5 <= g <= 2.5 for g in gaps), gaps
