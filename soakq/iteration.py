@@ -233,8 +233,10 @@ def finalize_iteration(
         applied.applied,
         minutes_per_iteration=spec.minutes_per_iteration,
     )
+    # An error iteration measured nothing: it keeps an active freeze, but it breaks a stable
+    # streak (iterations that prove stability must be consecutive).
     new_freeze = (
-        freeze
+        (freeze if freeze.active else FreezeState(reason=freeze.reason))
         if live_error
         else update_freeze(
             freeze,

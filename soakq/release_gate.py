@@ -8,6 +8,7 @@ the beat's task use the run-level form in ``soakq.release_window`` (exit 0 / 1 /
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from typing import Any
 
 from soakq.errors import ExitCode, InputError
 from soakq.jsonio import read_json
+from soakq.metrics.base import DIAGNOSTICS, KPI_KEYS
 from soakq.ranges import valid_range
-from soakq.release_window import RunGate, judge_run
+from soakq.release_window import GateVerdict, RunGate, judge_run
 from soakq.thresholds import Threshold, fmt_num, release_thresholds
 
 SINGLE_NOTE = (
@@ -102,6 +104,12 @@ def check_summary(doc: Any, *, where: str = "input") -> SummaryGate:
     thresholds: tuple[Threshold, ...] = release_thresholds()
     checks: list[dict[str, Any]] = []
     violations: list[str] = []
+    # Every KPI the file carries must be usable, not only the four judged here.
+    for metric in (*KPI_KEYS, *DIAGNOSTICS):
+        present = summary.get(metric)
+        why = None if present is None else valid_range(metric).explain(present)
+        if why is not None:
+            raise InputError(f"{where}: summary.{metric} {why}")
     for t in thresholds:
         value = summary.get(t.metric)
         why = valid_range(t.metric).explain(value)
@@ -176,12 +184,37 @@ def load_run_dir(run_dir: Path) -> tuple[list[Any], dict[str, Any] | None]:
     return docs, spec
 
 
+def unfinished(
+    gate: RunGate, run_dir: Path, spec: Mapping[str, Any] | None, completed: int
+) -> RunGate:
+    """A PASSED gate on a run that has not finished all its iterations becomes INCONCLUSIVE:
+    an interrupted or cancelled run never proved the configuration it stopped at."""
+    if gate.verdict != GateVerdict.PASSED:
+        return gate
+    status = _run_status(run_dir)
+    planned = spec.get("iterations") if spec is not None else None
+    if status == "succeeded" and isinstance(planned, int) and completed >= planned:
+        return gate
+    what = "no RUN.json" if status is None else f"status {status}"
+    of = f" of {planned}" if isinstance(planned, int) else ""
+    why = f"the run has not finished ({what}, {completed}{of} iterations): not a release verdict"
+    return dataclasses.replace(gate, verdict=GateVerdict.INCONCLUSIVE, reasons=(why,))
+
+
+def _run_status(run_dir: Path) -> str | None:
+    run_json = run_dir / "RUN.json"
+    if not run_json.exists():
+        return None
+    doc = read_json(run_json)
+    return str(doc.get("status")) if isinstance(doc, Mapping) else None
+
+
 def check_path(path: str | Path) -> tuple[Path, SummaryGate | RunGate]:
     """The gate ``soakq gate PATH`` runs: run-level on a directory, single-file on a file."""
     p = Path(path)
     if p.is_dir():
         docs, spec = load_run_dir(p)
-        return p, run_gate(docs, spec, where=str(p))
+        return p, unfinished(run_gate(docs, spec, where=str(p)), p, spec, len(docs))
     if not p.exists():
         raise InputError(f"{p}: file not found")
     return p, check_summary(read_json(p), where=str(p))

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from soakq.errors import ExitCode, InputError
 from soakq.kpi_gate import GateReason, ReasonLevel, Verdict
+from soakq.metrics.base import KPI_KEYS
 from soakq.params import normalize_overrides
 from soakq.ranges import valid_range
 from soakq.thresholds import ReleaseRules, Threshold, fmt_num, release_rules
@@ -281,8 +282,8 @@ VETO_REASONS = 3  # reasons a veto names; the rest are counted
 
 
 def veto_of(doc: Mapping[str, Any], thresholds: Sequence[Threshold]) -> Veto | None:
-    """A veto when the iteration is a hard KPI FAIL, or a gated KPI in it is unusable (a
-    document whose verdict disagrees with its values is not trusted)."""
+    """A veto when the iteration is a hard KPI FAIL, or a gated or required KPI in it is
+    unusable (a document whose verdict disagrees with its values is not trusted)."""
     summary = doc["summary"]
     if summary["kpi_verdict"] == Verdict.FAIL:
         parsed = [GateReason.model_validate(r) for r in summary["kpi_reasons"]]
@@ -290,10 +291,13 @@ def veto_of(doc: Mapping[str, Any], thresholds: Sequence[Threshold]) -> Veto | N
         texts = [r.text for r in failing] or ["KPI gate FAIL"]
     else:
         texts = []
-        for t in thresholds:
-            why = valid_range(t.metric).explain(summary.get(t.metric))
+        gated = [t.metric for t in thresholds]
+        # A gated KPI must be usable; any other KPI the document carries must be too.
+        present = [k for k in KPI_KEYS if k not in gated and summary.get(k) is not None]
+        for metric in (*gated, *present):
+            why = valid_range(metric).explain(summary.get(metric))
             if why is not None:
-                texts.append(f"{t.metric} {why}")
+                texts.append(f"{metric} {why}")
     if not texts:
         return None
     shown = texts[:VETO_REASONS]

@@ -69,7 +69,7 @@ class _Evidence:
     """What a run directory says about the overrides: its config, status and gate verdicts."""
 
     def __init__(self, run_dir: Path) -> None:
-        from soakq.release_gate import iteration_files, load_run_dir, run_gate
+        from soakq.release_gate import iteration_files, load_run_dir, run_gate, unfinished
 
         self.run_dir = run_dir
         self.spec: dict[str, Any] | None = None
@@ -94,7 +94,8 @@ class _Evidence:
         self.docs: list[Any] = []
         if iteration_files(run_dir):
             self.docs, spec = load_run_dir(run_dir)
-            self.gate = run_gate(self.docs, spec, where=str(run_dir)).as_json()
+            gate = run_gate(self.docs, spec, where=str(run_dir))
+            self.gate = unfinished(gate, run_dir, spec, len(self.docs)).as_json()
 
     @property
     def name(self) -> str:

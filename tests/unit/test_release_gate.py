@@ -302,13 +302,66 @@ def iteration(i: int, before: dict, after: dict | None = None, **kpis: Any) -> d
     }
 
 
-def run_dir(root: Path, docs: list[dict[str, Any]], config: dict | None = None) -> Path:
+def run_dir(
+    root: Path,
+    docs: list[dict[str, Any]],
+    config: dict | None = None,
+    *,
+    status: str = "succeeded",
+) -> Path:
     root.mkdir()
     for d in docs:
         write(root / f"ITER_SUMMARY_{d['iteration']}.json", d)
     if config is not None:
-        write(root / "RUN.json", {"config": config, "run_id": "r", "status": "succeeded"})
+        config = {"iterations": len(docs), **config}
+        write(root / "RUN.json", {"config": config, "run_id": "r", "status": status})
     return root
+
+
+@pytest.mark.parametrize(
+    ("config", "status", "planned", "why"),
+    [
+        (None, "succeeded", None, "no RUN.json, 6 iterations"),
+        ({}, "running", None, "status running, 6 of 6 iterations"),
+        ({"iterations": 200}, "succeeded", 200, "status succeeded, 6 of 200 iterations"),
+        ({}, "cancelled", None, "status cancelled, 6 of 6 iterations"),
+    ],
+)
+def test_an_unfinished_run_is_never_passed(
+    run_cli, clean_env: Path, config: dict | None, status: str, planned: int | None, why: str
+) -> None:
+    """An interrupted, cancelled or short run proves nothing: INCONCLUSIVE (exit 4)."""
+    if config is not None:
+        config = {"source": "book", "mode": "calm", "seed": 5, **config}
+    docs = [iteration(i, OVR) for i in range(1, 7)]
+    target = run_dir(clean_env / "run", docs, config, status=status)
+    proc = run_cli("gate", str(target))
+    assert proc.returncode == 4, (proc.stdout, proc.stderr)
+    assert "RELEASE GATE INCONCLUSIVE" in proc.stdout
+    assert f"the run has not finished ({why})" in proc.stdout
+
+
+def test_unusable_required_kpi_outside_the_four_vetoes(run_cli, clean_env: Path) -> None:
+    """fills, slippage, adverse are checked in a window iteration too, not only the four."""
+    docs = [iteration(i, OVR) for i in range(1, 7)]
+    docs[3]["summary"]["fills"] = -5
+    target = run_dir(clean_env / "run", docs, {"source": "book", "mode": "calm", "seed": 5})
+    proc = run_cli("gate", str(target))
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "iteration 4 is a hard KPI FAIL (critical veto): fills" in proc.stdout
+
+
+@pytest.mark.parametrize("value", [-5, 1.5, "x"])
+def test_single_file_refuses_a_bad_count_beside_good_kpis(
+    run_cli, clean_env: Path, value: Any
+) -> None:
+    doc = iteration(1, OVR)
+    doc["summary"]["fills"] = value
+    path = clean_env / "one.json"
+    write(path, doc)
+    proc = run_cli("gate", str(path))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "summary.fills" in proc.stderr
 
 
 RUN_CASES = [
@@ -543,7 +596,7 @@ def test_load_run_dir(clean_env: Path) -> None:
     target = run_dir(clean_env / "run", _docs(3), {"source": "file", "profile": "p"})
     docs, spec = load_run_dir(target)
     assert [d["iteration"] for d in docs] == [1, 2, 3]
-    assert spec == {"source": "file", "profile": "p"}
+    assert spec == {"iterations": 3, "source": "file", "profile": "p"}
     (target / "RUN.json").unlink()
     assert load_run_dir(target)[1] is None
     where, gate = check_path(target)
