@@ -40,24 +40,31 @@ class Settings(BaseSettings):
         42, ge=0, lt=2**63, validation_alias=AliasChoices("SOAK_MOCK_SEED", "SOAKQ_MOCK_SEED")
     )
     mock_sigma: float | None = Field(
-        None, gt=0, le=100, validation_alias=AliasChoices("SOAK_MOCK_SIGMA", "SOAKQ_MOCK_SIGMA")
+        None,
+        ge=0.001,
+        le=100,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("SOAK_MOCK_SIGMA", "SOAKQ_MOCK_SIGMA"),
     )
     mock_spike_prob: float | None = Field(
         None,
         ge=0,
         le=1,
+        allow_inf_nan=False,
         validation_alias=AliasChoices("SOAK_MOCK_SPIKE_PROB", "SOAKQ_MOCK_SPIKE_PROB"),
     )
     mock_gap_bps: float | None = Field(
         None,
         ge=0,
         le=10_000,
+        allow_inf_nan=False,
         validation_alias=AliasChoices("SOAK_MOCK_GAP_BPS", "SOAKQ_MOCK_GAP_BPS"),
     )
     sleep_seconds: float = Field(
         0.0,
         ge=0,
         le=86_400,
+        allow_inf_nan=False,
         validation_alias=AliasChoices("SOAK_SLEEP_SECONDS", "SOAKQ_SLEEP_SECONDS"),
     )
     kpi_gate_mode: GateMode = Field(

@@ -143,6 +143,12 @@ def freeze_snapshot(
         raise InputError("--force needs --reason TEXT (the snapshot records why it was forced)")
     if reason is not None and not force:
         raise InputError("--reason goes with --force (a snapshot that needs no force has none)")
+    if profile is not None:
+        load_profile(profile)  # an unknown name is said as such, before any refusal
+    if not Path(output_path).parent.is_dir():
+        raise InputError(
+            f"--output {output_path}: directory {Path(output_path).parent} does not exist"
+        )
     overrides_path, run_dir = _locate(Path(input_path))
     if Path(output_path).resolve() == overrides_path.resolve():
         raise InputError(f"--output {output_path}: would overwrite the input overrides file")

@@ -291,6 +291,11 @@ def freeze(
         f"wrote {output} (profile {snap['profile']}, signature {snap['signature_hash']}, "
         f"release gate {gate}){forced}"
     )
+    if snap["mock"]:
+        print(
+            f"NOTE: mock data (source={snap['source']}, mode={snap['mock_mode']}, "
+            f"seed={snap['mock_seed']}): not a production verdict"
+        )
 
 
 @app.command()

@@ -67,8 +67,13 @@ def freeze(*args: str) -> Any:
 def test_passed_run_freezes(passed: Path, clean_env: Path, as_file: bool) -> None:
     src = passed / "runtime_overrides.json" if as_file else passed
     out = clean_env / "snap" / "PRODUCTION_SNAPSHOT.json"
+    refused = freeze("--input", str(src), "--output", str(out))
+    assert refused.exit_code == 2 and "does not exist" in refused.stderr  # no dirs made up
+    assert not out.parent.exists()
+    out.parent.mkdir()
     result = freeze("--input", str(src), "--output", str(out))
     assert result.exit_code == 0, result.stderr
+    assert "mock data" not in result.stdout  # a file-source (live) run is not mock
     snap = read(out)
     overrides = read(passed / "runtime_overrides.json")
     gate = read(passed / "RELEASE_GATE.json")
@@ -360,3 +365,14 @@ def test_unusable_output_path(passed: Path, clean_env: Path, where: str) -> None
     assert_clean_user_error(result, out.name if where == "directory" else "afile")
     if where == "directory":
         assert list(out.iterdir()) == []
+
+
+def test_a_mock_run_snapshot_says_mock_on_stdout(clean_env: Path) -> None:
+    spec = make_spec(iterations=24, profile="steady_safe", seed=42, source="book")
+    _, run_dir = run_spec(spec, clean_env / "art")
+    assert read(run_dir / "RELEASE_GATE.json")["verdict"] == "PASSED"  # the README's run
+    result = freeze("--input", str(run_dir), "--output", str(clean_env / "S.json"))
+    assert result.exit_code == 0, result.stderr
+    assert "NOTE: mock data (source=book, mode=calm, seed=42): not a production verdict" in (
+        result.stdout
+    )
