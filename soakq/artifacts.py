@@ -1,4 +1,4 @@
-"""The run directory, written from the store's records (DESIGN §5); re-exports are identical."""
+"""The run directory, written from the store; re-exports are identical (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes of the CLI (DESIGN §7)."""
+    """Process exit codes of the CLI (README, "Commands"; docs/gates.md)."""
 
     OK = 0
     FAILED = 1

@@ -1,4 +1,4 @@
-"""The one JSON writer: canonical, deterministic, atomic (DESIGN §5)."""
+"""The one JSON writer: canonical, deterministic, atomic (README, artifacts)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The six runtime parameters: units, bounds, precision and guard limits (DESIGN §2)."""
+"""The six runtime parameters: units, bounds, precision and guard limits (docs/tuner.md)."""
 
 from __future__ import annotations
 

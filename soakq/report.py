@@ -1,4 +1,4 @@
-"""The trend report of a run: STEADY_TREND.md and trend.png (DESIGN §5).
+"""The trend report of a run: STEADY_TREND.md and trend.png (README, artifacts).
 
 ``write_report`` is called by the exporter with the store's documents; ``report_from_dir`` rebuilds
 the same inputs from a run directory, so both give the same bytes.

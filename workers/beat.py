@@ -1,4 +1,4 @@
-"""What beat fires, in UTC: the weekly 24-hour soak, its release gate and the tick (DESIGN §6).
+"""What beat fires, in UTC: the weekly 24-hour soak, its gate and the tick (docs/architecture.md).
 
 Run beat with ``celery -A workers.app beat -S workers.beat_scheduler:Scheduler``: redbeat keeps the
 schedule in Redis and holds a lock there, so a second beat waits instead of firing twice. A

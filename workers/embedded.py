@@ -1,4 +1,4 @@
-"""Embedded mode: the production tasks on a Celery worker inside this process (DESIGN §6).
+"""Embedded mode: the production tasks on a Celery worker in this process (docs/architecture.md).
 
 Broker ``memory://`` polled every millisecond, results ``cache+memory://``, a solo-pool worker on a
 daemon thread, and the run store on an in-process ``fakeredis`` with Lua through ``RedisStore``.

@@ -1,7 +1,7 @@
 """Frozen v1 of the `book` source (baseline for bench/bench_book.py): parameters matter.
 
 Per symbol and iteration it simulates ``clock.minutes`` of market at ``clock.step_ms`` steps
-(DESIGN §3); constants live in ``soakq/data/regimes.json`` and ``symbols.json``.
+(docs/simulator.md, v1); constants live in ``soakq/data/regimes.json`` and ``symbols.json``.
 
 - Market (``book_engine``): a random-walk mid in bp with jumps ("gaps"); per regime volatility,
   jump rate and size, depth (fill intensity) and venue latency.

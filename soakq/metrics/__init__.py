@@ -1,4 +1,4 @@
-"""Metric sources: where one iteration's KPIs for one symbol come from (DESIGN §3)."""
+"""Metric sources: where one iteration's KPIs for one symbol come from (docs/simulator.md)."""
 
 from soakq.metrics.base import (
     DIAGNOSTICS,
