@@ -204,3 +204,26 @@ def test_edge_report_at_a_fixed_path_fresh_used_old_not_missing_kpis_named(
     for kpi in ("risk_ratio", "maker_taker_ratio", "p95_latency_ms", "adverse_bps_p95"):
         assert any(f"the bot's report has no {kpi}" in t for t in texts), texts
     assert two["kpi_verdict"] == "FAIL"
+
+
+def test_an_error_iteration_breaks_the_streak_that_proves_stability(
+    tmp_path: Path, bot_dir: Path, start_bot: Any
+) -> None:
+    """Iterations that prove stability are consecutive: 1 OK, 2 error, 3 and 4 OK is no freeze."""
+    start_bot(bot_dir, "--mode", "calm", "--skip", "2")
+    proc = submit(
+        tmp_path,
+        bot_dir,
+        "--profile",
+        "steady_safe",
+        "--iterations",
+        "4",
+        "--report-timeout",
+        "0.5",
+    )
+    _, record, docs = run_files(tmp_path)
+    assert record["status"] == "succeeded", (record["outcome"], proc.stderr)
+    verdicts = [(d["summary"]["kpi_verdict"], d["tuning"]["applied_deltas"]) for d in docs]
+    assert verdicts[0] == ("OK", {}) and docs[1]["summary"]["iteration_status"] == "error"
+    assert [v for v, _ in verdicts[2:]] == ["OK", "OK"], verdicts
+    assert not any(d["summary"]["freeze_active"] for d in docs)
