@@ -61,10 +61,7 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Atomically replace ``path`` with ``text`` (temp file, fsync, rename, fsync dir)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode("utf-8")
-    return write_bytes(target, data)
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

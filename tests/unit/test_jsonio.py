@@ -265,3 +265,60 @@ def test_duplicate_keys_in_a_file_name_the_file(clean_env: Path) -> None:
 
 def test_distinct_keys_still_load() -> None:
     assert loads('{"a": 1, "b": {"a": 2}}') == {"a": 1, "b": {"a": 2}}
+
+
+def test_missing_parent_directories_are_made(clean_env: Path) -> None:
+    target = clean_env / "a" / "b" / "c.json"
+    write_json(target, {"k": 1})
+    assert read_json(target) == {"k": 1}
+    jsonio.write_bytes(clean_env / "x" / "y" / "raw.bin", b"\x00")
+    assert (clean_env / "x" / "y" / "raw.bin").read_bytes() == b"\x00"
+
+
+def test_the_temp_file_is_hidden_beside_the_target(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written as `.NAME.<random>.tmp` in the target's directory, then renamed."""
+    seen: list[str] = []
+    real_replace = os.replace
+
+    def spy(src: Any, dst: Any) -> None:
+        seen.append(Path(src).name)
+        assert Path(src).parent == Path(dst).parent
+        real_replace(src, dst)
+
+    monkeypatch.setattr(jsonio.os, "replace", spy)
+    write_json(clean_env / "out.json", {"k": 1})
+    (name,) = seen
+    assert name.startswith(".out.json.") and name.endswith(".tmp")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "{",
+            "input: not valid JSON (Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1))",
+        ),
+        ("[NaN]", "input: not valid JSON (NaN is not valid JSON)"),
+    ],
+)
+def test_loads_messages_exactly(text: str, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        loads(text)
+    assert str(err.value) == message
+
+
+def test_read_json_messages_exactly(clean_env: Path) -> None:
+    with pytest.raises(InputError) as err:
+        read_json(clean_env / "nope.json")
+    assert str(err.value) == f"{clean_env / 'nope.json'}: file not found"
+    with pytest.raises(InputError) as err:
+        read_json(clean_env)
+    assert str(err.value) == f"{clean_env}: is a directory, expected a JSON file"
+    bad = clean_env / "latin1.json"
+    bad.write_bytes(b'{"k": "\xe9"}')
+    with pytest.raises(InputError) as err:
+        read_json(bad)
+    assert str(err.value).startswith(f"{bad}: cannot read (") and "utf-8" in str(err.value)
