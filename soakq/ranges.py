@@ -85,7 +85,11 @@ def _bound(row: dict[str, Any], name: str, metric: str) -> float | None:
 def ranges() -> dict[str, ValidRange]:
     """The whole table, validated when loaded."""
     text = resources.files("soakq.data").joinpath("ranges.json").read_text("utf-8")
-    table = loads(text, what="soakq/data/ranges.json")
+    return build_table(loads(text, what="soakq/data/ranges.json"))
+
+
+def build_table(table: dict[str, Any]) -> dict[str, ValidRange]:
+    """The ranges of a table document (``{metric: {min, max, integer, unit}}``), by metric."""
     out: dict[str, ValidRange] = {}
     for metric in sorted(table):
         row = table[metric]

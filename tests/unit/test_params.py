@@ -189,3 +189,117 @@ def test_negative_zero_normalizes_to_zero() -> None:
     assert validate_value("base_spread_bps_delta", -0.0, layer="L") == 0.0
     assert math.copysign(1.0, validate_value("base_spread_bps_delta", -0.0, layer="L")) == 1.0
     assert PARAMS["min_interval_ms"].normalize(-0.0) == 0
+
+
+# The whole table, every field, as the docs state it (docs/tuner.md):
+# key -> (unit, meaning, min step, safe sign).
+TABLE = {
+    "base_spread_bps_delta": ("bp", "extra quoted half-spread on top of the base", 0.001, +1),
+    "min_interval_ms": ("ms", "minimum time between two quote actions for one symbol", 1, +1),
+    "replace_rate_per_min": ("1/min", "cap on quote replacements per minute", 1, 0),
+    "tail_age_ms": ("ms", "resting orders older than this are cancelled and requoted", 1, 0),
+    "impact_cap_ratio": (
+        "ratio",
+        "cap on how far a signal may move the position target",
+        0.001,
+        -1,
+    ),
+    "max_delta_ratio": ("ratio", "max change of the position target per tick", 0.001, 0),
+}
+
+
+def test_every_field_of_the_table() -> None:
+    assert KEYS == ORDER
+    for key, (unit, meaning, step, sign) in TABLE.items():
+        p = PARAMS[key]
+        assert (p.key, p.unit, p.meaning, p.min_step, p.safe_sign) == (
+            key,
+            unit,
+            meaning,
+            step,
+            sign,
+        ), key
+        assert p.is_int is (p.precision == 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "delta", "safe"),
+    [
+        ("base_spread_bps_delta", 0.0001, True),
+        ("base_spread_bps_delta", 0.0, False),  # no move is not a move toward safety
+        ("base_spread_bps_delta", -0.0001, False),
+        ("impact_cap_ratio", -0.0001, True),
+        ("impact_cap_ratio", 0.0, False),
+        ("impact_cap_ratio", 0.0001, False),
+        ("tail_age_ms", 0, False),
+    ],
+)
+def test_safe_move_boundaries(key: str, delta: float, safe: bool) -> None:
+    assert PARAMS[key].is_safe_move(delta) is safe
+
+
+def test_params_are_frozen() -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PARAMS["tail_age_ms"].hi = 2000  # type: ignore[misc]
+
+
+def test_normalize_overrides_keeps_known_keys_in_table_order() -> None:
+    from soakq.params import normalize_overrides
+
+    got = normalize_overrides({"tail_age_ms": 740.0, "junk": 1, "base_spread_bps_delta": 0.15001})
+    assert got == {"base_spread_bps_delta": 0.15, "tail_age_ms": 740}
+    assert list(got) == ["base_spread_bps_delta", "tail_age_ms"]
+    assert type(got["tail_age_ms"]) is int
+    assert normalize_overrides({}) == {}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "text"),
+    [
+        ("base_spread_bps_delta", 0.15, "0.15"),
+        ("base_spread_bps_delta", 0.1, "0.1"),
+        ("base_spread_bps_delta", 0.0, "0"),
+        ("impact_cap_ratio", 0.0875, "0.0875"),
+        ("min_interval_ms", 75.4, "75"),
+        ("tail_age_ms", 740, "740"),
+    ],
+)
+def test_fmt(key: str, value: float, text: str) -> None:
+    from soakq.params import fmt
+
+    assert fmt(key, value) == text
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "text"),
+    [
+        (
+            "nope",
+            1,
+            "L: unknown parameter 'nope'; allowed: base_spread_bps_delta, min_interval_ms, "
+            "replace_rate_per_min, tail_age_ms, impact_cap_ratio, max_delta_ratio",
+        ),
+        ("min_interval_ms", "75", "L: min_interval_ms must be a number, got '75'"),
+        ("impact_cap_ratio", math.nan, "L: impact_cap_ratio must be finite, got nan"),
+        ("min_interval_ms", 75.5, "L: min_interval_ms must be a whole number of ms, got 75.5"),
+        (
+            "tail_age_ms",
+            1001,
+            "L: tail_age_ms=1001 is out of bounds; allowed 400..1000 ms",
+        ),
+        (
+            "impact_cap_ratio",
+            0.2,
+            "L: impact_cap_ratio=0.2 is out of bounds; allowed 0.04..0.12 ratio",
+        ),
+    ],
+)
+def test_validate_messages_exactly(key: str, value: object, text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_value(key, value, layer="L")
+    assert str(err.value) == text
+    with pytest.raises(ConfigError) as err:
+        validate_overrides("x", layer="L")
+    assert str(err.value) == "L: expected a JSON object of parameter values, got 'x'"

@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
+from soakq import ranges as ranges_mod
+from soakq.errors import ConfigError
 from soakq.ranges import (
     ValidRange,
+    build_table,
     is_usable,
     problem,
     range_problems,
@@ -187,3 +190,62 @@ def test_range_problems() -> None:
     assert set(missing) == set(TABLE) - set(good)
     assert missing["snipes"] == "missing; allowed an integer >= 0"
     assert range_problems({**good, "cancel_ratio": None}, skip_missing=True) == {}
+
+
+def test_defaults_and_immutability() -> None:
+    import dataclasses
+
+    rng = ValidRange("x", None, None)
+    assert (rng.integer, rng.unit) == (False, "")
+    assert rng.problem(1.5) is None and rng.describe() == "any finite number"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rng.lo = 0.0  # type: ignore[misc]
+    assert ranges() is ranges()  # read once
+
+
+def test_build_table() -> None:
+    table = build_table(
+        {
+            "b": {"integer": True, "max": None, "min": 0, "unit": "count"},
+            "a": {"integer": False, "max": 1, "min": 1, "unit": "ratio"},  # a single point
+        }
+    )
+    assert list(table) == ["a", "b"]
+    assert table["a"] == ValidRange("a", 1.0, 1.0, False, "ratio")
+    assert table["b"] == ValidRange("b", 0.0, None, True, "count")
+    assert type(table["b"].lo) is float
+
+
+@pytest.mark.parametrize(
+    ("row", "text"),
+    [
+        ({"integer": 1, "unit": "ms"}, "ranges.m: needs 'integer' (bool) and 'unit' (text)"),
+        ({"integer": True, "unit": 3}, "ranges.m: needs 'integer' (bool) and 'unit' (text)"),
+        ({"integer": True}, "ranges.m: needs 'integer' (bool) and 'unit' (text)"),
+        (
+            {"integer": False, "unit": "ms", "min": "0"},
+            "ranges.m.min: expected a finite number or null",
+        ),
+        (
+            {"integer": False, "unit": "ms", "max": math.inf},
+            "ranges.m.max: expected a finite number or null",
+        ),
+        (
+            {"integer": False, "unit": "ms", "min": 2, "max": 1},
+            "ranges.m: min 2.0 is above max 1.0",
+        ),
+    ],
+)
+def test_bad_table_rows(row: dict[str, Any], text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_table({"m": row})
+    assert str(err.value) == text
+
+
+def test_one_sided_bounds_are_not_compared() -> None:
+    assert build_table({"m": {"integer": False, "unit": "ms", "min": 5}})["m"].hi is None
+    assert build_table({"m": {"integer": False, "unit": "ms", "max": -5}})["m"].lo is None
+
+
+def test_module_reads_the_package_table() -> None:
+    assert ranges_mod.ranges()["fills"].unit == "count"
