@@ -639,3 +639,72 @@ def test_check_path_errors_exactly(clean_env: Path) -> None:
     with pytest.raises(InputError) as err:
         check_path(clean_env / "nope.json")
     assert str(err.value) == f"{clean_env / 'nope.json'}: file not found"
+
+
+# --- an unfinished run is never PASSED (in process) ----------------------------------------
+
+BOOK = {"source": "book", "mode": "calm", "seed": 5}
+
+
+@pytest.mark.parametrize(
+    ("config", "status", "verdict", "reason"),
+    [
+        ({"iterations": 6}, "succeeded", "PASSED", None),
+        ({"iterations": 5}, "succeeded", "PASSED", None),  # more than planned is finished
+        (
+            {"iterations": 7},
+            "succeeded",
+            "INCONCLUSIVE",
+            "the run has not finished (status succeeded, 6 of 7 iterations): not a release verdict",
+        ),
+        (
+            {"iterations": 6},
+            "cancelled",
+            "INCONCLUSIVE",
+            "the run has not finished (status cancelled, 6 of 6 iterations): not a release verdict",
+        ),
+        (
+            {"iterations": "6"},
+            "succeeded",
+            "INCONCLUSIVE",
+            "the run has not finished (status succeeded, 6 iterations): not a release verdict",
+        ),
+        (
+            None,
+            None,
+            "INCONCLUSIVE",
+            "the run has not finished (no RUN.json, 6 iterations): not a release verdict",
+        ),
+    ],
+)
+def test_unfinished_in_process(
+    clean_env: Path, config: dict | None, status: str | None, verdict: str, reason: str | None
+) -> None:
+    target = clean_env / "run"
+    run_dir(target, _docs(6), None if config is None else {**BOOK, **config}, status=status or "")
+    _, gate = check_path(target)
+    assert gate.verdict == verdict
+    if reason is not None:
+        assert gate.reasons == (reason,)
+        assert int(gate.exit_code) == 4
+
+
+def test_an_unfinished_run_keeps_a_failure() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "run"
+        run_dir(target, _docs(6, net_bps=2.0), {**BOOK, "iterations": 9}, status="cancelled")
+        _, gate = check_path(target)
+    assert gate.verdict == "FAILED"
+    assert gate.reasons == ("net_bps window mean 2 is on the bad side of >= 2.7",)
+
+
+def test_single_file_checks_every_kpi_it_carries() -> None:
+    with pytest.raises(InputError) as err:
+        check_summary(doc({**PASSING, "fills": -5}))
+    assert str(err.value) == "input: summary.fills -5 is out of range; allowed an integer >= 0"
+    with pytest.raises(InputError) as err:
+        check_summary(doc({**PASSING, "cancel_ratio": 1.5}))
+    assert str(err.value).startswith("input: summary.cancel_ratio 1.5 is out of range")
+    assert check_summary(doc({**PASSING, "fills": None, "snipes": 2})).passed
