@@ -12,7 +12,6 @@ The rules live in ``soakq/data/tuner_rules.json``.
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from soakq.errors import ConfigError
-from soakq.jsonio import is_finite_number
+from soakq.jsonio import is_finite_number, loads
 from soakq.params import PARAMS, Number, fmt
 from soakq.thresholds import fmt_num
 
@@ -142,7 +141,7 @@ def load_rules() -> TunerRules:
     """The packaged rule table, validated; ConfigError naming the problem otherwise."""
     text = resources.files("soakq.data").joinpath("tuner_rules.json").read_text("utf-8")
     try:
-        return TunerRules.model_validate(json.loads(text))
+        return TunerRules.model_validate(loads(text, what="tuner_rules.json"))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

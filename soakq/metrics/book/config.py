@@ -6,7 +6,6 @@ described in ``docs/simulator.md``.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, fields
 from functools import lru_cache
@@ -14,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 from soakq.errors import ConfigError
+from soakq.jsonio import loads
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 def _read(name: str) -> Any:
     text = resources.files("soakq.data").joinpath(name).read_text(encoding="utf-8")
-    return json.loads(text)
+    return loads(text, what=name)  # duplicate keys are refused, not last-wins
 
 
 @lru_cache(maxsize=1)
