@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from soakq.jsonio import write_json
+from soakq.states import RunStatus
 from soakq.store import RunStore
 
 SOAK_DIR = "soak"
 LATEST = "latest"
+CHECKPOINT = "CHECKPOINT.json"  # an unfinished embedded run's resume point (soakq/checkpoint.py)
 
 
 def run_dir(artifacts_root: str | os.PathLike[str], run_id: str) -> Path:
@@ -142,6 +144,8 @@ def export_run(
         write_json(out / "PRODUCTION_SNAPSHOT.json", snapshot(record, state, gate))
     if gate is not None:
         write_json(out / "RELEASE_GATE.json", gate)
+    if RunStatus(record["status"]).terminal:  # a finished run is not resumed
+        (out / CHECKPOINT).unlink(missing_ok=True)
     point_latest(Path(artifacts_root) / SOAK_DIR, run_id)
     if report and docs:
         from soakq.report import write_report

@@ -36,7 +36,7 @@ def iso(ts: float) -> str:
 class FinalizeStatus(StrEnum):
     COMMITTED = "committed"
     DUPLICATE = "duplicate"
-    SKIPPED = "skipped"  # the run is terminal (cancelled, lost, failed)
+    SKIPPED = "skipped"  # the run takes no work: it ended, or it is interrupted
     LOCKED = "locked"  # someone else holds the lock: retry later
     REFUSED = "refused"  # fence or version refused the commit: retry later
     OUT_OF_ORDER = "out_of_order"
@@ -130,7 +130,7 @@ def finalize(
 ) -> FinalizeResult:
     """The chord body: judge, tune, guard, apply and commit iteration ``iteration`` once."""
     spec, record = load_spec(store, run_id)
-    if RunStatus(record["status"]).terminal:
+    if not RunStatus(record["status"]).accepts_work:  # ended, or interrupted (docs/resume.md)
         return FinalizeResult(FinalizeStatus.SKIPPED)
     if store.get_iteration(run_id, iteration) is not None:
         return FinalizeResult(FinalizeStatus.DUPLICATE)
@@ -256,6 +256,39 @@ def _end_early(
 def cancel_run(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.time) -> bool:
     """Cancel a run that has not ended; True when this call cancelled it."""
     return _end_early(store, run_id, RunStatus.CANCELLED, StopReason.CANCELLED, reason, clock)
+
+
+def interrupt_run(store: RunStore, run_id: str, *, detail: str, clock: Clock = time.time) -> bool:
+    """Mark an embedded run interrupted (its process is being stopped); True when this call did.
+    Tasks take no more work on it; ``resume_record`` puts it back (docs/resume.md)."""
+
+    def changes(record: JsonDict, state: JsonDict) -> JsonDict:
+        spec = RunSpec.model_validate(record["spec"])
+        outcome = outcome_of(spec, state, RunStatus.INTERRUPTED)
+        outcome.update(
+            stop_reason=str(StopReason.INTERRUPTED),
+            detail=detail,
+            exit_code=int(ExitCode.INTERRUPTED),
+            release_gate=None,
+        )
+        return {"outcome": outcome}
+
+    return transition(store, run_id, RunStatus.INTERRUPTED, changes, clock=clock).applied
+
+
+def resume_record(
+    record: Mapping[str, Any], *, iterations_done: int, now: float, execution: str
+) -> dict[str, Any]:
+    """The record a resumed run starts from: ``running`` (``queued`` before its first
+    iteration), no outcome, and the resume noted under ``runtime`` (outside the artifacts'
+    byte-identity)."""
+    runtime = dict(record.get("runtime", {}))
+    runtime["execution"] = execution
+    runtime["resumed_at"] = [*runtime.get("resumed_at", []), iso(now)]
+    runtime.pop("finished_at", None)
+    status = RunStatus.RUNNING if iterations_done else RunStatus.QUEUED
+    kept = {k: v for k, v in record.items() if k not in ("drive", "published")}
+    return {**kept, "outcome": {}, "runtime": runtime, "status": str(status)}
 
 
 def fail_unstarted(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.time) -> bool:

@@ -3,8 +3,16 @@
 ::
 
     queued ──> running ──> succeeded
+       │        │   ▲
+       │        ▼   │
+       ├──> interrupted ──> succeeded | failed | cancelled | lost
        │          │
        └──────────┴──────> failed | cancelled | lost        (terminal: never left)
+
+``interrupted`` is an embedded run whose process was stopped (Ctrl-C, SIGTERM): nothing works on
+it until ``soakq resume`` moves it back to ``running`` (docs/resume.md). Only ``queued`` and
+``running`` runs take work (``accepts_work``); a step already past that check may still commit,
+which is why an interrupted run may still end.
 
 ``TRANSITIONS`` is the only place the allowed moves are written down. The stores apply it
 atomically where the status lives: ``MemoryStore`` calls ``transition()`` under its lock, and the
@@ -26,20 +34,47 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"
+    INTERRUPTED = "interrupted"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
+
+    @property
+    def accepts_work(self) -> bool:
+        """Whether a task may start or finalize an iteration of a run in this status."""
+        return self in (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST})
 
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset(
-        {RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.LOST}
+        {
+            RunStatus.RUNNING,
+            RunStatus.INTERRUPTED,
+            RunStatus.CANCELLED,
+            RunStatus.FAILED,
+            RunStatus.LOST,
+        }
     ),
     RunStatus.RUNNING: frozenset(
-        {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST}
+        {
+            RunStatus.SUCCEEDED,
+            RunStatus.INTERRUPTED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.LOST,
+        }
+    ),
+    RunStatus.INTERRUPTED: frozenset(
+        {
+            RunStatus.RUNNING,
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.LOST,
+        }
     ),
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),
@@ -76,3 +111,4 @@ class StopReason(StrEnum):
     CANCELLED = "cancelled"
     LOST = "lost"
     NOT_STARTED = "not_started"  # its first message could not be sent to the workers
+    INTERRUPTED = "interrupted"  # its embedded process was stopped; `soakq resume` continues it

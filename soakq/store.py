@@ -90,6 +90,20 @@ class RunStore(Protocol):
         The run joins the active runs."""
         ...
 
+    def restore_run(
+        self,
+        run_id: str,
+        record: JsonDict,
+        state: JsonDict,
+        version: int,
+        docs: list[JsonDict],
+    ) -> bool:
+        """Create a run as a checkpoint left it: record, state at ``version`` and the committed
+        iteration documents (each carries its ``iteration``), in one step, if the run does not
+        exist; False if it does (nothing written). The run joins the active runs
+        (``soakq resume``, docs/resume.md)."""
+        ...
+
     def next_suffix(self, base: str) -> int:
         """1, 2, 3, ... per ``base``: the counter that numbers re-submitted run ids (O(1))."""
         ...
@@ -239,6 +253,26 @@ class MemoryStore:
                 return False
             self._records[run_id] = canonical(record)
             self._states[run_id] = (canonical(state), 0)
+            if not status.terminal:
+                self._active.add(run_id)
+            return True
+
+    def restore_run(
+        self,
+        run_id: str,
+        record: JsonDict,
+        state: JsonDict,
+        version: int,
+        docs: list[JsonDict],
+    ) -> bool:
+        status = record_status(record)
+        with self._mu:
+            if run_id in self._records:
+                return False
+            self._records[run_id] = canonical(record)
+            self._states[run_id] = (canonical(state), int(version))
+            for doc in docs:
+                self._iters[(run_id, int(doc["iteration"]))] = canonical(doc)
             if not status.terminal:
                 self._active.add(run_id)
             return True

@@ -139,7 +139,7 @@ def drive_due(app: Celery, store: RunStore, now: float, limit: int = 100) -> lis
     sent = []
     for run_id, iteration in store.claim_due(now, limit):
         record = store.get_record(run_id)
-        if record is None or RunStatus(record["status"]).terminal:
+        if record is None or not RunStatus(record["status"]).accepts_work:
             continue
         state, _ = store.get_state(run_id)
         drive = record.get("drive")
@@ -239,7 +239,7 @@ def watchdog(app: Celery, store: RunStore, now: float) -> list[tuple[str, Action
     taken = []
     for run_id in store.active_runs():
         record = store.get_record(run_id)
-        if record is None or RunStatus(record["status"]).terminal:
+        if record is None or not RunStatus(record["status"]).accepts_work:
             continue
         spec, _ = load_spec(store, run_id)
         state, _ = store.get_state(run_id)

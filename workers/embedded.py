@@ -10,12 +10,13 @@ One worker serves the process; runs go through it one at a time (each on a fresh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +24,31 @@ import fakeredis
 from celery import Celery, signals
 from celery.worker import WorkController
 
-from soakq.artifacts import run_dir
+from soakq.artifacts import export_run, run_dir, run_json
+from soakq.checkpoint import Checkpoint, RunLock, clear_after, write_checkpoint
 from soakq.config import RunSpec
 from soakq.errors import ConfigError, StoreError
-from soakq.runner import cancel_run, start_run
+from soakq.jsonio import write_json
+from soakq.runner import (
+    cancel_run,
+    close_if_finished,
+    interrupt_run,
+    resume_record,
+    start_run,
+)
 from soakq.settings import Settings
 from soakq.states import RunStatus
 from workers import names
 from workers.app import context_of, make_app
 from workers.celeryconfig import worker_settings
 from workers.store import RedisStore
+from workers.tasks import publish
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, Mapping[str, Any]], None]
 _START_TIMEOUT_S = 30.0
+_INTERRUPT_GRACE_S = 10.0  # how long Ctrl-C lets a step in progress finish before checkpointing
 
 
 class EmbeddedWorker:
@@ -134,30 +145,119 @@ class EmbeddedWorker:
         *,
         progress: Progress | None = None,
     ) -> tuple[dict[str, Any], Path]:
-        """Run ``spec`` to its end on the worker; return the final record and the run directory."""
-        from workers.client import send_start
+        """Run ``spec`` to its end on the worker; return the final record and the run directory.
 
-        with self._mu:
-            # An unusable artifacts root fails here, in the caller's thread, not in a task.
-            run_dir(artifacts_root, spec.run_id).mkdir(parents=True, exist_ok=True)
+        KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) leaves the run
+        ``interrupted`` with its report so far and its checkpoint, then propagates."""
+        with self._mu, self._locked(artifacts_root, spec.run_id):
             store = self._fresh(artifacts_root)
             now = time.time()
             if not start_run(store, spec, now=now, mode="embedded"):
                 raise ConfigError(f"run {spec.run_id} already exists in the store")
-            send_start(self.app, store, spec.run_id, 1, now=now)
-            tick_every = (
-                min(
-                    context_of(self.app).settings.tick_interval_s,
-                    max(0.01, spec.interval_s / 10),
-                )
-                if spec.interval_s > 0
-                else None
+            self._write_start(store, spec.run_id, artifacts_root)
+            self._send(store, spec.run_id, 1, now)
+            return self._drive(store, spec, artifacts_root, progress, shown=0)
+
+    def resume(
+        self,
+        checkpoint: Checkpoint,
+        docs: list[dict[str, Any]],
+        artifacts_root: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> tuple[dict[str, Any], Path]:
+        """Continue an interrupted run from its checkpoint and its first ``checkpoint.iteration``
+        documents; the files it ends with are the ones the uninterrupted run writes (outside
+        ``runtime``). Interruptible again, like ``run``."""
+        spec = RunSpec.model_validate(checkpoint.record["spec"])
+        done = checkpoint.iteration
+        with self._mu, self._locked(artifacts_root, spec.run_id):
+            store = self._fresh(artifacts_root)
+            now = time.time()
+            record = resume_record(
+                checkpoint.record, iterations_done=done, now=now, execution="embedded"
             )
-            try:
-                return self._follow(store, spec, artifacts_root, progress, tick_every)
-            except BaseException:
-                cancel_run(store, spec.run_id, reason="embedded driver interrupted")
-                raise
+            state, version = checkpoint.state, checkpoint.version
+            if not store.restore_run(spec.run_id, record, state, version, docs):
+                raise ConfigError(f"run {spec.run_id} already exists in the store")
+            directory = run_dir(artifacts_root, spec.run_id)
+            clear_after(directory, done)
+            self._write_start(store, spec.run_id, artifacts_root)
+            if close_if_finished(store, spec.run_id):  # killed after its last commit
+                publish(self.app, store, spec.run_id)
+            else:
+                self._send(store, spec.run_id, done + 1, now)
+            return self._drive(store, spec, artifacts_root, progress, shown=done)
+
+    @contextlib.contextmanager
+    def _locked(self, artifacts_root: str | os.PathLike[str], run_id: str) -> Iterator[None]:
+        # An unusable artifacts root fails here, in the caller's thread, not in a task.
+        run_dir(artifacts_root, run_id).mkdir(parents=True, exist_ok=True)
+        lock = RunLock(artifacts_root, run_id)
+        if not lock.acquire():
+            raise ConfigError(
+                f"run {run_id}: another process is running it in {artifacts_root} right now"
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _write_start(
+        self, store: RedisStore, run_id: str, artifacts_root: str | os.PathLike[str]
+    ) -> None:
+        """RUN.json and the checkpoint before the first step: a run killed at once is listed
+        (``interrupted``) and resumable."""
+        record = store.get_record(run_id)
+        assert record is not None
+        write_json(run_dir(artifacts_root, run_id) / "RUN.json", run_json(record))
+        write_checkpoint(store, run_id, artifacts_root)
+
+    def _send(self, store: RedisStore, run_id: str, iteration: int, now: float) -> None:
+        from workers.client import send_start
+
+        store.schedule(run_id, iteration, now)
+        send_start(self.app, store, run_id, iteration, now=now)
+
+    def _drive(
+        self,
+        store: RedisStore,
+        spec: RunSpec,
+        root: str | os.PathLike[str],
+        progress: Progress | None,
+        *,
+        shown: int,
+    ) -> tuple[dict[str, Any], Path]:
+        tick_every = (
+            min(context_of(self.app).settings.tick_interval_s, max(0.01, spec.interval_s / 10))
+            if spec.interval_s > 0
+            else None
+        )
+        try:
+            return self._follow(store, spec, root, progress, tick_every, shown)
+        except KeyboardInterrupt as exc:
+            self._interrupt(store, spec.run_id, root, detail=str(exc) or "SIGINT")
+            raise
+        except BaseException:
+            cancel_run(store, spec.run_id, reason="embedded driver interrupted")
+            raise
+
+    def _interrupt(
+        self, store: RedisStore, run_id: str, root: str | os.PathLike[str], *, detail: str
+    ) -> None:
+        """Stop taking work, let a step in progress end (bounded), then leave the report so far
+        and the checkpoint of what the store holds now."""
+        interrupt_run(store, run_id, detail=f"interrupted by {detail}")
+        with self.app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(self.queue)
+        deadline = time.monotonic() + _INTERRUPT_GRACE_S
+        with self._cv:
+            while self._running and time.monotonic() < deadline:
+                self._cv.wait(timeout=0.05)
+        record = store.get_record(run_id)
+        if record is not None and not RunStatus(record["status"]).terminal:
+            write_checkpoint(store, run_id, root)
+            export_run(store, run_id, root)
 
     def _follow(
         self,
@@ -166,8 +266,8 @@ class EmbeddedWorker:
         root: str | os.PathLike[str],
         progress: Progress | None,
         tick_every: float | None,
+        shown: int,
     ) -> tuple[dict[str, Any], Path]:
-        shown = 0
         next_tick = time.monotonic() + (tick_every or 0.0)
         while True:
             with self._cv:

@@ -80,6 +80,7 @@ _SCRIPTS = (
     "cas",
     "commit_iteration",
     "create_run",
+    "restore_run",
     "replace_if",
     "claim_due",
     "transition",
@@ -332,6 +333,31 @@ class RedisStore:
         ]
         args = [run_id, canonical(record), str(status), canonical(state)]
         return bool(self._run("create_run", keys, args))
+
+    @_guarded
+    def restore_run(
+        self,
+        run_id: str,
+        record: JsonDict,
+        state: JsonDict,
+        version: int,
+        docs: list[JsonDict],
+    ) -> bool:
+        status = record_status(record)
+        keys = [
+            self.key(run_id, "record"),
+            self.key(run_id, "status"),
+            self.key(run_id, "state"),
+            self.key(run_id, "version"),
+            self.runs_key,
+            f"{self._prefix}:runs:seq",
+            self.active_key,
+            self.key(run_id, "iters"),
+        ]
+        args: list[Any] = [run_id, canonical(record), str(status), canonical(state), int(version)]
+        for doc in docs:
+            args += [int(doc["iteration"]), canonical(doc)]
+        return bool(self._run("restore_run", keys, args))
 
     @_guarded
     def next_suffix(self, base: str) -> int:

@@ -27,6 +27,7 @@ from celery import Task, chord, group, shared_task
 
 from soakq import runner
 from soakq.artifacts import export_run, write_iteration
+from soakq.checkpoint import write_checkpoint
 from soakq.config import RunSpec
 from soakq.errors import TransientStoreError
 from soakq.iteration import measure_iteration, measure_symbol
@@ -95,7 +96,7 @@ def start(self: Task, run_id: str, iteration: int, attempt: int = 0) -> str:
     store, ws = store_of(self.app), settings_of(self.app)
     spec, record = runner.load_spec(store, run_id)
     state, _ = store.get_state(run_id)
-    if RunStatus(record["status"]).terminal or state["iteration"] != iteration - 1:
+    if not RunStatus(record["status"]).accepts_work or state["iteration"] != iteration - 1:
         return "skipped"
     with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
         sig = self.app.signature
@@ -201,6 +202,9 @@ def after_finalize(
         return
     if result.status in (FinalizeStatus.COMMITTED, FinalizeStatus.DUPLICATE):
         write_iteration(store, run_id, iteration, artifacts_of(app))
+        if getattr(app.conf, "soakq_embedded", False):
+            # The resume point, after the file it points back to (docs/resume.md).
+            write_checkpoint(store, run_id, artifacts_of(app))
     now = time.time()
     if result.status == FinalizeStatus.COMMITTED and not result.completed:
         assert result.next_iteration is not None and result.next_due_ts is not None

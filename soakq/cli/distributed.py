@@ -209,6 +209,54 @@ def _published(record: dict[str, Any], grace_until: float | None) -> bool:
 
 
 @_redis_trouble
+def resume_distributed(
+    settings: Any, checkpoint: Any, docs: list[dict[str, Any]], root: Path, *, wait: bool
+) -> int:
+    """Hand an interrupted embedded run to the workers: its checkpoint and committed iterations
+    go into Redis as they were, and its next iteration is sent (docs/resume.md)."""
+    from soakq.artifacts import run_dir, run_json
+    from soakq.checkpoint import clear_after
+    from soakq.config import RunSpec
+    from soakq.jsonio import write_json
+    from soakq.runner import close_if_finished, resume_record
+    from workers import names
+    from workers.client import send_start
+
+    spec = RunSpec.model_validate(checkpoint.record["spec"])
+    if spec.live:
+        check_live_budget(spec)
+    app, store = _connect(settings)
+    now = time.time()
+    done = checkpoint.iteration
+    record = resume_record(
+        checkpoint.record, iterations_done=done, now=now, execution="distributed"
+    )
+    if not store.restore_run(spec.run_id, record, checkpoint.state, checkpoint.version, docs):
+        raise ConfigError(
+            f"run {spec.run_id}: a run with this id is already in Redis; "
+            f"`soakq status {spec.run_id}` shows it"
+        )
+    directory = run_dir(root, spec.run_id)
+    clear_after(directory, done)
+    write_json(directory / "RUN.json", run_json(record))  # no longer interrupted here
+    if close_if_finished(store, spec.run_id):
+        app.send_task(names.RUN_PUBLISH, args=[spec.run_id])
+    else:
+        store.schedule(spec.run_id, done + 1, now)
+        try:
+            send_start(app, store, spec.run_id, done + 1, now=now)
+        except Exception as exc:  # the run must not stay queued without its message
+            _not_started(settings, store, spec.run_id, exc)
+    print(spec.run_id, flush=True)
+    if not wait:
+        return 0
+    from soakq.cli.output import run_line
+
+    print(f"{run_line(spec, 'distributed')}: resumed after {done}/{spec.iterations}", flush=True)
+    return _follow(store, spec.run_id, timeout_s=float("inf"))
+
+
+@_redis_trouble
 def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
     from soakq.jsonio import dumps
 

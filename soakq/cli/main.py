@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -214,21 +215,57 @@ def submit(
     raise typer.Exit(_submit_embedded(spec, root, explicit_id=run_id is not None))
 
 
+@contextlib.contextmanager
+def interruptible(run_id: str, root: Path) -> Iterator[None]:
+    """SIGTERM acts as Ctrl-C; either leaves the run ``interrupted`` (the embedded driver
+    records it) and ends the command with one line and exit 130 (docs/resume.md)."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt:
+        from soakq.checkpoint import local_run
+        from soakq.jsonio import read_json
+
+        path = root / "soak" / run_id / "RUN.json"
+        done = ""
+        if path.exists():
+            view = local_run(root, read_json(path))
+            done = f" after {view.completed}/{view.planned} iterations"
+        err.print(
+            f"run {run_id}: interrupted{done}; `soakq resume {run_id}` continues it",
+            markup=False,
+        )
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
     """The run on the production tasks, served by a Celery worker inside this process."""
-    from soakq.cli.output import RunProgress, run_line, verdict_lines
+    from soakq.cli.output import RunProgress, run_line
     from soakq.engine import free_run_id
     from soakq.errors import ConfigError
-    from soakq.jsonio import read_json
-    from soakq.runner import exit_code_of
     from workers.embedded import run_embedded_celery
 
     spec = free_run_id(spec, root, explicit_id)
     if spec.bot_dir is not None and not Path(spec.bot_dir).is_dir():
         raise ConfigError(f"--bot-dir {spec.bot_dir}: not a directory; create it or fix the path")
     print(run_line(spec, "embedded"), flush=True)
-    with RunProgress(spec.iterations, spec.run_id) as bar:
+    with interruptible(spec.run_id, root), RunProgress(spec.iterations, spec.run_id) as bar:
         record, directory = run_embedded_celery(spec, root, progress=bar.update)
+    return embedded_verdict(record, directory)
+
+
+def embedded_verdict(record: Any, directory: Path) -> int:
+    """Print the closing lines of an embedded run; its exit code."""
+    from soakq.cli.output import verdict_lines
+    from soakq.jsonio import read_json
+    from soakq.runner import exit_code_of
+
     final_path = directory / "ITER_SUMMARY_final.json"
     gate_path = directory / "RELEASE_GATE.json"
     final = read_json(final_path) if final_path.exists() else None
@@ -368,9 +405,11 @@ def worker(
 
 
 def _register_run_commands() -> None:
+    from soakq.cli import resume as resume_cmd
     from soakq.cli import runs as run_cmds
 
     run_cmds.register(app, handles_errors)
+    resume_cmd.register(app, handles_errors)
 
 
 _register_run_commands()

@@ -46,16 +46,20 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
             from soakq.cli.distributed import status_distributed
 
             raise typer.Exit(status_distributed(settings, run_id, as_json=as_json))
-        doc = _local_record(_artifacts(settings, artifacts), run_id)
+        from soakq.checkpoint import local_run
+
+        root = _artifacts(settings, artifacts)
+        doc = _local_record(root, run_id)
         if as_json:
             print(dumps(doc), end="")
             return
-        o = doc.get("outcome", {})
+        view = local_run(root, doc)
         print(
-            f"run {run_id}: {doc['status']} ({o.get('iterations_completed', 0)}/"
-            f"{o.get('iterations_planned', '?')} iterations, release gate "
-            f"{o.get('release_gate')})"
+            f"run {run_id}: {view.status} ({view.completed}/{view.planned} iterations, "
+            f"release gate {view.release_gate or 'none'})"
         )
+        if view.status == "interrupted":
+            print(f"resume it with `soakq resume {run_id}`")
 
     @app.command()
     @handles_errors
@@ -90,19 +94,22 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
             from soakq.cli.distributed import list_distributed
 
             raise typer.Exit(list_distributed(settings))
-        soak = _artifacts(settings, artifacts) / "soak"
+        from soakq.checkpoint import local_run
+
+        root = _artifacts(settings, artifacts)
+        soak = root / "soak"
         rows = []
         for p in sorted(soak.glob("*/RUN.json")) if soak.exists() else []:
             if p.parent.is_symlink():
                 continue
             doc = read_json(p)
-            o = doc.get("outcome", {})
+            view = local_run(root, doc)
             rows.append(
                 (
                     doc["run_id"],
-                    doc["status"],
-                    f"{o.get('iterations_completed', 0)}/{o.get('iterations_planned', '?')}",
-                    str(o.get("release_gate")),
+                    view.status,
+                    f"{view.completed}/{view.planned}",
+                    view.release_gate or "none",
                 )
             )
         print(f"{'run_id':<44} {'status':<10} {'iters':>7}  release_gate")

@@ -41,19 +41,25 @@ def test_allowed_from_is_the_table_read_backwards():
     for target in RunStatus:
         assert allowed_from(target) == {s for s, nxt in TRANSITIONS.items() if target in nxt}
     assert allowed_from(RunStatus.QUEUED) == set()
-    assert allowed_from(RunStatus.RUNNING) == {RunStatus.QUEUED}
-    assert allowed_from(RunStatus.SUCCEEDED) == {RunStatus.RUNNING}
+    assert allowed_from(RunStatus.RUNNING) == {RunStatus.QUEUED, RunStatus.INTERRUPTED}
+    assert allowed_from(RunStatus.INTERRUPTED) == {RunStatus.QUEUED, RunStatus.RUNNING}
+    # A step past its check may still commit the last iteration of an interrupted run.
+    assert allowed_from(RunStatus.SUCCEEDED) == {RunStatus.RUNNING, RunStatus.INTERRUPTED}
     for t in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST):
-        assert allowed_from(t) == {RunStatus.QUEUED, RunStatus.RUNNING}
+        assert allowed_from(t) == {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.INTERRUPTED}
+    working = {s for s in RunStatus if s.accepts_work}
+    assert working == {RunStatus.QUEUED, RunStatus.RUNNING}
 
 
 @pytest.mark.parametrize("target", list(RunStatus))
-@pytest.mark.parametrize("start", [RunStatus.QUEUED, RunStatus.RUNNING, *TERMINALS])
+@pytest.mark.parametrize(
+    "start", [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.INTERRUPTED, *TERMINALS]
+)
 def test_every_move_follows_the_table(harness, start, target):
     store = harness.store
     run_id = _run(store)
     if start != RunStatus.QUEUED:
-        if start.terminal:
+        if start.terminal or start == RunStatus.INTERRUPTED:
             store.transition(run_id, RunStatus.RUNNING, now_ts=NOW)
         assert store.transition(run_id, start, now_ts=NOW).applied
     got = store.transition(run_id, target, lambda r, s: {"moved": True}, now_ts=NOW)

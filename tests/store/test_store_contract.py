@@ -39,6 +39,42 @@ def test_create_is_set_if_absent(harness):
     assert store.get_state(RUN) == (STATE0, 0)
 
 
+def test_restore_puts_back_record_state_version_and_documents(harness):
+    store = harness.store
+    record = {**RECORD, "status": "running"}
+    state = {**STATE0, "iteration": 2}
+    docs = [{"iteration": 1, "v": "a"}, {"iteration": 2, "v": "b"}]
+    assert store.restore_run(RUN, record, state, 5, docs) is True
+    assert store.get_record(RUN) == record
+    assert store.get_state(RUN) == (state, 5)
+    assert store.iterations(RUN) == docs
+    assert store.get_iteration(RUN, 2) == docs[1]
+    assert RUN in store.active_runs() and RUN in store.list_runs()
+    # The next commit continues from the restored version; a restored document is a duplicate.
+    lease = store.acquire_lock(RUN, "w", TTL_MS)
+    assert lease is not None
+    assert store.commit_iteration(RUN, 2, {"iteration": 2}, state, lease, 5) == (
+        CommitOutcome.DUPLICATE
+    )
+    assert store.commit_iteration(RUN, 3, {"iteration": 3}, state, lease, 4) == (
+        CommitOutcome.VERSION_MISMATCH
+    )
+    assert store.commit_iteration(RUN, 3, {"iteration": 3}, state, lease, 5) == (
+        CommitOutcome.COMMITTED
+    )
+    assert store.get_state(RUN)[1] == 6
+
+
+def test_restore_is_set_if_absent(harness):
+    store = _created(harness)
+    assert store.restore_run(RUN, {**RECORD, "status": "running"}, {}, 3, [{"iteration": 1}]) is (
+        False
+    )
+    assert store.get_record(RUN) == RECORD
+    assert store.get_state(RUN) == (STATE0, 0)
+    assert store.iterations(RUN) == []
+
+
 def test_missing_run(harness):
     store = harness.store
     assert store.get_record("nope") is None

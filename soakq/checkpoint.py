@@ -1,0 +1,177 @@
+"""What an embedded run leaves on disk to be resumed, and the lock that says it is still running.
+
+After every committed iteration an embedded run writes ``CHECKPOINT.json`` beside its
+``ITER_SUMMARY_<i>.json`` files: the run record, the run state (overrides, guard ledger, freeze,
+streaks) and the state version, exactly as the store holds them. The iteration documents are not
+repeated there: ``ITER_SUMMARY_1..k`` are the store's documents byte for byte, so a resume reads
+them back. A finished run has no checkpoint (``export_run`` removes it). The process running a
+run holds an advisory ``flock`` on ``.lock`` in the run directory; the kernel drops it
+when the process dies, even on ``kill -9``, so "queued/running but nobody holds the lock" is an
+interrupted run (docs/resume.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from soakq.artifacts import CHECKPOINT, iteration_file, run_dir
+from soakq.errors import InputError
+from soakq.jsonio import read_json, write_json
+from soakq.states import RunStatus
+from soakq.store import RunStore
+
+FORMAT = 1
+LOCK = ".lock"
+_ITER_RE = re.compile(r"ITER_SUMMARY_(\d+)\.json")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run as its store held it after its last committed iteration."""
+
+    record: dict[str, Any]
+    state: dict[str, Any]
+    version: int
+
+    @property
+    def iteration(self) -> int:
+        """Iterations committed (0 before the first)."""
+        return int(self.state["iteration"])
+
+
+def write_checkpoint(store: RunStore, run_id: str, artifacts_root: str | os.PathLike[str]) -> None:
+    """Write ``CHECKPOINT.json`` for a run that has not ended (a finished run needs none)."""
+    record = store.get_record(run_id)
+    if record is None or RunStatus(record["status"]).terminal:
+        return
+    state, version = store.get_state(run_id)
+    doc = {"format": FORMAT, "record": record, "state": state, "version": version}
+    write_json(run_dir(artifacts_root, run_id) / CHECKPOINT, doc)
+
+
+def read_checkpoint(directory: Path) -> Checkpoint:
+    """The checkpoint of a run directory; InputError (exit 2) naming the file when unusable."""
+    path = directory / CHECKPOINT
+    if not path.exists():
+        raise InputError(
+            f"{path}: no checkpoint, so the run cannot be resumed (runs started by soakq "
+            "before checkpoints, and distributed runs, which Redis keeps, have none)"
+        )
+    doc = read_json(path)
+    try:
+        if doc["format"] != FORMAT:
+            raise InputError(f"{path}: checkpoint format {doc['format']!r}; this soakq reads 1")
+        cp = Checkpoint(dict(doc["record"]), dict(doc["state"]), int(doc["version"]))
+        cp.iteration  # noqa: B018 - validates the state
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: not a soakq checkpoint ({exc!r} is missing or wrong)") from None
+    return cp
+
+
+def committed_docs(directory: Path, iterations: int) -> list[dict[str, Any]]:
+    """``ITER_SUMMARY_1..iterations`` as written by the run; InputError naming a missing one."""
+    docs = []
+    for i in range(1, iterations + 1):
+        path = iteration_file(directory, i)
+        if not path.exists():
+            raise InputError(f"{path}: missing; the checkpoint says {iterations} iterations ran")
+        doc: dict[str, Any] = read_json(path)
+        if doc.get("iteration") != i:
+            raise InputError(f"{path}: holds iteration {doc.get('iteration')!r}, not {i}")
+        docs.append(doc)
+    return docs
+
+
+def clear_after(directory: Path, iterations: int) -> None:
+    """Remove what a resume will write again: every file of the run directory except
+    ``RUN.json``, the checkpoint, hidden files (the lock) and ``ITER_SUMMARY_1..iterations``:
+    the report so far, the files of iterations committed after the checkpoint was written."""
+    for path in directory.iterdir():
+        m = _ITER_RE.fullmatch(path.name)
+        keep = (
+            path.name in (CHECKPOINT, "RUN.json", LOCK)
+            or path.name.startswith(".")  # the lock, a writer's temporary file
+            or bool(m and int(m.group(1)) <= iterations)
+        )
+        if not keep and path.is_file():
+            path.unlink()
+
+
+class RunLock:
+    """The advisory lock of the process running a run (held until ``release`` or death); the
+    run directory must exist."""
+
+    def __init__(self, artifacts_root: str | os.PathLike[str], run_id: str) -> None:
+        self.path = run_dir(artifacts_root, run_id) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False when another process (or holder) has it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # unlinked while held: a waiting taker re-checks on a new file
+        os.close(self._fd)
+        self._fd = None
+
+
+def is_running(artifacts_root: str | os.PathLike[str], run_id: str) -> bool:
+    """Whether some process holds the run's lock now."""
+    path = run_dir(artifacts_root, run_id) / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """A run as its directory shows it: status (``interrupted`` for an embedded run whose
+    process is gone), iterations done, iterations planned, release-gate verdict or None."""
+
+    status: str
+    completed: int
+    planned: int
+    release_gate: str | None
+
+
+def local_run(artifacts_root: str | os.PathLike[str], run_json: dict[str, Any]) -> LocalRun:
+    """Read a run directory's RUN.json (and checkpoint) as a listing shows it."""
+    run_id = str(run_json["run_id"])
+    directory = run_dir(artifacts_root, run_id)
+    outcome = run_json.get("outcome") or {}
+    status = str(run_json["status"])
+    config = run_json.get("config") or {}
+    planned = int(config.get("iterations", outcome.get("iterations_planned", 0)))
+    completed = int(outcome.get("iterations_completed", 0))
+    if (directory / CHECKPOINT).exists():
+        with contextlib.suppress(InputError):
+            completed = read_checkpoint(directory).iteration
+    embedded = (run_json.get("runtime") or {}).get("execution") == "embedded"
+    waiting = status in (RunStatus.QUEUED, RunStatus.RUNNING)
+    if embedded and waiting and not is_running(artifacts_root, run_id):
+        status = str(RunStatus.INTERRUPTED)
+    return LocalRun(status, completed, planned, outcome.get("release_gate"))

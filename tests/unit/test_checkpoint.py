@@ -1,0 +1,164 @@
+"""The resume point of an embedded run: checkpoint file, committed documents, the run lock and
+how a listing reads a run directory (docs/resume.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from soakq.checkpoint import (
+    RunLock,
+    clear_after,
+    committed_docs,
+    is_running,
+    local_run,
+    read_checkpoint,
+    write_checkpoint,
+)
+from soakq.errors import InputError
+from soakq.jsonio import write_json
+from soakq.store import MemoryStore
+
+RUN = "r-1"
+
+
+def _dir(root: Path) -> Path:
+    d = root / "soak" / RUN
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_checkpoint_round_trips_what_the_store_holds(tmp_path: Path) -> None:
+    store = MemoryStore()
+    record = {"run_id": RUN, "status": "running", "spec": {"iterations": 4}}
+    state = {"iteration": 2, "overrides": {"tail_age_ms": 600}}
+    assert store.restore_run(RUN, record, state, 7, [])
+    _dir(tmp_path)
+    write_checkpoint(store, RUN, tmp_path)
+    cp = read_checkpoint(tmp_path / "soak" / RUN)
+    assert (cp.record, cp.state, cp.version, cp.iteration) == (record, state, 7, 2)
+
+
+def test_a_finished_run_gets_no_checkpoint(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.restore_run(RUN, {"run_id": RUN, "status": "succeeded"}, {"iteration": 1}, 1, [])
+    _dir(tmp_path)
+    write_checkpoint(store, RUN, tmp_path)
+    assert not (tmp_path / "soak" / RUN / "CHECKPOINT.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("doc", "said"),
+    [
+        ({"format": 2, "record": {}, "state": {"iteration": 0}, "version": 0}, "format 2"),
+        ({"format": 1, "record": {}, "state": {}, "version": 0}, "not a soakq checkpoint"),
+        ({"format": 1, "record": {}, "state": {"iteration": 0}}, "not a soakq checkpoint"),
+    ],
+)
+def test_unusable_checkpoints_are_named(tmp_path: Path, doc: dict, said: str) -> None:
+    d = _dir(tmp_path)
+    write_json(d / "CHECKPOINT.json", doc)
+    with pytest.raises(InputError, match=said) as exc:
+        read_checkpoint(d)
+    assert str(d / "CHECKPOINT.json") in str(exc.value)
+
+
+def test_committed_docs_must_all_be_there_and_in_place(tmp_path: Path) -> None:
+    d = _dir(tmp_path)
+    for i in (1, 2):
+        write_json(d / f"ITER_SUMMARY_{i}.json", {"iteration": i})
+    assert committed_docs(d, 2) == [{"iteration": 1}, {"iteration": 2}]
+    with pytest.raises(InputError, match="ITER_SUMMARY_3.json: missing"):
+        committed_docs(d, 3)
+    write_json(d / "ITER_SUMMARY_2.json", {"iteration": 5})
+    with pytest.raises(InputError, match="holds iteration 5, not 2"):
+        committed_docs(d, 2)
+
+
+def test_clear_after_keeps_only_what_the_resume_continues_from(tmp_path: Path) -> None:
+    d = _dir(tmp_path)
+    names = [
+        "ITER_SUMMARY_1.json",
+        "ITER_SUMMARY_2.json",
+        "ITER_SUMMARY_3.json",
+        "ITER_SUMMARY_10.json",
+        "ITER_SUMMARY_final.json",
+        "TUNING_REPORT.json",
+        "PRODUCTION_SNAPSHOT.json",
+        "trend.png",
+        "RUN.json",
+        "CHECKPOINT.json",
+        ".lock",
+    ]
+    for n in names:
+        (d / n).write_text("x")
+    clear_after(d, 2)
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        [".lock", "CHECKPOINT.json", "ITER_SUMMARY_1.json", "ITER_SUMMARY_2.json", "RUN.json"]
+    )
+
+
+def test_the_lock_is_exclusive_and_dies_with_its_process(tmp_path: Path) -> None:
+    _dir(tmp_path)
+    assert not is_running(tmp_path, RUN)
+    lock = RunLock(tmp_path, RUN)
+    assert lock.acquire()
+    assert is_running(tmp_path, RUN)
+    assert not RunLock(tmp_path, RUN).acquire()  # a second holder, even in this process
+    lock.release()
+    assert not is_running(tmp_path, RUN)
+    # Another process holds it, then dies without releasing: the lock goes with it.
+    code = (
+        "import sys, time; from soakq.checkpoint import RunLock; "
+        f"assert RunLock(sys.argv[1], {RUN!r}).acquire(); print('held', flush=True); "
+        "time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        assert is_running(tmp_path, RUN)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert not is_running(tmp_path, RUN)
+
+
+def test_local_run_calls_an_abandoned_embedded_run_interrupted(tmp_path: Path) -> None:
+    d = _dir(tmp_path)
+    doc = {
+        "config": {"iterations": 12},
+        "outcome": {},
+        "run_id": RUN,
+        "runtime": {"execution": "embedded"},
+        "status": "running",
+    }
+    write_json(
+        d / "CHECKPOINT.json", {"format": 1, "record": {}, "state": {"iteration": 5}, "version": 5}
+    )
+    view = local_run(tmp_path, doc)
+    assert (view.status, view.completed, view.planned, view.release_gate) == (
+        "interrupted",
+        5,
+        12,
+        None,
+    )
+    lock = RunLock(tmp_path, RUN)
+    assert lock.acquire()
+    try:
+        assert local_run(tmp_path, doc).status == "running"
+    finally:
+        lock.release()
+    distributed = {**doc, "runtime": {"execution": "distributed"}}
+    assert local_run(tmp_path, distributed).status == "running"  # Redis knows, not the lock
+    done = {
+        **doc,
+        "status": "succeeded",
+        "outcome": {"iterations_completed": 12, "release_gate": "PASSED"},
+    }
+    (d / "CHECKPOINT.json").unlink()
+    assert local_run(tmp_path, done) == type(view)("succeeded", 12, 12, "PASSED")
