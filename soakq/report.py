@@ -1,7 +1,14 @@
-"""The trend report of a run: STEADY_TREND.md and trend.png (README, artifacts).
+"""The trend report of a run: STEADY_TREND.md and trend.png, TREND_HISTORY.md and
+trend_history.png (docs/report.md describes every section).
 
 ``write_report`` is called by the exporter with the store's documents; ``report_from_dir`` rebuilds
 the same inputs from a run directory, so both give the same bytes.
+
+Determinism: STEADY_TREND.md and trend.png are a pure function of the run's documents (no
+``runtime`` field, no clock), so the same config and seed give byte-identical files. The
+comparison with earlier runs of the same profile, mode and source depends on what else the
+artifacts root holds, so it lives in the separate TREND_HISTORY.md and trend_history.png
+(``HISTORY_FILES``), which tests comparing two run directories leave out (docs/report.md).
 """
 
 from __future__ import annotations
@@ -13,22 +20,64 @@ from typing import Any
 
 from soakq.errors import InputError
 from soakq.jsonio import read_json, write_bytes, write_text
+from soakq.report_history import HISTORY_FILES, HISTORY_RUNS, current_run, previous_runs
+from soakq.report_md import HISTORY_MD, HISTORY_PNG
 from soakq.report_model import build_trend
 
 REPORT_MD = "STEADY_TREND.md"
 TREND_PNG = "trend.png"
+__all__ = [
+    "HISTORY_FILES",
+    "HISTORY_MD",
+    "HISTORY_PNG",
+    "REPORT_MD",
+    "TREND_PNG",
+    "report_from_dir",
+    "write_report",
+]
 _ITER_FILE = re.compile(r"ITER_SUMMARY_(\d+)\.json")
 
 
-def write_report(out: Path, docs: list[Mapping[str, Any]], record: Mapping[str, Any]) -> list[Path]:
-    """Write STEADY_TREND.md and trend.png into ``out`` atomically; return their paths."""
-    from soakq.report_chart import render_png
+def write_report(
+    out: Path,
+    docs: list[Mapping[str, Any]],
+    record: Mapping[str, Any],
+    *,
+    history_root: Path | None = None,
+) -> list[Path]:
+    """Write STEADY_TREND.md, trend.png, TREND_HISTORY.md and trend_history.png into ``out``
+    atomically; return their paths. The history compares with the runs in ``history_root``
+    (default: ``out``'s parent, the ``soak`` directory of the artifacts root)."""
+    from soakq.report_chart import render_history_png, render_png
+    from soakq.report_history import render_history_markdown
     from soakq.report_md import render_markdown
 
-    trend = build_trend(docs, record)
-    text, png = render_markdown(trend), render_png(trend)  # render both before writing either
     out = Path(out)
-    return [write_text(out / REPORT_MD, text), write_bytes(out / TREND_PNG, png)]
+    trend = build_trend(docs, record)
+    spec = trend.spec
+    past = previous_runs(
+        history_root if history_root is not None else out.parent,
+        run_id=trend.run_id,
+        profile=spec.get("profile"),
+        mode=spec.get("mode"),
+        source=spec.get("source"),
+        limit=HISTORY_RUNS,
+    )
+    current = current_run(trend, record.get("runtime"))
+    title = (
+        f"{trend.run_id} vs {len(past)} earlier run(s) of {spec.get('profile')} / "
+        f"{spec.get('mode')} / {spec.get('source')}: release-window means (R: release limit)"
+    )
+    # Render everything before writing anything.
+    text, png = render_markdown(trend), render_png(trend)
+    history_text = render_history_markdown(trend, past, current)
+    history_png = render_history_png(past, current, title)
+    return [
+        write_text(out / REPORT_MD, text),
+        write_bytes(out / TREND_PNG, png),
+        write_text(out / HISTORY_MD, history_text),
+        write_bytes(out / HISTORY_PNG, history_png),
+    ]
 
 
 def _iteration_files(run_dir: Path) -> list[tuple[int, Path]]:
@@ -66,6 +115,7 @@ def _load_record(path: Path) -> dict[str, Any]:
     return {
         "outcome": outcome,
         "run_id": doc.get("run_id") or spec.get("run_id"),
+        "runtime": doc.get("runtime") or {},  # only the history's date column reads it
         "spec": spec,
         "status": doc.get("status", "unknown"),
     }

@@ -1,4 +1,8 @@
-"""STEADY_TREND.md: the trend report as Markdown. A pure function of the Trend (no clock)."""
+"""STEADY_TREND.md: the trend report as Markdown. A pure function of the Trend (no clock).
+
+Every section is described in docs/report.md. Each KPI is printed at one precision
+(``report_model.KPI_DECIMALS``), parameters at theirs (``params.fmt``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ from collections import Counter
 from collections.abc import Iterable
 
 from soakq.params import KEYS, PARAMS, Number, fmt
-from soakq.report_model import TABLE_KPIS, Event, Trend
+from soakq.report_model import TABLE_KPIS, Event, Trend, fmt_kpi, kpi_unit
 from soakq.thresholds import fmt_num
+
+HISTORY_MD = "TREND_HISTORY.md"
+HISTORY_PNG = "trend_history.png"
 
 NA = "n/a"
 NONE = "-"
@@ -24,8 +31,8 @@ def _table(header: Iterable[str], align: Iterable[str], rows: Iterable[Iterable[
     return lines
 
 
-def _value(value: float | int | None) -> str:
-    return NA if value is None else fmt_num(value)
+def _kpi_head(metric: str) -> str:
+    return f"{metric} ({kpi_unit(metric)})"
 
 
 def _delta(key: str, delta: Number) -> str:
@@ -131,7 +138,7 @@ def _iterations(t: Trend) -> list[str]:
     header = [
         "iter",
         "KPI",
-        *TABLE_KPIS,
+        *(_kpi_head(k) for k in TABLE_KPIS),
         "fills",
         "applied deltas",
         "suppressed (param:reason)",
@@ -146,8 +153,8 @@ def _iterations(t: Trend) -> list[str]:
             [
                 str(r.iteration),
                 r.verdict,
-                *(_value(r.kpis[k]) for k in TABLE_KPIS),
-                _value(r.fills),
+                *(fmt_kpi(k, r.kpis[k]) for k in TABLE_KPIS),
+                fmt_kpi("fills", r.fills),
                 _joined([f"{k} {_delta(k, d)}" for k, d in sorted(r.applied.items())]),
                 _joined([f"{k}:{g}" for k, g in sorted(r.suppressed.items())]),
                 flags,
@@ -155,6 +162,112 @@ def _iterations(t: Trend) -> list[str]:
             ]
         )
     return ["## Iterations", "", *_table(header, align, rows), ""]
+
+
+def _limit(op: str, metric: str, value: float) -> str:
+    return f"{op} {fmt_kpi(metric, value)}"
+
+
+def _statistics(t: Trend) -> list[str]:
+    """Run-level statistics per KPI, the two gates' limits, and the release window's figures."""
+    header = [
+        "KPI",
+        "unit",
+        "n",
+        "mean",
+        "min",
+        "max",
+        "p95",
+        "KPI gate WARN / FAIL",
+        "release limit",
+        "window n",
+        "window mean",
+        "window 95 % bound",
+    ]
+    align = ["---", "---", *["---:"] * 10]
+    rows = []
+    for st in t.stats:
+        m = st.metric
+        level = t.levels.get(m)
+        gate = (
+            f"{_limit(level.op, m, level.soft)} / {_limit(level.op, m, level.hard)}"
+            if level is not None
+            else NONE
+        )
+        limit = t.release_limits.get(m)
+        release = _limit(limit.op, m, limit.bound) if limit is not None else NONE
+        w = t.window_kpi(m)
+        if w is None:
+            wn, wmean, wbound = NONE, NONE, NONE
+        else:
+            wn, wmean = str(w["n"]), fmt_kpi(m, w["mean"])
+            wbound = NA if w["bound"] is None else f"{w['bound_kind']} {fmt_kpi(m, w['bound'])}"
+        rows.append(
+            [
+                m,
+                kpi_unit(m),
+                str(st.n),
+                fmt_kpi(m, st.mean),
+                fmt_kpi(m, st.min),
+                fmt_kpi(m, st.max),
+                fmt_kpi(m, st.p95),
+                gate,
+                release,
+                wn,
+                wmean,
+                wbound,
+            ]
+        )
+    intro = (
+        "Over every iteration with a value (p95: linear interpolation between closest ranks). "
+        "A value beyond the KPI gate's WARN (soft) limit makes an iteration WARN, beyond its "
+        "FAIL (hard) limit FAIL; the release limit is the run-level gate's, judged on its "
+        "window (`-`: not a release-gate KPI"
+        + ("" if t.release is not None else "; the release gate did not run")
+        + ")."
+    )
+    return ["## KPI statistics", "", intro, "", *_table(header, align, rows), ""]
+
+
+def _symbols(t: Trend) -> list[str]:
+    lines = ["## Per-symbol KPIs", ""]
+    if not t.symbol_stats:
+        return [*lines, "No per-symbol KPIs in the iteration summaries.", ""]
+    lines += [
+        "Mean over the iterations each symbol reported in (fills: total). The iteration "
+        "summary combines symbols fill-weighted (net, risk, maker/taker) or by their worst "
+        "value (p95s), see docs/gates.md.",
+        "",
+    ]
+    header = ["symbol", "iterations", "fills", *(_kpi_head(k) for k in TABLE_KPIS)]
+    align = ["---", "---:", "---:", *["---:"] * len(TABLE_KPIS)]
+    rows = [
+        [
+            s.symbol,
+            str(s.iterations),
+            fmt_kpi("fills", s.fills),
+            *(fmt_kpi(k, s.means[k]) for k in TABLE_KPIS),
+        ]
+        for s in t.symbol_stats
+    ]
+    return [*lines, *_table(header, align, rows), ""]
+
+
+def _its(items: Iterable[int]) -> str:
+    return ", ".join(str(i) for i in items) or NONE
+
+
+def _event_summary(t: Trend) -> list[str]:
+    """Which iterations each kind of event happened in."""
+    flagged = {
+        name: [r.iteration for r in t.rows if name in r.flags]
+        for name in ("oscillation", "velocity", "cooldown")
+    }
+    rows = [[f"{name} guard", _its(its), str(len(its))] for name, its in flagged.items()]
+    for kind in ("freeze", "unfreeze", "exhausted", "iteration error"):
+        its = [e.iteration for e in t.events if e.kind == kind]
+        rows.append([kind, _its(its), str(len(its))])
+    return _table(["event", "iterations", "count"], ["---", "---", "---:"], rows)
 
 
 def _event_line(e: Event) -> str:
@@ -166,7 +279,7 @@ def _event_line(e: Event) -> str:
 
 
 def _events(t: Trend) -> list[str]:
-    lines = ["## Guard and freeze events", "", "### Guard events", ""]
+    lines = ["## Guard and freeze events", "", *_event_summary(t), "", "### Guard events", ""]
     if not t.guards_enabled:
         lines.append(
             "Guards were off for this run (`--no-guards` or `ENABLE_GUARDS=0`): "
@@ -181,6 +294,11 @@ def _events(t: Trend) -> list[str]:
         lines += [_event_line(e) for e in t.freeze_events]
     else:
         lines.append("No freeze or unfreeze.")
+    lines += ["", "### Exhaustion", ""]
+    if t.exhausted_events:
+        lines += [f"- iteration {e.iteration}: {e.text}" for e in t.exhausted_events]
+    else:
+        lines.append("No defensive rule was exhausted (`tuning.exhausted` always empty).")
     if t.error_events:  # a live bot's missing, late or invalid reports
         lines += ["", "### Iteration errors", "", *(_event_line(e) for e in t.error_events)]
     return [*lines, ""]
@@ -220,7 +338,51 @@ def _trajectory(t: Trend) -> list[str]:
             + ", ".join(f"{k} = {_param_value(k, t.start_overrides[k])}" for k in unchanged)
             + ".",
         ]
-    return [*lines, ""]
+    return [*lines, "", *_final_overrides(t)]
+
+
+def _final_overrides(t: Trend) -> list[str]:
+    """Start and final value of every parameter; a final value on a bound is flagged."""
+    if not t.final_overrides:
+        return []
+    header = ["parameter", "unit", "bounds", "start", "final", "at bound"]
+    align = ["---", "---", "---", "---:", "---:", "---"]
+    rows = []
+    for k, v in t.final_overrides.items():
+        p = PARAMS[k]
+        side = t.at_bound.get(k)
+        rows.append(
+            [
+                k,
+                p.unit,
+                f"[{fmt(k, p.lo)}, {fmt(k, p.hi)}]",
+                _param_value(k, t.start_overrides.get(k)),
+                _param_value(k, v),
+                f"**{side} bound**" if side else NONE,
+            ]
+        )
+    pinned = [f"`{k}` ({side})" for k, side in t.at_bound.items()]
+    note = (
+        "Ends at a bound of the parameter table (docs/tuner.md): " + ", ".join(pinned) + "."
+        if pinned
+        else "No parameter ends at a bound of the parameter table (docs/tuner.md)."
+    )
+    return ["### Final overrides", "", note, "", *_table(header, align, rows), ""]
+
+
+def _history(t: Trend) -> list[str]:
+    """A pointer only: the comparison depends on the artifacts root, not on this run."""
+    spec = t.spec
+    return [
+        "## Previous runs",
+        "",
+        f"This run's release-window means next to those of the last earlier finished runs of "
+        f"profile `{spec.get('profile')}`, mode `{spec.get('mode')}` and source "
+        f"`{spec.get('source')}` in the same artifacts root: [{HISTORY_MD}]({HISTORY_MD}) and "
+        f"`{HISTORY_PNG}`. They are separate files because they depend on which other runs the "
+        "artifacts root holds, not on this run's configuration and seed (docs/report.md).",
+        "",
+    ]
 
 
 def _release(t: Trend) -> list[str]:
@@ -244,9 +406,9 @@ def _release(t: Trend) -> list[str]:
     align = ["---", "---:", "---:", "---:", "---:", ":---:"]
     rows = []
     for k in r.get("kpis") or []:
-        mean = NA if k["mean"] is None else fmt_num(k["mean"])
-        sd = NA if k["sd"] is None else fmt_num(k["sd"])
-        bound = NA if k["bound"] is None else f"{k['bound_kind']} {fmt_num(k['bound'])}"
+        metric = k["metric"]
+        mean, sd = fmt_kpi(metric, k["mean"]), fmt_kpi(metric, k["sd"])
+        bound = NA if k["bound"] is None else f"{k['bound_kind']} {fmt_kpi(metric, k['bound'])}"
         result = (
             "pass" if k["bound_passes"] else "fail" if k["n"] and not k["mean_passes"] else "open"
         )
@@ -256,7 +418,7 @@ def _release(t: Trend) -> list[str]:
                 str(k["n"]),
                 f"{mean} ± {sd}",
                 bound,
-                f"{k['op']} {fmt_num(k['threshold'])}",
+                f"{k['op']} {fmt_kpi(metric, k['threshold'])}",
                 result,
             ]
         )
@@ -274,8 +436,11 @@ def render_markdown(t: Trend) -> str:
         *_release(t),
         "![KPI and parameter trends](trend.png)",
         "",
+        *_statistics(t),
+        *_symbols(t),
         *_iterations(t),
         *_events(t),
         *_trajectory(t),
+        *_history(t),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -6,18 +6,60 @@ so they never disagree. Only deterministic fields are read (never ``runtime``).
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from soakq.errors import SoakqError
 from soakq.jsonio import is_finite_number
 from soakq.params import KEYS, PARAMS, Number
-from soakq.thresholds import GateLevel, kpi_gate_levels
+from soakq.ranges import valid_range
+from soakq.thresholds import GateLevel, Threshold, kpi_gate_levels, release_thresholds
 
 TABLE_KPIS = ("net_bps", "risk_ratio", "maker_taker_ratio", "p95_latency_ms", "adverse_bps_p95")
 # All five KPI-gate metrics: without adverse_bps_p95 a FAIL caused by it looks unexplained.
 CHART_KPIS = TABLE_KPIS
+# One precision per KPI, wherever the report prints it (values, statistics, thresholds):
+# basis points to 0.01 bp, ratios to 0.001, milliseconds to 0.1 ms (docs/report.md).
+KPI_DECIMALS: dict[str, int] = {
+    "net_bps": 2,
+    "adverse_bps_p95": 2,
+    "slippage_bps_p95": 2,
+    "risk_ratio": 3,
+    "maker_taker_ratio": 3,
+    "cancel_ratio": 3,
+    "p95_latency_ms": 1,
+    "order_age_p95_ms": 1,
+    "fills": 0,
+    "snipes": 0,
+}
+P95 = 0.95  # the run-level percentile of the KPI statistics table
+
+
+def kpi_unit(metric: str) -> str:
+    """The KPI's unit from the valid-ranges table (bp, ratio, ms, count)."""
+    return valid_range(metric).unit
+
+
+def fmt_kpi(metric: str, value: float | None) -> str:
+    """``value`` at the KPI's one precision (``KPI_DECIMALS``); ``n/a`` for None."""
+    if value is None:
+        return "n/a"
+    text = f"{value:.{KPI_DECIMALS[metric]}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile with linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
 GUARD_FLAGS = (
     ("oscillation_detected", "oscillation"),
     ("velocity_violation", "velocity"),
@@ -39,19 +81,43 @@ class Row:
     flags: tuple[str, ...]  # guard names whose flag is set
     frozen: bool
     overrides_after: dict[str, Number]
+    # symbol -> KPI -> value (None: missing or not finite), from ``summary.symbols``
+    symbols: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Event:
-    """A guard decision or a freeze transition, in iteration order."""
+    """A guard decision, a freeze transition, an exhaustion or an iteration error."""
 
     iteration: int
-    kind: str  # "guard" | "freeze" | "unfreeze"
+    kind: str  # "guard" | "freeze" | "unfreeze" | "exhausted" | "iteration error"
     text: str
     param: str = ""
     guard: str = ""
     action: str = ""  # suppressed | trimmed | bypassed (guard events)
     signature: str = ""  # freeze events
+
+
+@dataclass(frozen=True)
+class RunStat:
+    """One KPI over every iteration of the run that has a value (docs/report.md)."""
+
+    metric: str
+    n: int
+    mean: float | None
+    min: float | None
+    max: float | None
+    p95: float | None
+
+
+@dataclass(frozen=True)
+class SymbolStat:
+    """One symbol over the run: iterations it reported in, total fills, mean of each KPI."""
+
+    symbol: str
+    iterations: int
+    fills: int | None
+    means: dict[str, float | None]
 
 
 @dataclass(frozen=True)
@@ -71,6 +137,11 @@ class Trend:
     # The run-level release gate (RELEASE_GATE.json's document), recomputed from the documents;
     # None when the run was never judged (cancelled, lost) or its documents cannot be judged.
     release: Mapping[str, Any] | None
+    stats: tuple[RunStat, ...] = ()
+    symbol_stats: tuple[SymbolStat, ...] = ()
+    release_limits: dict[str, Threshold] = field(default_factory=dict)
+    final_overrides: dict[str, Number] = field(default_factory=dict)
+    at_bound: dict[str, str] = field(default_factory=dict)  # param -> "lower" | "upper"
 
     @property
     def mock(self) -> bool:
@@ -88,6 +159,24 @@ class Trend:
     def error_events(self) -> tuple[Event, ...]:
         """Live iterations in error (no report, late, invalid): nothing was tuned in them."""
         return tuple(e for e in self.events if e.kind == "iteration error")
+
+    @property
+    def exhausted_events(self) -> tuple[Event, ...]:
+        """Defensive rules that held with every key they move pinned (``tuning.exhausted``)."""
+        return tuple(e for e in self.events if e.kind == "exhausted")
+
+    @property
+    def window(self) -> tuple[int, ...]:
+        """The release gate's window (iterations of the final configuration); () when none."""
+        its = ((self.release or {}).get("window") or {}).get("iterations") or []
+        return tuple(int(i) for i in its)
+
+    def window_kpi(self, metric: str) -> Mapping[str, Any] | None:
+        """The release gate's statistics of ``metric`` (n, mean, sd, bound...), if gated."""
+        for k in (self.release or {}).get("kpis") or []:
+            if k.get("metric") == metric:
+                return dict(k)
+        return None
 
 
 def _num(value: Any) -> float | None:
@@ -108,7 +197,89 @@ def _row(doc: Mapping[str, Any]) -> Row:
         flags=tuple(name for key, name in GUARD_FLAGS if s.get(key)),
         frozen=bool(s.get("freeze_active")),
         overrides_after=dict(t.get("overrides_after") or {}),
+        symbols=_symbols(s.get("symbols")),
     )
+
+
+def _symbols(value: Any) -> dict[str, dict[str, float | None]]:
+    """Per-symbol KPIs of one summary (``summary.symbols``), in symbol order."""
+    if not isinstance(value, Mapping):
+        return {}
+    out: dict[str, dict[str, float | None]] = {}
+    for symbol in sorted(value):
+        kpis = value[symbol]
+        if isinstance(kpis, Mapping):
+            out[str(symbol)] = {k: _num(kpis.get(k)) for k in (*TABLE_KPIS, "fills")}
+    return out
+
+
+def _exhausted_events(doc: Mapping[str, Any]) -> list[Event]:
+    """``tuning.exhausted``: a defensive rule held but every key it moves is pinned."""
+    it = int(doc["iteration"])
+    events = []
+    for e in doc["tuning"].get("exhausted") or []:
+        if not isinstance(e, Mapping):
+            continue
+        metric, value = str(e.get("metric", "")), _num(e.get("value"))
+        shown = fmt_kpi(metric, value) if metric in KPI_DECIMALS else str(e.get("value"))
+        pinned = ", ".join(str(k) for k in e.get("pinned") or [])
+        text = (
+            f"rule {e.get('rule')}: {metric} {shown}; tuning cannot fix {metric} further "
+            f"({pinned} pinned)"
+        )
+        events.append(Event(it, "exhausted", text, param=pinned))
+    return events
+
+
+def run_stats(rows: Sequence[Row]) -> tuple[RunStat, ...]:
+    """Mean, min, max and p95 of each table KPI over the iterations that have a value."""
+    out = []
+    for metric in TABLE_KPIS:
+        vals = [v for v in (r.kpis[metric] for r in rows) if v is not None]
+        if not vals:
+            out.append(RunStat(metric, 0, None, None, None, None))
+            continue
+        out.append(
+            RunStat(
+                metric,
+                len(vals),
+                statistics.fmean(vals),
+                min(vals),
+                max(vals),
+                percentile(vals, P95),
+            )
+        )
+    return tuple(out)
+
+
+def symbol_stats(rows: Sequence[Row]) -> tuple[SymbolStat, ...]:
+    """Per symbol: the iterations it appears in, its total fills and each KPI's mean."""
+    names = sorted({s for r in rows for s in r.symbols})
+    out = []
+    for name in names:
+        per = [r.symbols[name] for r in rows if name in r.symbols]
+        fills = [p["fills"] for p in per if p.get("fills") is not None]
+        means: dict[str, float | None] = {}
+        for metric in TABLE_KPIS:
+            vals = [v for v in (p.get(metric) for p in per) if v is not None]
+            means[metric] = statistics.fmean(vals) if vals else None
+        total = int(sum(v for v in fills if v is not None)) if fills else None
+        out.append(SymbolStat(name, len(per), total, means))
+    return tuple(out)
+
+
+def bound_flags(overrides: Mapping[str, Number]) -> dict[str, str]:
+    """Parameters whose value sits on a bound of the parameter table (docs/tuner.md)."""
+    out = {}
+    for key in KEYS:
+        if key not in overrides:
+            continue
+        p, v = PARAMS[key], float(overrides[key])
+        if math.isclose(v, p.lo, rel_tol=0, abs_tol=1e-9):
+            out[key] = "lower"
+        elif math.isclose(v, p.hi, rel_tol=0, abs_tol=1e-9):
+            out[key] = "upper"
+    return out
 
 
 def _guard_events(doc: Mapping[str, Any]) -> list[Event]:
@@ -181,11 +352,13 @@ def build_trend(docs: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) ->
     trajectory = [start, *(r.overrides_after for r in rows)]
     changed = tuple(k for k in KEYS if len({o[k] for o in trajectory if k in o}) > 1)
     events = sorted(
-        [e for d in docs for e in _guard_events(d)] + _freeze_events(docs),
+        [e for d in docs for e in (*_guard_events(d), *_exhausted_events(d))]
+        + _freeze_events(docs),
         key=lambda e: (e.iteration, e.kind != "guard"),
     )
     last = docs[-1]["summary"] if docs else {}
     guards_enabled = bool(spec.get("guards", last.get("guards_enabled", True)))
+    final = {k: trajectory[-1][k] for k in KEYS if k in trajectory[-1]}
     return Trend(
         run_id=str(record.get("run_id") or spec.get("run_id") or "?"),
         spec=spec,
@@ -200,6 +373,11 @@ def build_trend(docs: Sequence[Mapping[str, Any]], record: Mapping[str, Any]) ->
         final_signature=str(last.get("signature_hash") or ""),
         final_freeze_reason=str(last.get("freeze_reason") or ""),
         release=_release(docs, spec, outcome),
+        stats=run_stats(rows),
+        symbol_stats=symbol_stats(rows),
+        release_limits={th.metric: th for th in release_thresholds()},
+        final_overrides=final,
+        at_bound=bound_flags(final),
     )
 
 

@@ -25,6 +25,7 @@ import pytest
 
 from soakq.config import RunSpec, build_spec
 from soakq.jsonio import dumps
+from soakq.report import HISTORY_FILES
 from soakq.runner import start_run
 from soakq.settings import Settings
 from soakq.states import RunStatus
@@ -103,9 +104,20 @@ def strip_runtime(doc: Any) -> Any:
 
 def assert_same_artifacts(a: Path, b: Path, *, with_runtime: bool = False) -> list[str]:
     """Same file names; JSON files byte-identical outside ``runtime`` (and canonical); every
-    other file byte-identical. Returns the names compared."""
-    names_a = sorted(p.name for p in a.iterdir() if not p.name.startswith("."))
-    names_b = sorted(p.name for p in b.iterdir() if not p.name.startswith("."))
+    other file byte-identical. Returns the names compared.
+
+    The trend report's history files (TREND_HISTORY.md, trend_history.png) are left out: they
+    compare the run with the other runs of its artifacts root, which differ between the two
+    roots compared (docs/report.md)."""
+
+    def names(d: Path) -> list[str]:
+        return sorted(
+            p.name
+            for p in d.iterdir()
+            if not p.name.startswith(".") and p.name not in HISTORY_FILES
+        )
+
+    names_a, names_b = names(a), names(b)
     assert names_a == names_b, f"{a} and {b} hold different files"
     for name in names_a:
         raw_a, raw_b = (a / name).read_bytes(), (b / name).read_bytes()
