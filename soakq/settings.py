@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     lock_ttl_ms: int = Field(30_000, gt=0)
     # How long a finished run's keys stay in Redis (its artifacts on disk stay for good).
     retention_days: float = Field(30.0, gt=0, le=36_500)
+    # `submit --wait` / `watch`: how long no worker may consume the run's queues before the
+    # follower says so and exits (the run goes on), and how long one ping waits for answers.
+    worker_grace_s: float = Field(25.0, gt=0, le=3600, allow_inf_nan=False)
+    ping_timeout_s: float = Field(1.0, gt=0, le=2, allow_inf_nan=False)
 
     use_mock: bool = Field(True, validation_alias=AliasChoices("USE_MOCK", "SOAKQ_USE_MOCK"))
     mock_mode: Mode = Field(

@@ -198,6 +198,15 @@ class RunStore(Protocol):
 
     def release_mutex(self, name: str, owner: str) -> bool: ...
 
+    def put_heartbeat(self, name: str, doc: JsonDict, ttl_ms: int) -> None:
+        """Say that process ``name`` (beat's tick) is alive, with ``doc`` (its wall time and
+        period), for ``ttl_ms``; a later heartbeat replaces it."""
+        ...
+
+    def get_heartbeat(self, name: str) -> JsonDict | None:
+        """The last heartbeat of ``name`` while it lasts, else None."""
+        ...
+
     def note_published(self, run_id: str, published: JsonDict) -> None:
         """Record ``published`` in the run record and drop the run from ``unpublished``."""
         ...
@@ -244,6 +253,7 @@ class MemoryStore:
         self._unpublished: set[str] = set()
         self._suffixes: dict[str, int] = {}
         self._mutexes: dict[str, tuple[str, float]] = {}
+        self._heartbeats: dict[str, tuple[str, float]] = {}
 
     # -- records ---------------------------------------------------------------------------
     def create_run(self, run_id: str, record: JsonDict, state: JsonDict) -> bool:
@@ -479,6 +489,17 @@ class MemoryStore:
                 return False
             del self._mutexes[name]
             return True
+
+    def put_heartbeat(self, name: str, doc: JsonDict, ttl_ms: int) -> None:
+        with self._mu:
+            self._heartbeats[name] = (canonical(doc), self._clock() + ttl_ms / 1000.0)
+
+    def get_heartbeat(self, name: str) -> JsonDict | None:
+        with self._mu:
+            held = self._heartbeats.get(name)
+            if held is None or self._clock() >= held[1]:
+                return None
+        return loads(held[0])
 
     def note_published(self, run_id: str, published: JsonDict) -> None:
         with self._mu:

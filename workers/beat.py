@@ -54,6 +54,8 @@ def beat_schedule(settings: Any, weekly: WeeklySoak = WEEKLY) -> dict[str, dict[
         "soakq-tick": {
             "task": names.SCHEDULE_TICK,
             "schedule": tick_s,
+            # The tick's heartbeat records the period, so followers judge it by beat's own.
+            "kwargs": {"every_s": tick_s},
             # A tick queued during an outage is worthless once the next one is due.
             "options": {"expires": tick_s},
         },

@@ -19,6 +19,7 @@ follows what is running, never the history (docs/architecture.md).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,16 @@ log = logging.getLogger(__name__)
 
 #: The mutex the tick's watchdog pass runs under (one pass at a time).
 TICK_LOCK = "tick"
+#: The heartbeat every tick records ({at_ts, every_s}); it lapses after HEARTBEAT_TICKS periods.
+TICK_HEARTBEAT = "tick"
+HEARTBEAT_TICKS = 3
+
+
+def note_tick(store: RunStore, now: float, every_s: float) -> None:
+    """Record that beat's tick ran at ``now`` (wall time), ``every_s`` apart: followers of a
+    paced run tell a missing beat from a quiet one by it (docs/architecture.md)."""
+    ttl_ms = max(1, math.ceil(HEARTBEAT_TICKS * every_s * 1000))
+    store.put_heartbeat(TICK_HEARTBEAT, {"at_ts": now, "every_s": every_s}, ttl_ms)
 
 
 def parse_iso(text: str | None) -> float | None:

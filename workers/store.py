@@ -21,6 +21,7 @@ keys of one run share a cluster slot, which per-run scripts need on a cluster:
     soakq:runid:<base>                 counter numbering re-submitted run ids (with a TTL)
     soakq:due                          ZSET "run_id|iteration" scored by due time (epoch s)
     soakq:mutex:<name>                 a plain mutex with a TTL (the tick's watchdog pass)
+    soakq:heartbeat:<name>             JSON {at_ts, every_s} with a TTL (beat's tick: "tick")
     soakq:dead-letters                 malformed queue messages set aside (workers.transport)
 
 Bounded: the transition that ends a run gives every key of the run a TTL of the retention
@@ -570,6 +571,18 @@ class RedisStore:
     @_guarded
     def release_mutex(self, name: str, owner: str) -> bool:
         return self._run("release", [self._mutex_key(name)], [owner]) == 1
+
+    def _heartbeat_key(self, name: str) -> str:
+        return f"{self._prefix}:heartbeat:{name}"
+
+    @_guarded
+    def put_heartbeat(self, name: str, doc: JsonDict, ttl_ms: int) -> None:
+        self._r.set(self._heartbeat_key(name), canonical(doc), px=_positive_ttl(ttl_ms))
+
+    @_guarded
+    def get_heartbeat(self, name: str) -> JsonDict | None:
+        raw = _text(self._r.get(self._heartbeat_key(name)))
+        return None if raw is None else _decode(raw, f"heartbeat {name}")
 
     def note_published(self, run_id: str, published: JsonDict) -> None:
         self.update_record(run_id, {"published": published})

@@ -230,13 +230,16 @@ def publish_run(self: Task, run_id: str) -> str:
 
 
 @shared_task(name=names.SCHEDULE_TICK, max_retries=8, **IDEMPOTENT)
-def tick(self: Task) -> dict[str, Any]:
-    """Start due iterations; then, under a short lock, the watchdog over the active runs, the
-    artifacts of runs that ended unpublished, and the index entries of expired runs."""
-    from workers.client import TICK_LOCK, drive_due, watchdog
+def tick(self: Task, every_s: float | None = None) -> dict[str, Any]:
+    """Record beat's heartbeat; start due iterations; then, under a short lock, the watchdog
+    over the active runs, the artifacts of runs that ended unpublished, and the index entries
+    of expired runs. ``every_s``: beat's period for this tick (beat sends it; a tick sent by
+    hand falls back to this worker's ``SOAKQ_TICK_INTERVAL_S``)."""
+    from workers.client import TICK_LOCK, drive_due, note_tick, watchdog
 
     app, store, ws = self.app, store_of(self.app), settings_of(self.app)
     now = time.time()
+    note_tick(store, now, float(every_s or ws.tick_interval_s))
     sent = drive_due(app, store, now)
     owner = f"{self.request.hostname}:{os.getpid()}:{self.request.id}"
     if not store.try_mutex(TICK_LOCK, owner, int(ws.tick_interval_s * 3000)):

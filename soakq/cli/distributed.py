@@ -7,6 +7,7 @@ package never loads them at import time.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,7 +126,7 @@ def submit_distributed(
     from soakq.cli.output import run_line
 
     print(run_line(spec, "distributed"), flush=True)
-    return _follow(store, spec.run_id, timeout_s=float("inf"))
+    return _follow(settings, app, store, spec.run_id, timeout_s=float("inf"))
 
 
 def _not_started(settings: Any, store: Any, run_id: str, exc: BaseException) -> None:
@@ -158,14 +159,42 @@ def _not_started(settings: Any, store: Any, run_id: str, exc: BaseException) -> 
     ) from None
 
 
-def _follow(store: Any, run_id: str, *, timeout_s: float) -> int:
+def _lookout(settings: Any, app: Any, store: Any, record: dict[str, Any]) -> Any:
+    """What the follower of ``record``'s run watches for: a worker on its queues, beat's tick."""
+    from soakq.config import RunSpec
+    from workers.app import settings_of
+    from workers.client import TICK_HEARTBEAT
+    from workers.presence import Lookout, consumers, run_queues
+    from workers.store import redacted
+
+    spec = RunSpec.model_validate(record["spec"])
+    default_queue = str(app.conf.task_default_queue)
+    return Lookout(
+        run_id=spec.run_id,
+        queues=run_queues(default_queue, spec.bot_queue),
+        default_queue=default_queue,
+        where=f"SOAKQ_REDIS_URL={redacted(settings.redis_url)}",
+        ping=lambda: consumers(app, settings.ping_timeout_s),
+        heartbeat=lambda: store.get_heartbeat(TICK_HEARTBEAT),
+        leased=lambda: store.leased_iteration(spec.run_id) is not None,
+        grace_s=settings.worker_grace_s,
+        tick_every_s=settings_of(app).tick_interval_s,
+    )
+
+
+def _follow(settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: float) -> int:
+    """Print each iteration as it is committed, then the verdict; exit with the run's code.
+    Exit 1 with one line (the run goes on) when it cannot move: no worker consumes its queues,
+    or its next iteration waits for a tick and beat does not tick (workers.presence)."""
     from soakq.artifacts import run_aggregates
     from soakq.cli.output import RunProgress, verdict_lines
+    from soakq.errors import ExitCode
     from soakq.runner import exit_code_of
     from soakq.states import RunStatus
 
     record = _record(store, run_id)
     total = int(record["spec"]["iterations"])
+    lookout = _lookout(settings, app, store, record)
     deadline = time.monotonic() + timeout_s
     grace_until: float | None = None
     shown = 0
@@ -173,6 +202,7 @@ def _follow(store: Any, run_id: str, *, timeout_s: float) -> int:
         while True:
             record = _record(store, run_id)  # read before the state: no iteration is missed
             state, _ = store.get_state(run_id)
+            progressed = shown < state["iteration"]
             while shown < state["iteration"]:
                 shown += 1
                 doc = store.get_iteration(run_id, shown)
@@ -182,6 +212,11 @@ def _follow(store: Any, run_id: str, *, timeout_s: float) -> int:
                 break
             if RunStatus(record["status"]).terminal and grace_until is None:
                 grace_until = time.monotonic() + PUBLISH_GRACE_S
+            if not RunStatus(record["status"]).terminal:
+                stuck = lookout.check(record, state, progressed=progressed)
+                if stuck is not None:
+                    print(stuck, file=sys.stderr, flush=True)
+                    return int(ExitCode.FAILED)
             if time.monotonic() > deadline:
                 print(
                     f"run {run_id}: still {record['status']} after {timeout_s:g}s "
@@ -259,8 +294,9 @@ def resume_distributed(
 @_redis_trouble
 def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
     from soakq.jsonio import dumps
+    from soakq.states import RunStatus
 
-    _, store = _connect(settings)
+    app, store = _connect(settings)
     record = _record(store, run_id)
     if as_json:
         print(dumps(record), end="")
@@ -272,18 +308,43 @@ def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
         f"run {run_id}: {record['status']} ({state['iteration']}/"
         f"{record['spec']['iterations']} iterations, release gate {o.get('release_gate')})"
     )
-    if drive and drive.get("iteration", 0) > state["iteration"] and not o:
-        line += f"; iteration {drive['iteration']} attempt {drive.get('attempt', 0)} in flight"
-    print(line)
+    notes = [] if RunStatus(record["status"]).terminal else _notes(settings, app, store, record)
+    nobody = any(n.startswith("waiting for a worker") for n in notes)  # not "in flight", then
+    if not nobody and drive and drive.get("iteration", 0) > state["iteration"] and not o:
+        if drive.get("enqueued_ts") is None:  # parked in the due set for the tick
+            due_in = float(drive.get("due_ts", 0.0)) - time.time()
+            when = f"in {due_in:.0f} s" if due_in >= 0 else f"{-due_in:.0f} s ago"
+            line += f"; iteration {drive['iteration']} due {when}"
+        else:
+            line += f"; iteration {drive['iteration']} attempt {drive.get('attempt', 0)} in flight"
+    print("; ".join([line, *notes]))
     if o.get("stop_reason"):
         print(f"stopped: {o['stop_reason']}: {o.get('detail', '')}")
     return 0
 
 
+def _notes(settings: Any, app: Any, store: Any, record: dict[str, Any]) -> list[str]:
+    """`status` of a run that has not ended: nobody consumes its queues, beat does not tick."""
+    from soakq.config import RunSpec
+    from workers.app import settings_of
+    from workers.client import TICK_HEARTBEAT
+    from workers.presence import consumers, run_queues, status_notes
+
+    spec = RunSpec.model_validate(record["spec"])
+    return status_notes(
+        found=consumers(app, settings.ping_timeout_s),
+        queues=run_queues(str(app.conf.task_default_queue), spec.bot_queue),
+        heartbeat=store.get_heartbeat(TICK_HEARTBEAT),
+        paced=spec.interval_s > 0,
+        tick_every_s=settings_of(app).tick_interval_s,
+        leased=store.leased_iteration(spec.run_id) is not None,
+    )
+
+
 @_redis_trouble
 def follow(settings: Any, run_id: str, *, timeout_s: float) -> int:
-    _, store = _connect(settings)
-    return _follow(store, run_id, timeout_s=timeout_s)
+    app, store = _connect(settings)
+    return _follow(settings, app, store, run_id, timeout_s=timeout_s)
 
 
 @_redis_trouble

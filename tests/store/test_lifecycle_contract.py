@@ -197,6 +197,22 @@ def test_mutex_is_exclusive_until_released_or_lapsed(harness):
     assert store.list_runs() == []  # a mutex is no run
 
 
+def test_heartbeat_is_the_latest_one_until_it_lapses(harness, wait_for):
+    store = harness.store
+    assert store.get_heartbeat("tick") is None
+    store.put_heartbeat("tick", {"at_ts": NOW, "every_s": 10.0}, TTL_MS)
+    assert store.get_heartbeat("tick") == {"at_ts": NOW, "every_s": 10.0}
+    assert store.get_heartbeat("other") is None
+    store.put_heartbeat("tick", {"at_ts": NOW + 10, "every_s": 10.0}, harness.short_ttl_ms)
+    assert store.get_heartbeat("tick") == {"at_ts": NOW + 10, "every_s": 10.0}  # replaced
+    assert store.list_runs() == [] and store.active_runs() == []  # a heartbeat is no run
+    if harness.clock is not None:
+        harness.clock.advance(harness.short_ttl_ms / 1000 + 0.001)
+    else:
+        wait_for(lambda: store.get_heartbeat("tick") is None, "the heartbeat to lapse")
+    assert store.get_heartbeat("tick") is None
+
+
 # -- races --------------------------------------------------------------------------------
 ROUNDS = 12
 

@@ -49,6 +49,7 @@ def test_schedule_fires_in_utc() -> None:
     tick = schedule["soakq-tick"]
     assert tick["task"] == names.SCHEDULE_TICK and tick["schedule"] == 10.0
     assert tick["options"]["expires"] == 10.0
+    assert tick["kwargs"] == {"every_s": 10.0}  # the tick's heartbeat records beat's period
 
 
 @pytest.mark.parametrize(
