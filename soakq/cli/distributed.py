@@ -288,7 +288,7 @@ def resume_distributed(
     from soakq.cli.output import run_line
 
     print(f"{run_line(spec, 'distributed')}: resumed after {done}/{spec.iterations}", flush=True)
-    return _follow(store, spec.run_id, timeout_s=float("inf"))
+    return _follow(settings, app, store, spec.run_id, timeout_s=float("inf"))
 
 
 @_redis_trouble
