@@ -1,0 +1,90 @@
+"""A sweep's runs on local processes (embedded sweeps, docs/sweeps.md).
+
+Each run goes through the in-memory driver (``soakq.engine.run_embedded``: the same iteration
+code as the workers, byte-identical results) in a process of a pool of ``jobs``. Its directory is
+written under ``<sweep dir>/soak/<run_id>/`` (without the trend report: a sweep has hundreds of
+runs; ``soakq report DIR`` draws one). A run whose directory already holds its finished record
+for the same spec is read back instead of run again, so an interrupted sweep re-run with the same
+config continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from soakq.artifacts import iteration_file, run_dir
+from soakq.config import RunSpec
+from soakq.jsonio import read_json
+from soakq.sweep import RunFacts, Submitter, facts_of
+
+
+def finished_facts(directory: Path, spec: RunSpec) -> RunFacts | None:
+    """The facts of a run directory left by an earlier sweep with the same spec, if it ended."""
+    try:
+        record = read_json(directory / "RUN.json")
+        config = dict(record["config"])
+        config["sources"] = config.pop("_sources")
+        if config != spec.as_json() or record["status"] not in ("succeeded", "failed"):
+            return None
+        done = int(record["outcome"]["iterations_completed"])
+        docs = [read_json(iteration_file(directory, i)) for i in range(1, done + 1)]
+        gate_path = directory / "RELEASE_GATE.json"
+        gate = read_json(gate_path) if gate_path.exists() else None
+        return facts_of(docs, gate, read_json(directory / "runtime_overrides.json"))
+    except (OSError, KeyError, TypeError, ValueError):
+        return None  # unreadable or partial: run it again (same bytes)
+
+
+def run_one(spec_json: dict[str, Any], root: str) -> tuple[str, dict[str, Any]]:
+    """Run one sweep run in this process (pool entry point); its id and facts as JSON."""
+    from soakq.engine import run_embedded
+    from soakq.store import MemoryStore
+
+    spec = RunSpec.model_validate(spec_json)
+    directory = run_dir(root, spec.run_id)
+    known = finished_facts(directory, spec) if directory.exists() else None
+    if known is not None:
+        return spec.run_id, known.as_json()
+    store = MemoryStore()
+    run_embedded(spec, root, store=store, report=False)
+    state, _ = store.get_state(spec.run_id)
+    facts = facts_of(
+        store.iterations(spec.run_id),
+        store.get_extra(spec.run_id, "release_gate"),
+        state["overrides"],
+    )
+    return spec.run_id, facts.as_json()
+
+
+class LocalSubmitter(Submitter):
+    """``jobs`` local processes; results come back as runs end."""
+
+    def __init__(self, root: Path, jobs: int) -> None:
+        self.root = str(root)
+        self.jobs = jobs
+        self._pool = ProcessPoolExecutor(max_workers=jobs)
+        self._pending: set[Future[tuple[str, dict[str, Any]]]] = set()
+        self._done: list[tuple[str, RunFacts]] = []
+
+    def submit(self, spec: RunSpec) -> None:
+        self._pending.add(self._pool.submit(run_one, spec.as_json(), self.root))
+
+    def next_done(self) -> tuple[str, RunFacts]:
+        while not self._done:
+            finished, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(finished, key=id):
+                run_id, facts = fut.result()
+                self._done.append((run_id, RunFacts.from_json(facts)))
+        return self._done.pop(0)
+
+    def close(self) -> None:
+        for fut in self._pending:
+            fut.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)

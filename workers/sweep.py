@@ -1,0 +1,69 @@
+"""A sweep's runs on the workers (docs/sweeps.md): each run is an ordinary distributed run, so
+the runs spread over every worker while each run's iterations stay sequential; the coordinator
+only submits and polls the records (no process per run)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from soakq.config import RunSpec
+from soakq.errors import ConfigError, StoreError
+from soakq.runner import start_run
+from soakq.states import RunStatus
+from soakq.sweep import RunFacts, Submitter, facts_of
+from workers.client import send_start
+
+POLL_S = 0.2
+
+
+class RedisSubmitter(Submitter):
+    """Submits to Redis and the workers; a run of the same id and spec already there (an earlier
+    coordinator of the same sweep) is followed instead of started again."""
+
+    def __init__(self, app: Any, store: Any, *, poll_s: float = POLL_S) -> None:
+        self.app = app
+        self.store = store
+        self.poll_s = poll_s
+        self._pending: list[str] = []
+
+    def submit(self, spec: RunSpec) -> None:
+        now = time.time()
+        run_id = spec.run_id
+        if not start_run(self.store, spec, now=now, mode="distributed"):
+            record = self.store.get_record(run_id) or {}
+            if record.get("spec") != spec.as_json():
+                raise ConfigError(
+                    f"run {run_id} is in Redis with another config; choose another --sweep-id"
+                )
+            if RunStatus(record["status"]) in (RunStatus.CANCELLED, RunStatus.LOST):
+                self.store.discard_run(run_id)  # a run the sweep cannot judge: run it again
+                self.submit(spec)
+                return
+        else:
+            send_start(self.app, self.store, run_id, 1, now=now)
+        self._pending.append(run_id)
+
+    def next_done(self) -> tuple[str, RunFacts]:
+        while True:
+            for run_id in list(self._pending):
+                record = self.store.get_record(run_id)
+                if record is None:
+                    raise StoreError(f"run {run_id} vanished from Redis (pruned?)")
+                status = RunStatus(record["status"])
+                if not status.terminal:
+                    continue
+                if status in (RunStatus.CANCELLED, RunStatus.LOST):
+                    raise StoreError(
+                        f"run {run_id} ended {status} ({record.get('outcome', {}).get('detail')});"
+                        " run the same sweep again to redo it"
+                    )
+                self._pending.remove(run_id)
+                state, _ = self.store.get_state(run_id)
+                facts = facts_of(
+                    self.store.iterations(run_id),
+                    self.store.get_extra(run_id, "release_gate"),
+                    state["overrides"],
+                )
+                return run_id, facts
+            time.sleep(self.poll_s)
