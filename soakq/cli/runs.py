@@ -13,6 +13,18 @@ from soakq.errors import InputError, UserError
 
 WATCH_TIMEOUT_S = (1.0, 30 * 86_400.0)
 
+RunIdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN_ID",
+        help="The run's id, as `soakq submit` printed it; `soakq runs` lists them.",
+    ),
+]
+ArtifactsOpt = Annotated[
+    Path | None,
+    typer.Option(help="Artifacts root directory.  [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]"),
+]
+
 
 def _local_record(root: Path, run_id: str) -> dict[str, Any]:
     from soakq.artifacts import run_dir
@@ -31,11 +43,11 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     @app.command()
     @handles_errors
     def status(
-        run_id: str,
+        run_id: RunIdArg,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print the run record as JSON.")
         ] = False,
-        artifacts: Annotated[Path | None, typer.Option()] = None,
+        artifacts: ArtifactsOpt = None,
     ) -> None:
         """Show a run's status."""
         from soakq.cli.main import _artifacts, _settings
@@ -60,7 +72,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     @app.command()
     @handles_errors
     def watch(
-        run_id: str,
+        run_id: RunIdArg,
         timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 86_400.0,
     ) -> None:
         """Follow a distributed run until it ends; exit with its code."""
@@ -80,7 +92,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
 
     @app.command()
     @handles_errors
-    def runs(artifacts: Annotated[Path | None, typer.Option()] = None) -> None:
+    def runs(artifacts: ArtifactsOpt = None) -> None:
         """List runs (from Redis when configured, else from the artifacts directory)."""
         from soakq.cli.main import _artifacts, _settings
         from soakq.jsonio import read_json
@@ -111,7 +123,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
 
     @app.command()
     @handles_errors
-    def cancel(run_id: str) -> None:
+    def cancel(run_id: RunIdArg) -> None:
         """Cancel a distributed run."""
         from soakq.cli.main import _settings
 
@@ -125,8 +137,8 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     @app.command()
     @handles_errors
     def export(
-        run_id: str,
-        artifacts: Annotated[Path | None, typer.Option()] = None,
+        run_id: RunIdArg,
+        artifacts: ArtifactsOpt = None,
     ) -> None:
         """Write a run's directory from its Redis record (byte-identical to the workers')."""
         from soakq.cli.main import _artifacts, _settings
@@ -147,8 +159,9 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
                 "--older-than",
                 metavar="DAYS",
                 min=0.0,
-                help="Only runs that finished more than DAYS days ago [default: every "
-                "finished run]. Without prune they expire after SOAKQ_RETENTION_DAYS.",
+                show_default=False,
+                help="Only runs that finished more than DAYS days ago (without prune they "
+                "expire after SOAKQ_RETENTION_DAYS).  [default: 0, every finished run]",
             ),
         ] = 0.0,
     ) -> None:

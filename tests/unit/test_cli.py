@@ -455,12 +455,12 @@ def test_closed_stdout_pipe_exits_1_quietly(soakq_exe, tmp_path):
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["submit", "--mode", "wild"], ["soakq submit:", "'--mode'", "wild"]),
-        (["submit", "--iterations", "many"], ["soakq submit:", "'--iterations'"]),
-        (["submit", "--seed", "-1"], ["soakq submit:", "'--seed'"]),
-        (["submit", "--nope"], ["soakq submit:", "--nope"]),
-        (["gate"], ["soakq gate:", "Missing argument"]),
-        (["freeze", "--input", "x"], ["soakq freeze:", "--output"]),
+        (["submit", "--mode", "wild"], ["--mode:", "'wild'", "calm, volatile, spike"]),
+        (["submit", "--iterations", "many"], ["--iterations:", "'many'", "whole number"]),
+        (["submit", "--seed", "-1"], ["--seed:", "'-1'", "minimum is 0"]),
+        (["submit", "--nope"], ["no such option --nope", "soakq submit --help"]),
+        (["gate"], ["soakq gate:", "missing argument PATH"]),
+        (["freeze", "--input", "x"], ["soakq freeze:", "missing option --output"]),
         (["nocommand"], ["nocommand"]),
     ],
 )
