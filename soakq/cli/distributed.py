@@ -65,7 +65,7 @@ def _connect(settings: Any) -> tuple[Any, Any]:
 def _record(store: Any, run_id: str) -> dict[str, Any]:
     from soakq.config import check_run_id
 
-    check_run_id(run_id)
+    check_run_id(run_id, what="run id")
     record: dict[str, Any] | None = store.get_record(run_id)
     if record is None:
         raise InputError(

@@ -26,12 +26,17 @@ ArtifactsOpt = Annotated[
 ]
 
 
+def _checked(command: str, run_id: str) -> str:
+    """The RUN_ID argument, refused (exit 2) as the user typed it unless it is a run id."""
+    from soakq.config import check_run_id
+
+    return check_run_id(run_id, what=f"{command}: run id")
+
+
 def _local_record(root: Path, run_id: str) -> dict[str, Any]:
     from soakq.artifacts import run_dir
-    from soakq.config import check_run_id
     from soakq.jsonio import read_json
 
-    check_run_id(run_id)
     path = run_dir(root, run_id) / "RUN.json"
     if not path.exists():
         raise InputError(f"run {run_id!r}: no {path} (and SOAKQ_REDIS_URL is not set)")
@@ -53,6 +58,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         from soakq.cli.main import _artifacts, _settings
         from soakq.jsonio import dumps
 
+        _checked("status", run_id)
         settings = _settings()
         if settings.redis_url:
             from soakq.cli.distributed import status_distributed
@@ -79,6 +85,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         from soakq.cli.main import _settings
         from soakq.config import check_number
 
+        _checked("watch", run_id)
         check_number("--timeout", timeout, *WATCH_TIMEOUT_S, unit=" seconds")
         settings = _settings()
         if not settings.redis_url:
@@ -127,6 +134,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         """Cancel a distributed run."""
         from soakq.cli.main import _settings
 
+        _checked("cancel", run_id)
         settings = _settings()
         if not settings.redis_url:
             raise UserError("cancel needs SOAKQ_REDIS_URL (stop an embedded run with Ctrl-C)")
@@ -143,6 +151,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         """Write a run's directory from its Redis record (byte-identical to the workers')."""
         from soakq.cli.main import _artifacts, _settings
 
+        _checked("export", run_id)
         settings = _settings()
         if not settings.redis_url:
             raise UserError("export reads the Redis record: set SOAKQ_REDIS_URL")

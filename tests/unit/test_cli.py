@@ -140,7 +140,9 @@ def test_gate_on_latest(run_cli, submitted: dict[str, Any]) -> None:
 
 def test_status_unknown_run_is_exit_2(run_cli, clean_env: Path) -> None:
     assert_clean_user_error(run_cli("status", "nope", "--artifacts", str(clean_env)), "nope")
-    assert_clean_user_error(run_cli("status", "../x", "--artifacts", str(clean_env)), "--run-id")
+    proc = run_cli("status", "../x", "--artifacts", str(clean_env))
+    line = assert_clean_user_error(proc, "status: run id '../x': use 1-128 letters")
+    assert "--run-id" not in line
 
 
 def test_runs_on_empty_dir(run_cli, clean_env: Path) -> None:

@@ -133,3 +133,16 @@ def test_version(run_cli) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"soakq {version('soakq')}\n"
     assert proc.stderr == ""
+
+
+# --- a bad RUN_ID is named as the user typed it ----------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["status", "watch", "cancel", "export"])
+@pytest.mark.parametrize("run_id", ["../x", "a/b", ".."])
+def test_bad_run_id_argument_is_named_as_typed(run_cli, command: str, run_id: str) -> None:
+    """Checked before anything else: also with a Redis URL that nothing answers on."""
+    for env in ({}, {"SOAKQ_REDIS_URL": "redis://127.0.0.1:9/0"}):
+        line = assert_clean_user_error(run_cli(command, run_id, env=env))
+        assert line.startswith(f"error: {command}: run id {run_id!r}: use 1-128 letters"), line
+        assert "--run-id" not in line and "SOAKQ_REDIS_URL" not in line
