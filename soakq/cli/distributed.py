@@ -222,7 +222,8 @@ def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
     drive = record.get("drive") or {}
     line = (
         f"run {run_id}: {record['status']} ({state['iteration']}/"
-        f"{record['spec']['iterations']} iterations, release gate {o.get('release_gate')})"
+        f"{record['spec']['iterations']} iterations, release gate "
+        f"{o.get('release_gate') or 'none'})"
     )
     if drive and drive.get("iteration", 0) > state["iteration"] and not o:
         line += f"; iteration {drive['iteration']} attempt {drive.get('attempt', 0)} in flight"
@@ -240,16 +241,17 @@ def follow(settings: Any, run_id: str, *, timeout_s: float) -> int:
 
 @_redis_trouble
 def list_distributed(settings: Any) -> int:
+    from soakq.cli.output import RUN_COLUMNS, print_table, run_row
+
     _, store = _connect(settings)
-    print(f"{'run_id':<44} {'status':<10} {'iters':>7}  release_gate")
+    rows = []
     for run_id in store.list_runs():
         record = store.get_record(run_id)
         if record is None:
             continue
         state, _ = store.get_state(run_id)
-        o = record.get("outcome", {})
-        iters = f"{state['iteration']}/{record['spec']['iterations']}"
-        print(f"{run_id:<44} {record['status']:<10} {iters:>7}  {o.get('release_gate')}")
+        rows.append(run_row(record, done=int(state["iteration"])))
+    print_table(RUN_COLUMNS, rows, right=("iterations",))
     return 0
 
 

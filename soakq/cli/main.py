@@ -437,6 +437,7 @@ def config(
 @handles_errors
 def profiles() -> None:
     """List the profiles and their overrides."""
+    from soakq.cli.output import print_table
     from soakq.params import KEYS, fmt
     from soakq.profiles import load_profile, profile_names
 
@@ -448,11 +449,12 @@ def profiles() -> None:
         "impact_cap_ratio": "impact_cap",
         "max_delta_ratio": "max_delta",
     }
-    print(f"{'profile':<12} " + " ".join(f"{short[k]:>10}" for k in KEYS) + "  description")
+    rows = []
     for name in profile_names():
         p = load_profile(name)
-        vals = " ".join(f"{fmt(k, p.overrides[k]):>10}" for k in KEYS)
-        print(f"{name:<12} {vals}  {p.description}")
+        rows.append((name, *(fmt(k, p.overrides[k]) for k in KEYS), p.description))
+    heads = ("profile", *(short[k] for k in KEYS), "description")
+    print_table(heads, rows, right=tuple(short.values()))
 
 
 @app.command()

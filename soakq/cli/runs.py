@@ -71,8 +71,9 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         o = doc.get("outcome", {})
         print(
             f"run {run_id}: {doc['status']} ({o.get('iterations_completed', 0)}/"
-            f"{o.get('iterations_planned', '?')} iterations, release gate "
-            f"{o.get('release_gate')})"
+            f"{o.get('iterations_planned', doc.get('config', {}).get('iterations', '?'))} "
+            f"iterations, release gate "
+            f"{o.get('release_gate') or 'none'})"
         )
 
     @app.command()
@@ -102,6 +103,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     def runs(artifacts: ArtifactsOpt = None) -> None:
         """List runs (from Redis when configured, else from the artifacts directory)."""
         from soakq.cli.main import _artifacts, _settings
+        from soakq.cli.output import RUN_COLUMNS, print_table, run_row
         from soakq.jsonio import read_json
 
         settings = _settings()
@@ -112,21 +114,10 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         soak = _artifacts(settings, artifacts) / "soak"
         rows = []
         for p in sorted(soak.glob("*/RUN.json")) if soak.exists() else []:
-            if p.parent.is_symlink():
+            if p.parent.is_symlink():  # `latest`
                 continue
-            doc = read_json(p)
-            o = doc.get("outcome", {})
-            rows.append(
-                (
-                    doc["run_id"],
-                    doc["status"],
-                    f"{o.get('iterations_completed', 0)}/{o.get('iterations_planned', '?')}",
-                    str(o.get("release_gate")),
-                )
-            )
-        print(f"{'run_id':<44} {'status':<10} {'iters':>7}  release_gate")
-        for r in rows:
-            print(f"{r[0]:<44} {r[1]:<10} {r[2]:>7}  {r[3]}")
+            rows.append(run_row(read_json(p)))
+        print_table(RUN_COLUMNS, rows, right=("iterations",))
 
     @app.command()
     @handles_errors

@@ -113,8 +113,22 @@ def test_runs_and_status_read_the_artifacts_dir(run_cli, submitted: dict[str, An
     run_id = os.readlink(root / "soak" / "latest")
     proc = run_cli("runs", "--artifacts", str(root))
     assert proc.returncode == 0, proc.stderr
-    rows = [ln for ln in proc.stdout.splitlines()[1:] if ln.strip()]
-    assert len(rows) == 1 and rows[0].split()[:2] == [run_id, "succeeded"]  # `latest` not listed
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == [
+        "run_id",
+        "started_utc",
+        "profile",
+        "mode",
+        "status",
+        "iterations",
+        "release_gate",
+    ]
+    doc = read(root / "soak" / run_id / "RUN.json")
+    started = doc["runtime"]["submitted_at"][:19] + "Z"
+    gate = doc["outcome"]["release_gate"]
+    assert [ln.split() for ln in lines[1:]] == [  # `latest` is not listed
+        [run_id, started, "steady_safe", "calm", "succeeded", "24/24", gate]
+    ]
     proc = run_cli("status", run_id, env={"SOAKQ_ARTIFACTS_DIR": str(root)})
     assert proc.returncode == 0, proc.stderr
     assert run_id in proc.stdout and "succeeded" in proc.stdout and "24/24" in proc.stdout

@@ -4,15 +4,17 @@ the real console script."""
 
 from __future__ import annotations
 
+import json
 import re
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import typer.main
-from soakq_testkit import assert_clean_user_error
+from soakq_testkit import assert_clean_user_error, make_spec
 
 from soakq.cli.main import app
+from soakq.cli.output import RUN_COLUMNS, run_row, table_text
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -146,3 +148,131 @@ def test_bad_run_id_argument_is_named_as_typed(run_cli, command: str, run_id: st
         line = assert_clean_user_error(run_cli(command, run_id, env=env))
         assert line.startswith(f"error: {command}: run id {run_id!r}: use 1-128 letters"), line
         assert "--run-id" not in line and "SOAKQ_REDIS_URL" not in line
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+RUN_JSON = {
+    "config": {"profile": "steady_safe", "mode": "volatile", "source": "book", "iterations": 24},
+    "outcome": {"iterations_completed": 24, "iterations_planned": 24, "release_gate": "PASSED"},
+    "run_id": "weekly-1",
+    "runtime": {"submitted_at": "2024-06-02T00:00:01.500000Z"},
+    "status": "succeeded",
+}
+
+
+def test_run_row_of_a_run_json() -> None:
+    assert run_row(RUN_JSON) == (
+        "weekly-1",
+        "2024-06-02T00:00:01Z",
+        "steady_safe",
+        "volatile",
+        "succeeded",
+        "24/24",
+        "PASSED",
+    )
+    assert len(run_row(RUN_JSON)) == len(RUN_COLUMNS)
+
+
+def test_run_row_of_a_redis_record_still_going() -> None:
+    """The Redis record has the spec under `spec` and no outcome until it ends; the caller
+    passes how far it got. Without a release gate the cell is '-', never 'None'."""
+    record = {
+        "outcome": {},
+        "run_id": "r-2",
+        "runtime": {"execution": "distributed", "submitted_at": "2024-06-03T10:20:30.000001Z"},
+        "spec": {"profile": "aggressive", "mode": "spike", "source": "kpi", "iterations": 8},
+        "status": "running",
+    }
+    assert run_row(record, done=3) == (
+        "r-2",
+        "2024-06-03T10:20:30Z",
+        "aggressive",
+        "spike",
+        "running",
+        "3/8",
+        "-",
+    )
+    assert run_row(dict(record, outcome={"release_gate": None}))[5:] == ("0/8", "-")
+
+
+@pytest.mark.parametrize(
+    ("spec", "mode"),
+    [
+        ({"source": "file", "mode": None, "bot_dir": "/srv/bot"}, "live"),
+        ({"source": "file", "mode": None, "bot_dir": None, "report_dir": "/r"}, "file"),
+        ({"source": "kpi", "mode": "calm"}, "calm"),
+        ({"source": "book"}, "-"),
+    ],
+)
+def test_run_row_mode_column(spec: dict[str, object], mode: str) -> None:
+    assert run_row(dict(RUN_JSON, config=spec))[3] == mode
+
+
+def test_run_row_shows_any_status_and_missing_fields_as_dashes() -> None:
+    """The status is the record's own string (a status this version does not know included);
+    a record without timestamps or profile has '-' there."""
+    row = run_row({"run_id": "x", "status": "interrupted", "config": {"iterations": 5}})
+    assert row == ("x", "-", "-", "-", "interrupted", "0/5", "-")
+    started = {"started_at": "2024-01-01T01:02:03.000000Z"}
+    assert run_row(dict(RUN_JSON, runtime=started))[1] == "2024-01-01T01:02:03Z"
+
+
+def test_table_text_plain_when_not_a_terminal() -> None:
+    long_id = "x" * 128
+    partial = {"iterations_completed": 3, "iterations_planned": 24}
+    rows = [run_row(RUN_JSON), run_row(dict(RUN_JSON, run_id=long_id, outcome=partial))]
+    text = table_text(RUN_COLUMNS, rows, tty=False, right=("iterations",))
+    lines = text.splitlines()
+    assert len(lines) == 3  # a heading and one line per run: a 128-char id is not wrapped
+    assert [ln.split() for ln in lines] == [list(RUN_COLUMNS), list(rows[0]), list(rows[1])]
+    assert "\x1b" not in text and not BOX & set(text)
+    assert all(ln == ln.rstrip() for ln in lines)
+    assert lines[1].index("24/24") + 5 == lines[2].index("3/24") + 4  # right-aligned column
+
+
+def test_table_text_ruled_on_a_terminal() -> None:
+    text = table_text(RUN_COLUMNS, [run_row(RUN_JSON)], tty=True)
+    assert "\x1b[1m" in text  # bold heading
+    assert "─" in text.splitlines()[1]
+    assert "weekly-1" in text.splitlines()[2]
+
+
+@pytest.mark.redis
+def test_distributed_runs_table_and_status_without_gate(run_cli, redis_url: str) -> None:
+    """A queued run in Redis (no worker): `runs` lists it as a table row like a local run,
+    `status` says 'release gate none', never 'None'."""
+    from soakq.runner import start_run
+    from workers.store import RedisStore
+
+    spec = make_spec(run_id="queued-1", mode="spike", iterations=8, profile="aggressive")
+    store = RedisStore.from_url(redis_url)
+    try:
+        assert start_run(store, spec, now=1_717_286_400.25, mode="distributed")
+    finally:
+        store.close()
+    env = {"SOAKQ_REDIS_URL": redis_url}
+    listing = run_cli("runs", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert [ln.split() for ln in listing.stdout.splitlines()] == [
+        list(RUN_COLUMNS),
+        ["queued-1", "2024-06-02T00:00:00Z", "aggressive", "spike", "queued", "0/8", "-"],
+    ]
+    status = run_cli("status", "queued-1", env=env)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[0] == (
+        "run queued-1: queued (0/8 iterations, release gate none)"
+    )
+    assert "None" not in status.stdout + listing.stdout
+
+
+def test_local_status_without_gate_says_none(run_cli, clean_env: Path) -> None:
+    run_dir = clean_env / "soak" / "weekly-1"
+    run_dir.mkdir(parents=True)
+    doc = dict(RUN_JSON, status="running", outcome={"iterations_completed": 2})
+    (run_dir / "RUN.json").write_text(json.dumps(doc))
+    proc = run_cli("status", "weekly-1", "--artifacts", str(clean_env))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "run weekly-1: running (2/24 iterations, release gate none)\n"
+    listing = run_cli("runs", "--artifacts", str(clean_env))
+    assert listing.stdout.splitlines()[1].split()[-3:] == ["running", "2/24", "-"]
