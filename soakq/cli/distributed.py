@@ -62,6 +62,14 @@ def _connect(settings: Any) -> tuple[Any, Any]:
     return app, store
 
 
+@_redis_trouble
+def check_reachable(settings: Any) -> None:
+    """Redis at SOAKQ_REDIS_URL answers a PING within the socket timeout; else the one-line
+    ConfigError (a Celery worker would retry for ever, a traceback each time)."""
+    _, store = _connect(settings)
+    store.close()
+
+
 def _record(store: Any, run_id: str) -> dict[str, Any]:
     from soakq.config import check_run_id
 

@@ -475,13 +475,16 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Celery worker for distributed runs (same as `celery -A workers.app worker`)."""
+    from soakq.cli.distributed import check_reachable
     from soakq.errors import UserError
 
-    if not _settings().redis_url:
+    settings = _settings()
+    if not settings.redis_url:
         raise UserError(
             "a worker serves distributed runs: set SOAKQ_REDIS_URL "
             "(embedded runs bring their own worker)"
         )
+    check_reachable(settings)  # bounded by SOAKQ_SOCKET_TIMEOUT_S, before Celery retries
     from workers.app import app as celery_app
 
     argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -276,3 +278,55 @@ def test_local_status_without_gate_says_none(run_cli, clean_env: Path) -> None:
     assert proc.stdout == "run weekly-1: running (2/24 iterations, release gate none)\n"
     listing = run_cli("runs", "--artifacts", str(clean_env))
     assert listing.stdout.splitlines()[1].split()[-3:] == ["running", "2/24", "-"]
+
+
+# --- Redis trouble: one line naming SOAKQ_REDIS_URL, exit 2, for every command that uses it ----
+
+REDIS_COMMANDS = [
+    ["submit", "--source", "kpi", "--iterations", "1"],
+    ["status", "some-run"],
+    ["watch", "some-run"],
+    ["runs"],
+    ["cancel", "some-run"],
+    ["export", "some-run"],
+    ["prune"],
+    ["worker", "--pool", "solo"],
+]
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("args", REDIS_COMMANDS, ids=[a[0] for a in REDIS_COMMANDS])
+def test_unreachable_redis_is_one_line_exit_2(run_cli, clean_env: Path, args: list[str]):
+    """`soakq worker` included: it checks Redis first instead of letting Celery retry for ever."""
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    started = time.monotonic()
+    proc = run_cli(*args, env={"SOAKQ_REDIS_URL": url}, cwd=clean_env)
+    assert time.monotonic() - started < 30
+    line = assert_clean_user_error(proc, f"SOAKQ_REDIS_URL={url}", "is not reachable")
+    assert line.startswith("error: Redis at SOAKQ_REDIS_URL=")
+    assert proc.stdout == "" and "celery" not in proc.stderr.lower()
+    assert not (clean_env / "artifacts").exists()
+
+
+MALFORMED_URLS = [
+    ("notaurl", "notaurl"),
+    ("redis://127.0.0.1:notaport/0", "notaport"),
+    ("redis://:secret@127.0.0.1:99999/0", "redis://:***@127.0.0.1:99999/0"),
+]
+
+
+@pytest.mark.parametrize("args", REDIS_COMMANDS, ids=[a[0] for a in REDIS_COMMANDS])
+@pytest.mark.parametrize(("url", "shown"), MALFORMED_URLS, ids=["scheme", "port", "range"])
+def test_malformed_redis_url_is_one_line_exit_2(
+    run_cli, clean_env: Path, args: list[str], url: str, shown: str
+) -> None:
+    proc = run_cli(*args, env={"SOAKQ_REDIS_URL": url}, cwd=clean_env)
+    line = assert_clean_user_error(proc, "SOAKQ_REDIS_URL=", shown, "is not a Redis URL")
+    assert "redis://[:password@]host:port/db" in line
+    assert "secret" not in proc.stderr and proc.stdout == ""
