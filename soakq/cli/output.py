@@ -67,7 +67,8 @@ class RunProgress:
     def update(self, i: int, doc: Mapping[str, Any]) -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=i, verdict=doc["summary"]["kpi_verdict"])
-            self._bar.console.print(iteration_line(i, self.total, doc))
+            # markup=False: "[applied ...; suppressed ...]" and "[frozen]" are text, not markup
+            self._bar.console.print(iteration_line(i, self.total, doc), markup=False)
         else:
             print(iteration_line(i, self.total, doc), flush=True)
 

@@ -5,8 +5,11 @@ the real console script."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import socket
+import subprocess
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -330,3 +333,74 @@ def test_malformed_redis_url_is_one_line_exit_2(
     line = assert_clean_user_error(proc, "SOAKQ_REDIS_URL=", shown, "is not a Redis URL")
     assert "redis://[:password@]host:port/db" in line
     assert "secret" not in proc.stderr and proc.stdout == ""
+
+
+# --- the progress bar on a terminal keeps each iteration's annotations --------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def _run_on_a_pty(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> str:
+    """Run ``argv`` with its stdout on a pseudo-terminal; the text it wrote, escapes removed."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env=env, cwd=cwd
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    text = b"".join(chunks).decode("utf-8", "replace")
+    return ANSI.sub("", text).replace("\r", "\n")
+
+
+def test_progress_bar_keeps_the_annotations(soakq_exe: str, clean_env: Path) -> None:
+    """On a terminal the bar runs, and above it every iteration's line is exactly the plain
+    line, with its `[applied ...; suppressed ...]` annotations (rich markup must not eat them)."""
+    from soakq.cli.output import iteration_line
+    from soakq.jsonio import read_json
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(clean_env),
+        "LANG": "C.UTF-8",
+        "TERM": "xterm-256color",
+        "COLUMNS": "400",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+    }
+    argv = [soakq_exe, "submit", "--profile", "aggressive", "--mode", "volatile"]
+    argv += ["--iterations", "8", "--artifacts", str(clean_env / "art")]
+    text = _run_on_a_pty(argv, env, clean_env, timeout_s=90)
+    lines = {ln.strip() for ln in text.splitlines()}
+    run_dir = clean_env / "art" / "soak" / "latest"
+    expected = [
+        iteration_line(i, 8, read_json(run_dir / f"ITER_SUMMARY_{i}.json")) for i in range(1, 9)
+    ]
+    for line in expected:
+        assert line in lines, (line, text[-3000:])
+    assert sum("[applied " in ln for ln in expected) >= 4
+    assert sum("; suppressed " in ln for ln in expected) >= 2
+    assert "━" in text  # it was the bar, not the plain lines
+    assert any(ln.startswith("KPI verdicts: ") for ln in lines)
+    assert any(ln.startswith("release gate: ") for ln in lines)
