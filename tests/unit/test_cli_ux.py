@@ -404,3 +404,42 @@ def test_progress_bar_keeps_the_annotations(soakq_exe: str, clean_env: Path) -> 
     assert "━" in text  # it was the bar, not the plain lines
     assert any(ln.startswith("KPI verdicts: ") for ln in lines)
     assert any(ln.startswith("release gate: ") for ln in lines)
+
+
+@pytest.mark.redis
+@pytest.mark.workers
+def test_worker_starts_when_redis_answers(soakq_exe: str, redis_url: str, clean_env: Path):
+    """The reachability check does not stand in the way of a Redis that answers."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(clean_env),
+        "LANG": "C.UTF-8",
+        "SOAKQ_REDIS_URL": redis_url,
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+    }
+    proc = subprocess.Popen(
+        [soakq_exe, "worker", "--pool", "solo", "-n", "uxcheck@%h"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=clean_env,
+    )
+    assert proc.stdout is not None
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                seen.append(line)
+                if b" ready." in line:
+                    break
+            elif proc.poll() is not None:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert any(b"uxcheck@" in ln and b" ready." in ln for ln in seen), b"".join(seen)[-2000:]
