@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from soakq.thresholds import fmt_num
 
@@ -195,7 +196,7 @@ def table_text(
     for name in columns:
         table.add_column(name, no_wrap=True, justify="right" if name in right else "left")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # Text: a "[...]" in a cell is not markup
     wide = Console(width=100_000, color_system="auto" if tty else None, force_terminal=tty)
     width = Measurement.get(wide, wide.options, table).maximum
     console = Console(

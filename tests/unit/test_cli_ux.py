@@ -236,6 +236,11 @@ def test_table_text_plain_when_not_a_terminal() -> None:
     assert lines[1].index("24/24") + 5 == lines[2].index("3/24") + 4  # right-aligned column
 
 
+def test_table_cells_are_text_not_markup() -> None:
+    text = table_text(("a", "b"), [("[bold]x", "[frozen]")], tty=False)
+    assert text.splitlines()[1].split() == ["[bold]x", "[frozen]"]
+
+
 def test_table_text_ruled_on_a_terminal() -> None:
     text = table_text(RUN_COLUMNS, [run_row(RUN_JSON)], tty=True)
     assert "\x1b[1m" in text  # bold heading
