@@ -81,10 +81,12 @@ def effective_config(profile: str | None, env_json: str | None, cli_sets: Iterab
     return {**values, "_sources": sources}
 
 
-def check_run_id(run_id: str) -> str:
+def check_run_id(run_id: str, what: str = "--run-id") -> str:
+    """``run_id`` if it is a safe directory name; else a ConfigError naming it as ``what`` (the
+    flag, or e.g. ``status: run id`` for a command's argument)."""
     if not RUN_ID_RE.fullmatch(run_id) or ".." in run_id:  # fullmatch: `$` allows a final \n
         raise ConfigError(
-            f"--run-id {run_id!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
+            f"{what} {run_id!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit, without '..' or path separators"
         )
     return run_id

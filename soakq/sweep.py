@@ -129,13 +129,7 @@ class SweepConfig:
         if runs * (1 + len(self.holdout_seeds)) > MAX_RUNS:
             raise ConfigError(f"the sweep plans more than {MAX_RUNS} runs; narrow it")
         if self.sweep_id is not None:
-            try:
-                check_run_id(self.sweep_id)
-            except ConfigError:
-                raise ConfigError(
-                    f"--sweep-id {self.sweep_id!r}: use 1-64 letters, digits, '.', '_' or '-', "
-                    "starting with a letter or digit"
-                ) from None
+            check_run_id(self.sweep_id, what="--sweep-id")
             if len(self.sweep_id) > 64:
                 raise ConfigError(f"--sweep-id {self.sweep_id!r}: at most 64 characters")
 

@@ -152,10 +152,10 @@ def redacted(url: str) -> str:
         return "<unparsable url>"
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    # Everything after the last '@' of the netloc is host[:port], even a port that is not one.
+    where = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{where}"))
 
 
 _redacted = redacted
@@ -258,8 +258,9 @@ class RedisStore:
                 url, **client_options(socket_timeout, socket_connect_timeout)
             )
         except ValueError as exc:
+            why = " ".join(str(exc).split()).rstrip(".")
             raise ConfigError(
-                f"invalid Redis URL {redacted(url)!r}: {exc}; "
+                f"SOAKQ_REDIS_URL={redacted(url)!r} is not a Redis URL ({why}); "
                 "expected redis://[:password@]host:port/db"
             ) from None
         return cls(client, prefix=prefix, retention_s=retention_s)

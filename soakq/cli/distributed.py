@@ -63,10 +63,18 @@ def _connect(settings: Any) -> tuple[Any, Any]:
     return app, store
 
 
+@_redis_trouble
+def check_reachable(settings: Any) -> None:
+    """Redis at SOAKQ_REDIS_URL answers a PING within the socket timeout; else the one-line
+    ConfigError (a Celery worker would retry for ever, a traceback each time)."""
+    _, store = _connect(settings)
+    store.close()
+
+
 def _record(store: Any, run_id: str) -> dict[str, Any]:
     from soakq.config import check_run_id
 
-    check_run_id(run_id)
+    check_run_id(run_id, what="run id")
     record: dict[str, Any] | None = store.get_record(run_id)
     if record is None:
         raise InputError(
@@ -306,7 +314,8 @@ def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
     drive = record.get("drive") or {}
     line = (
         f"run {run_id}: {record['status']} ({state['iteration']}/"
-        f"{record['spec']['iterations']} iterations, release gate {o.get('release_gate')})"
+        f"{record['spec']['iterations']} iterations, release gate "
+        f"{o.get('release_gate') or 'none'})"
     )
     notes = [] if RunStatus(record["status"]).terminal else _notes(settings, app, store, record)
     nobody = any(n.startswith("waiting for a worker") for n in notes)  # not "in flight", then
@@ -349,16 +358,17 @@ def follow(settings: Any, run_id: str, *, timeout_s: float) -> int:
 
 @_redis_trouble
 def list_distributed(settings: Any) -> int:
+    from soakq.cli.output import RUN_COLUMNS, print_table, run_row
+
     _, store = _connect(settings)
-    print(f"{'run_id':<44} {'status':<10} {'iters':>7}  release_gate")
+    rows = []
     for run_id in store.list_runs():
         record = store.get_record(run_id)
         if record is None:
             continue
         state, _ = store.get_state(run_id)
-        o = record.get("outcome", {})
-        iters = f"{state['iteration']}/{record['spec']['iterations']}"
-        print(f"{run_id:<44} {record['status']:<10} {iters:>7}  {o.get('release_gate')}")
+        rows.append(run_row(record, done=int(state["iteration"])))
+    print_table(RUN_COLUMNS, rows, right=("iterations",))
     return 0
 
 

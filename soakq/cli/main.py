@@ -24,8 +24,41 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: markup would eat the "[default: ...]" in help texts
     help="soakq: soak-test orchestrator for a market-making bot's runtime parameters.",
 )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("soakq")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from soakq import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"soakq {_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print soakq's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """soakq: soak-test orchestrator for a market-making bot's runtime parameters."""
 
 
 class ModeOpt(StrEnum):
@@ -89,32 +122,61 @@ def submit(
     profile: Annotated[
         str, typer.Option(help="Profile to start from (see `soakq profiles`).")
     ] = "default",
-    iterations: Annotated[int, typer.Option(help="Number of iterations.")] = 24,
+    iterations: Annotated[int, typer.Option(help="Number of iterations (1-10000).")] = 24,
     interval: Annotated[
         float | None,
-        typer.Option(help="Seconds between iterations [default: SOAK_SLEEP_SECONDS or 0]."),
+        typer.Option(help="Seconds between iterations.  [default: SOAK_SLEEP_SECONDS or 0]"),
     ] = None,
     mode: Annotated[
-        ModeOpt | None, typer.Option(help="Market regime [default: SOAK_MOCK_MODE or calm].")
+        ModeOpt | None,
+        typer.Option(help="Simulated market regime.  [default: SOAK_MOCK_MODE or calm]"),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed [default: SOAK_MOCK_SEED or 42].", min=0)
+        int | None,
+        typer.Option(help="Seed of the simulation.  [default: SOAK_MOCK_SEED or 42]", min=0),
     ] = None,
-    source: Annotated[SourceOpt | None, typer.Option(help="Metric source [default: book].")] = None,
-    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
+    source: Annotated[
+        SourceOpt | None,
+        typer.Option(
+            help="Metric source: book (simulated order book), kpi (simulated KPIs) or file "
+            "(recorded or live bot reports).  [default: file with --bot-dir, else "
+            "SOAKQ_SOURCE, else book (file when USE_MOCK=0)]"
+        ),
+    ] = None,
+    symbols: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated symbols.  [default: the profile's symbols]"),
+    ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="Override a parameter (repeatable)."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a parameter (repeatable).  [default: no override]",
+        ),
     ] = None,
     kpi_gate: Annotated[
         GateOpt | None,
-        typer.Option(help="soft: record verdicts; hard: a FAIL stops the run (exit 3)."),
+        typer.Option(
+            help="soft: record verdicts; hard: a FAIL stops the run (exit 3).  "
+            "[default: KPI_GATE_MODE or soft]"
+        ),
     ] = None,
     guards: Annotated[
         bool | None,
-        typer.Option("--guards/--no-guards", help="Guards [default: ENABLE_GUARDS or on]."),
+        typer.Option(
+            "--guards/--no-guards",
+            help="Safety guards on the tuner's moves (docs/tuner.md).  "
+            "[default: ENABLE_GUARDS or on]",
+        ),
     ] = None,
-    auto_tune: Annotated[bool, typer.Option("--auto-tune/--no-auto-tune")] = True,
+    auto_tune: Annotated[
+        bool,
+        typer.Option(
+            "--auto-tune/--no-auto-tune",
+            help="Let the tuner change parameters between iterations (off: measure only).",
+        ),
+    ] = True,
     failure_limit: Annotated[
         int,
         typer.Option(
@@ -123,53 +185,86 @@ def submit(
     ] = 1,
     artifacts: Annotated[
         Path | None,
-        typer.Option(help="Artifacts root [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]."),
+        typer.Option(
+            help="Artifacts root directory.  [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]"
+        ),
     ] = None,
     run_id: Annotated[
-        str | None, typer.Option(help="Run id [default: derived from the config].")
+        str | None, typer.Option(help="Run id.  [default: derived from the config]")
     ] = None,
     wait: Annotated[
         bool | None,
-        typer.Option("--wait/--no-wait", help="Follow the run to its end (always, when embedded)."),
+        typer.Option(
+            "--wait/--no-wait",
+            help="Follow a distributed run to its end (an embedded run is always followed).  "
+            "[default: no-wait]",
+        ),
     ] = None,
     mock_sigma: Annotated[
-        float | None, typer.Option(help="Volatility scale, 0.001-100 (SOAK_MOCK_SIGMA).")
+        float | None,
+        typer.Option(
+            help="Volatility scale, 0.001-100.  [default: SOAK_MOCK_SIGMA, else 1]",
+        ),
     ] = None,
     spike_prob: Annotated[
-        float | None, typer.Option(help="Spike probability, 0-1 (SOAK_MOCK_SPIKE_PROB).")
+        float | None,
+        typer.Option(
+            help="Spike probability, 0-1.  "
+            "[default: SOAK_MOCK_SPIKE_PROB, else the simulator's own (docs/simulator.md)]"
+        ),
     ] = None,
     gap_bps: Annotated[
-        float | None, typer.Option(help="Gap size, 0-10000 bp (SOAK_MOCK_GAP_BPS).")
+        float | None,
+        typer.Option(
+            help="Gap size, 0-10000 bp.  "
+            "[default: SOAK_MOCK_GAP_BPS, else the simulator's own (docs/simulator.md)]"
+        ),
     ] = None,
     report_dir: Annotated[
         Path | None,
-        typer.Option(help="Replay recorded KPI_REPORT_<i>.json from DIR (no live bot)."),
+        typer.Option(
+            help="Replay recorded KPI_REPORT_<i>.json from DIR (no live bot).  "
+            "[default: SOAKQ_REPORT_DIR]"
+        ),
     ] = None,
     bot_dir: Annotated[
         Path | None,
-        typer.Option(help="Live bot directory: the handshake (SOAKQ_BOT_DIR; docs/live-bot.md)."),
+        typer.Option(
+            help="Live bot directory: the handshake (docs/live-bot.md).  "
+            "[default: SOAKQ_BOT_DIR, else no live bot]"
+        ),
     ] = None,
     bot_name: Annotated[
         str | None,
-        typer.Option(help="Names the bot's worker queue soakq.bot.NAME [default: the dir name]."),
+        typer.Option(
+            help="Names the bot's worker queue soakq.bot.NAME.  "
+            "[default: SOAKQ_BOT_NAME, else the bot dir's name]"
+        ),
     ] = None,
     report_path: Annotated[
         Path | None,
-        typer.Option(help="The bot's fixed report file (bots that do not stamp their reports)."),
+        typer.Option(
+            help="The bot's fixed report file (bots that do not stamp their reports).  "
+            "[default: SOAKQ_REPORT_PATH, else stamped reports in the bot dir]"
+        ),
     ] = None,
     report_map: Annotated[
-        Path | None, typer.Option(help="Report field map (JSON) over the built-in one.")
+        Path | None,
+        typer.Option(
+            help="Report field map (JSON) over the built-in one.  [default: the built-in one]"
+        ),
     ] = None,
     window: Annotated[
-        float | None, typer.Option(help="Seconds the bot measures per iteration [default: 60].")
+        float | None,
+        typer.Option(help="Seconds the bot measures per iteration.  [default: 60]"),
     ] = None,
     report_timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds to wait for the report after the window [default: 60]."),
+        typer.Option(help="Seconds to wait for the report after the window.  [default: 60]"),
     ] = None,
     consecutive_error_limit: Annotated[
         int | None,
-        typer.Option(help="Live iterations in error in a row that fail the run [default: 3]."),
+        typer.Option(help="Live iterations in error in a row that fail the run.  [default: 3]"),
     ] = None,
 ) -> None:
     """Run a soak: embedded with no Redis configured, on the workers with SOAKQ_REDIS_URL."""
@@ -277,7 +372,12 @@ def embedded_verdict(record: Any, directory: Path) -> int:
 
 @app.command()
 @handles_errors
-def gate(path: Annotated[Path, typer.Argument(help="Run directory or ITER_SUMMARY file.")]) -> None:
+def gate(
+    path: Annotated[
+        Path,
+        typer.Argument(metavar="PATH", help="A run directory, or one ITER_SUMMARY_<i>.json file."),
+    ],
+) -> None:
     """Release gate: on a run directory its window (exit 0 PASSED, 1 FAILED, 4 INCONCLUSIVE);
     on one ITER_SUMMARY file its four KPIs (exit 0 / 1). Unusable input: exit 2."""
     from soakq.release_gate import check_path
@@ -291,7 +391,11 @@ def gate(path: Annotated[Path, typer.Argument(help="Run directory or ITER_SUMMAR
 
 @app.command()
 @handles_errors
-def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="The run directory to report on.")
+    ],
+) -> None:
     """Write STEADY_TREND.md and trend.png for a run directory."""
     from soakq.report import report_from_dir
 
@@ -308,13 +412,15 @@ def freeze(
     ],
     output: Annotated[Path, typer.Option(help="PRODUCTION_SNAPSHOT.json to write.")],
     profile: Annotated[
-        str | None, typer.Option(help="Profile the overrides belong to [default: the run's].")
+        str | None,
+        typer.Option(help="Profile the overrides belong to.  [default: the run's]"),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Freeze despite a refusal (needs --reason).")
     ] = False,
     reason: Annotated[
-        str | None, typer.Option(help="Why the refusal is overridden (recorded).")
+        str | None,
+        typer.Option(help="Why the refusal is overridden (recorded in the snapshot)."),
     ] = None,
 ) -> None:
     """Freeze a run's overrides into a production snapshot. Refused (exit 2, nothing written)
@@ -338,8 +444,22 @@ def freeze(
 @app.command()
 @handles_errors
 def config(
-    profile: Annotated[str | None, typer.Option(help="Profile layer.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE")] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Profile layer over the built-in defaults (see `soakq profiles`).  "
+            "[default: no profile layer]"
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a parameter on top of the profile and MM_RUNTIME_OVERRIDES_JSON "
+            "(repeatable).  [default: no override]",
+        ),
+    ] = None,
 ) -> None:
     """Print the effective overrides with `_sources`, as JSON."""
     from soakq.config import effective_config
@@ -354,6 +474,7 @@ def config(
 @handles_errors
 def profiles() -> None:
     """List the profiles and their overrides."""
+    from soakq.cli.output import print_table
     from soakq.params import KEYS, fmt
     from soakq.profiles import load_profile, profile_names
 
@@ -365,35 +486,42 @@ def profiles() -> None:
         "impact_cap_ratio": "impact_cap",
         "max_delta_ratio": "max_delta",
     }
-    print(f"{'profile':<12} " + " ".join(f"{short[k]:>10}" for k in KEYS) + "  description")
+    rows = []
     for name in profile_names():
         p = load_profile(name)
-        vals = " ".join(f"{fmt(k, p.overrides[k]):>10}" for k in KEYS)
-        print(f"{name:<12} {vals}  {p.description}")
+        rows.append((name, *(fmt(k, p.overrides[k]) for k in KEYS), p.description))
+    heads = ("profile", *(short[k] for k in KEYS), "description")
+    print_table(heads, rows, right=tuple(short.values()))
 
 
 @app.command()
 @handles_errors
 def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    pool: Annotated[str, typer.Option(help="prefork, solo or threads.")] = "prefork",
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Node name (w1@%h).")] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, solo or threads.")] = "prefork",
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="Node name (w1@%h).  [default: celery@HOSTNAME]"),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
     queues: Annotated[
         str | None,
         typer.Option(
-            "--queues", "-Q", help="Queues to consume, e.g. soakq.bot.NAME [default: soakq]."
+            "--queues", "-Q", help="Queues to consume, e.g. soakq.bot.NAME.  [default: soakq]"
         ),
     ] = None,
 ) -> None:
     """Run a Celery worker for distributed runs (same as `celery -A workers.app worker`)."""
+    from soakq.cli.distributed import check_reachable
     from soakq.errors import UserError
 
-    if not _settings().redis_url:
+    settings = _settings()
+    if not settings.redis_url:
         raise UserError(
             "a worker serves distributed runs: set SOAKQ_REDIS_URL "
             "(embedded runs bring their own worker)"
         )
+    check_reachable(settings)  # bounded by SOAKQ_SOCKET_TIMEOUT_S, before Celery retries
     from workers.app import app as celery_app
 
     argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
@@ -430,10 +558,9 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except _PARSE_ERRORS as exc:
-        ctx = getattr(exc, "ctx", None)
-        where = f"{ctx.command_path}: " if ctx is not None and ctx.command_path else ""
-        text = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
-        err.print(f"error: {where}{text}", markup=False)
+        from soakq.cli.usage import usage_line
+
+        err.print(f"error: {usage_line(exc, sys.argv[1:])}", markup=False)
         raise SystemExit(int(getattr(exc, "exit_code", ExitCode.BAD_INPUT))) from None
     except _ABORTS:
         err.print("error: aborted", markup=False)

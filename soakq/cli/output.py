@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
 from soakq.thresholds import fmt_num
 
@@ -64,7 +68,8 @@ class RunProgress:
     def update(self, i: int, doc: Mapping[str, Any]) -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=i, verdict=doc["summary"]["kpi_verdict"])
-            self._bar.console.print(iteration_line(i, self.total, doc))
+            # markup=False: "[applied ...; suppressed ...]" and "[frozen]" are text, not markup
+            self._bar.console.print(iteration_line(i, self.total, doc), markup=False)
         else:
             print(iteration_line(i, self.total, doc), flush=True)
 
@@ -129,3 +134,83 @@ def run_line(spec: Any, execution: str) -> str:
     if spec.mock:
         return f"{head}, mode {spec.mode}, seed {spec.seed} ({execution})"
     return f"{head} ({execution})"
+
+
+# --- tables: `soakq runs`, `soakq profiles` ----------------------------------------------------
+
+# One token per heading, like every cell: `awk '{print $5}'` is the status column.
+RUN_COLUMNS = ("run_id", "started_utc", "profile", "mode", "status", "iterations", "release_gate")
+NONE = "-"  # an empty cell: a run without a release gate (yet), a record without a timestamp
+
+
+def _utc(text: Any) -> str:
+    """``2024-06-02T00:00:00Z`` from a record's ISO timestamp (``runner.iso``), to the second."""
+    if not isinstance(text, str) or len(text) < 19:
+        return NONE
+    return text[:19] + "Z"
+
+
+def run_row(doc: Mapping[str, Any], *, done: int | None = None) -> tuple[str, ...]:
+    """One row of `soakq runs` (``RUN_COLUMNS``) from a run record: a run directory's RUN.json
+    (the spec under ``config``) or the Redis record (under ``spec``). ``done``: iterations
+    finished, when the caller knows better than the record's outcome (a run still going).
+    The status is shown as the record has it, whatever it is."""
+    spec = doc.get("config") or doc.get("spec") or {}
+    outcome = doc.get("outcome") or {}
+    runtime = doc.get("runtime") or {}
+    if spec.get("bot_dir"):
+        mode = "live"
+    elif spec.get("source") == "file":
+        mode = "file"
+    else:
+        mode = str(spec.get("mode") or NONE)
+    if done is None:
+        done = outcome.get("iterations_completed", 0)
+    planned = outcome.get("iterations_planned", spec.get("iterations", "?"))
+    return (
+        str(doc.get("run_id", NONE)),
+        _utc(runtime.get("submitted_at") or runtime.get("started_at")),
+        str(spec.get("profile") or NONE),
+        mode,
+        str(doc.get("status") or NONE),
+        f"{done}/{planned}",
+        str(outcome.get("release_gate") or NONE),
+    )
+
+
+def table_text(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    tty: bool,
+    right: Sequence[str] = (),
+) -> str:
+    """A table as text, one row per line however wide (never wrapped or cut, so scripts can
+    split it): ruled on a terminal, plain aligned columns otherwise (no box, no colour)."""
+    table = Table(
+        box=box.SIMPLE_HEAD if tty else None,
+        show_edge=False,
+        header_style="bold" if tty else "",
+        pad_edge=False,
+    )
+    for name in columns:
+        table.add_column(name, no_wrap=True, justify="right" if name in right else "left")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # Text: a "[...]" in a cell is not markup
+    wide = Console(width=100_000, color_system="auto" if tty else None, force_terminal=tty)
+    width = Measurement.get(wide, wide.options, table).maximum
+    console = Console(
+        width=width,
+        color_system="auto" if tty else None,
+        force_terminal=tty,
+        highlight=False,
+    )
+    with console.capture() as captured:
+        console.print(table)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
+
+
+def print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[str] = ()
+) -> None:
+    print(table_text(columns, rows, tty=sys.stdout.isatty(), right=right), flush=True)

@@ -40,7 +40,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
 
         settings = _settings()
         root = _artifacts(settings, artifacts)
-        check_run_id(run_id)
+        check_run_id(run_id, what="resume: run id")
         directory = run_dir(root, run_id)
         if not (directory / "RUN.json").exists():
             raise InputError(

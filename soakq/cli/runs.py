@@ -13,13 +13,30 @@ from soakq.errors import InputError, UserError
 
 WATCH_TIMEOUT_S = (1.0, 30 * 86_400.0)
 
+RunIdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN_ID",
+        help="The run's id, as `soakq submit` printed it; `soakq runs` lists them.",
+    ),
+]
+ArtifactsOpt = Annotated[
+    Path | None,
+    typer.Option(help="Artifacts root directory.  [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]"),
+]
+
+
+def _checked(command: str, run_id: str) -> str:
+    """The RUN_ID argument, refused (exit 2) as the user typed it unless it is a run id."""
+    from soakq.config import check_run_id
+
+    return check_run_id(run_id, what=f"{command}: run id")
+
 
 def _local_record(root: Path, run_id: str) -> dict[str, Any]:
     from soakq.artifacts import run_dir
-    from soakq.config import check_run_id
     from soakq.jsonio import read_json
 
-    check_run_id(run_id)
     path = run_dir(root, run_id) / "RUN.json"
     if not path.exists():
         raise InputError(f"run {run_id!r}: no {path} (and SOAKQ_REDIS_URL is not set)")
@@ -31,16 +48,17 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     @app.command()
     @handles_errors
     def status(
-        run_id: str,
+        run_id: RunIdArg,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print the run record as JSON.")
         ] = False,
-        artifacts: Annotated[Path | None, typer.Option()] = None,
+        artifacts: ArtifactsOpt = None,
     ) -> None:
         """Show a run's status."""
         from soakq.cli.main import _artifacts, _settings
         from soakq.jsonio import dumps
 
+        _checked("status", run_id)
         settings = _settings()
         if settings.redis_url:
             from soakq.cli.distributed import status_distributed
@@ -64,13 +82,14 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     @app.command()
     @handles_errors
     def watch(
-        run_id: str,
+        run_id: RunIdArg,
         timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 86_400.0,
     ) -> None:
         """Follow a distributed run until it ends; exit with its code."""
         from soakq.cli.main import _settings
         from soakq.config import check_number
 
+        _checked("watch", run_id)
         check_number("--timeout", timeout, *WATCH_TIMEOUT_S, unit=" seconds")
         settings = _settings()
         if not settings.redis_url:
@@ -84,9 +103,10 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
 
     @app.command()
     @handles_errors
-    def runs(artifacts: Annotated[Path | None, typer.Option()] = None) -> None:
+    def runs(artifacts: ArtifactsOpt = None) -> None:
         """List runs (from Redis when configured, else from the artifacts directory)."""
         from soakq.cli.main import _artifacts, _settings
+        from soakq.cli.output import RUN_COLUMNS, print_table, run_row
         from soakq.jsonio import read_json
 
         settings = _settings()
@@ -100,28 +120,20 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         soak = root / "soak"
         rows = []
         for p in sorted(soak.glob("*/RUN.json")) if soak.exists() else []:
-            if p.parent.is_symlink():
+            if p.parent.is_symlink():  # `latest`
                 continue
             doc = read_json(p)
-            view = local_run(root, doc)
-            rows.append(
-                (
-                    doc["run_id"],
-                    view.status,
-                    f"{view.completed}/{view.planned}",
-                    view.release_gate or "none",
-                )
-            )
-        print(f"{'run_id':<44} {'status':<10} {'iters':>7}  release_gate")
-        for r in rows:
-            print(f"{r[0]:<44} {r[1]:<10} {r[2]:>7}  {r[3]}")
+            view = local_run(root, doc)  # an embedded run whose process is gone: interrupted
+            rows.append(run_row({**doc, "status": view.status}, done=view.completed))
+        print_table(RUN_COLUMNS, rows, right=("iterations",))
 
     @app.command()
     @handles_errors
-    def cancel(run_id: str) -> None:
+    def cancel(run_id: RunIdArg) -> None:
         """Cancel a distributed run."""
         from soakq.cli.main import _settings
 
+        _checked("cancel", run_id)
         settings = _settings()
         if not settings.redis_url:
             raise UserError("cancel needs SOAKQ_REDIS_URL (stop an embedded run with Ctrl-C)")
@@ -132,12 +144,13 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     @app.command()
     @handles_errors
     def export(
-        run_id: str,
-        artifacts: Annotated[Path | None, typer.Option()] = None,
+        run_id: RunIdArg,
+        artifacts: ArtifactsOpt = None,
     ) -> None:
         """Write a run's directory from its Redis record (byte-identical to the workers')."""
         from soakq.cli.main import _artifacts, _settings
 
+        _checked("export", run_id)
         settings = _settings()
         if not settings.redis_url:
             raise UserError("export reads the Redis record: set SOAKQ_REDIS_URL")
@@ -154,8 +167,9 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
                 "--older-than",
                 metavar="DAYS",
                 min=0.0,
-                help="Only runs that finished more than DAYS days ago [default: every "
-                "finished run]. Without prune they expire after SOAKQ_RETENTION_DAYS.",
+                show_default=False,
+                help="Only runs that finished more than DAYS days ago (without prune they "
+                "expire after SOAKQ_RETENTION_DAYS).  [default: 0, every finished run]",
             ),
         ] = 0.0,
     ) -> None:

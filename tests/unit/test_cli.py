@@ -113,8 +113,22 @@ def test_runs_and_status_read_the_artifacts_dir(run_cli, submitted: dict[str, An
     run_id = os.readlink(root / "soak" / "latest")
     proc = run_cli("runs", "--artifacts", str(root))
     assert proc.returncode == 0, proc.stderr
-    rows = [ln for ln in proc.stdout.splitlines()[1:] if ln.strip()]
-    assert len(rows) == 1 and rows[0].split()[:2] == [run_id, "succeeded"]  # `latest` not listed
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == [
+        "run_id",
+        "started_utc",
+        "profile",
+        "mode",
+        "status",
+        "iterations",
+        "release_gate",
+    ]
+    doc = read(root / "soak" / run_id / "RUN.json")
+    started = doc["runtime"]["submitted_at"][:19] + "Z"
+    gate = doc["outcome"]["release_gate"]
+    assert [ln.split() for ln in lines[1:]] == [  # `latest` is not listed
+        [run_id, started, "steady_safe", "calm", "succeeded", "24/24", gate]
+    ]
     proc = run_cli("status", run_id, env={"SOAKQ_ARTIFACTS_DIR": str(root)})
     assert proc.returncode == 0, proc.stderr
     assert run_id in proc.stdout and "succeeded" in proc.stdout and "24/24" in proc.stdout
@@ -140,7 +154,9 @@ def test_gate_on_latest(run_cli, submitted: dict[str, Any]) -> None:
 
 def test_status_unknown_run_is_exit_2(run_cli, clean_env: Path) -> None:
     assert_clean_user_error(run_cli("status", "nope", "--artifacts", str(clean_env)), "nope")
-    assert_clean_user_error(run_cli("status", "../x", "--artifacts", str(clean_env)), "--run-id")
+    proc = run_cli("status", "../x", "--artifacts", str(clean_env))
+    line = assert_clean_user_error(proc, "status: run id '../x': use 1-128 letters")
+    assert "--run-id" not in line
 
 
 def test_runs_on_empty_dir(run_cli, clean_env: Path) -> None:
@@ -455,12 +471,12 @@ def test_closed_stdout_pipe_exits_1_quietly(soakq_exe, tmp_path):
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["submit", "--mode", "wild"], ["soakq submit:", "'--mode'", "wild"]),
-        (["submit", "--iterations", "many"], ["soakq submit:", "'--iterations'"]),
-        (["submit", "--seed", "-1"], ["soakq submit:", "'--seed'"]),
-        (["submit", "--nope"], ["soakq submit:", "--nope"]),
-        (["gate"], ["soakq gate:", "Missing argument"]),
-        (["freeze", "--input", "x"], ["soakq freeze:", "--output"]),
+        (["submit", "--mode", "wild"], ["--mode:", "'wild'", "calm, volatile, spike"]),
+        (["submit", "--iterations", "many"], ["--iterations:", "'many'", "whole number"]),
+        (["submit", "--seed", "-1"], ["--seed:", "'-1'", "minimum is 0"]),
+        (["submit", "--nope"], ["no such option --nope", "soakq submit --help"]),
+        (["gate"], ["soakq gate:", "missing argument PATH"]),
+        (["freeze", "--input", "x"], ["soakq freeze:", "missing option --output"]),
         (["nocommand"], ["nocommand"]),
     ],
 )

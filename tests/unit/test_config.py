@@ -133,6 +133,10 @@ def test_unknown_profile() -> None:
 def test_bad_run_ids(run_id: str) -> None:
     with pytest.raises(ConfigError, match="--run-id"):
         check_run_id(run_id)
+    with pytest.raises(ConfigError) as named:
+        check_run_id(run_id, what="status: run id")
+    assert str(named.value).startswith(f"status: run id {run_id!r}: use 1-128 letters")
+    assert "--run-id" not in str(named.value)
 
 
 @pytest.mark.parametrize("run_id", ["a", "weekly-2024.06.02_00", "X" * 128, "9lives"])
