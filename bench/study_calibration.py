@@ -1,61 +1,59 @@
-"""The verdict study (issue 7): run-level release-gate verdicts per profile x regime x arm.
+"""The verdict study as two sweeps (docs/sweeps.md): tuner on vs off, and guards on vs off.
 
-    python bench/study_calibration.py [--seeds 20] [--iterations 24] [--jobs 2]
+    python bench/study_calibration.py [--seeds 1-20] [--iterations 24] [--holdout-seeds 101-103]
+                                      [--profiles steady_safe,aggressive] [--jobs N]
 
-For steady_safe and aggressive on calm / volatile / spike, KPI gate soft, three arms: tuner on with
-guards, tuner on without guards, tuner off (guards on). Prints verdict counts (PASSED / FAILED /
-INCONCLUSIVE), the share of seeds failing the KPI gate at iteration 1, applied changes per run and
-parameter reversals (guards on vs off).
+Each sweep is `soakq sweep` on calm / volatile / spike with paired seeds, KPI gate soft, and the
+runs' final overrides re-measured untuned on the hold-out seeds. Prints every cell and comparison
+(SWEEP.md's tables) and the wall time. Runs embedded: unset SOAKQ_REDIS_URL, or leave it set to
+spread the runs over the workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-
-from soakq.metrics import MODES
-from soakq.study import Arm, Cell, study, table
-
-ARMS = (Arm(True, True), Arm(True, False), Arm(False, True))
-
-
-def _cell(args: tuple[str, str, Arm, list[int], int]) -> list[Cell]:
-    profile, mode, arm, seeds, iterations = args
-    return study([profile], [mode], seeds, [arm], iterations=iterations)
+from pathlib import Path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--first-seed", type=int, default=1)
-    ap.add_argument("--iterations", type=int, default=24)
+    ap.add_argument("--seeds", default="1-20")
+    ap.add_argument("--iterations", default="24")
+    ap.add_argument("--holdout-seeds", default="101-103")
     ap.add_argument("--profiles", default="steady_safe,aggressive")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--jobs", default=str(len(os.sched_getaffinity(0))))
     args = ap.parse_args()
-    for k in [
-        k
-        for k in os.environ
-        if k.startswith(("SOAK", "KPI_GATE", "ENABLE_GUARDS", "MM_RUNTIME", "USE_MOCK"))
-    ]:
-        del os.environ[k]
-    t0 = time.perf_counter()
-    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    work = [
-        (p, m, arm, seeds, args.iterations)
-        for p in args.profiles.split(",")
-        for m in MODES
-        for arm in ARMS
-    ]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        cells = [c for chunk in pool.map(_cell, work) for c in chunk]
-    for line in table(cells):
-        print(line)
-    print(
-        f"({args.seeds} seeds from {args.first_seed}, {args.iterations} iterations, "
-        f"{time.perf_counter() - t0:.1f} s)"
-    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOAK_")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for compare in ("auto-tune", "guards"):
+            t0 = time.perf_counter()
+            argv = [
+                sys.executable, "-m", "soakq", "sweep",
+                "--profiles", args.profiles, "--modes", "calm,volatile,spike",
+                "--seeds", args.seeds, "--iterations", args.iterations,
+                "--holdout-seeds", args.holdout_seeds, "--compare", compare,
+                "--artifacts", tmp,
+            ]  # fmt: skip
+            if "SOAKQ_REDIS_URL" not in env:
+                argv += ["--jobs", args.jobs]
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.exit(done.stderr.strip())
+            (sweep,) = [p for p in (Path(tmp) / "sweeps").iterdir() if compare in _compare(p)]
+            text = (sweep / "SWEEP.md").read_text()
+            print(text.split("![pass rates]")[0].strip())
+            print(f"({time.perf_counter() - t0:.1f} s)\n")
+
+
+def _compare(sweep: Path) -> str:
+    import json
+
+    return str(json.loads((sweep / "SWEEP.json").read_text())["config"]["compare"])
 
 
 if __name__ == "__main__":

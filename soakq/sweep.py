@@ -183,12 +183,14 @@ class RunFacts:
     applied: int
     reversals: int
     final_overrides: dict[str, Any] = field(default_factory=dict)
+    first_kpi_verdict: str | None = None  # the KPI gate's verdict on iteration 1
 
     def as_json(self) -> dict[str, Any]:
         return {
             "applied": self.applied,
             "final_net_bps": self.final_net_bps,
             "final_overrides": self.final_overrides,
+            "first_kpi_verdict": self.first_kpi_verdict,
             "reversals": self.reversals,
             "verdict": self.verdict,
         }
@@ -201,6 +203,7 @@ class RunFacts:
             applied=int(doc["applied"]),
             reversals=int(doc["reversals"]),
             final_overrides=dict(doc["final_overrides"]),
+            first_kpi_verdict=doc.get("first_kpi_verdict"),
         )
 
 
@@ -231,6 +234,7 @@ def facts_of(
         applied=sum(len(d["tuning"]["applied_deltas"]) for d in docs),
         reversals=count_reversals(docs),
         final_overrides=dict(overrides),
+        first_kpi_verdict=str(docs[0]["summary"]["kpi_verdict"]) if docs else None,
     )
 
 
@@ -242,6 +246,10 @@ class Plan:
         self.config = config
         self.settings = settings
         self.sweep_id = config.id
+        # Built now, so that a bad flag is refused before anything runs or is written.
+        self._arm_runs = self._plan_arm_runs()
+        first = self._arm_runs[0]
+        self.holdouts(first, RunFacts("PASSED", None, 0, 0, dict(first.spec.overrides)))
 
     def _spec(
         self, run_id: str, profile: str, mode: str, seed: int, arm: Arm, **kw: Any
@@ -260,6 +268,10 @@ class Plan:
         )
 
     def arm_runs(self) -> list[PlannedRun]:
+        """Every arm run, in plan order (profile, mode, arm, seed)."""
+        return list(self._arm_runs)
+
+    def _plan_arm_runs(self) -> list[PlannedRun]:
         c = self.config
         out = []
         for profile in c.profiles:

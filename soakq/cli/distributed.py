@@ -300,6 +300,33 @@ def resume_distributed(
 
 
 @_redis_trouble
+def sweep_distributed(settings: Any, plan: Any, directory: Path, *, wait: bool) -> int:
+    """A sweep on the workers: every run an ordinary distributed run (docs/sweeps.md)."""
+    from soakq.cli.sweep import run_sweep
+    from workers.presence import consumers, unserved
+    from workers.sweep import RedisSubmitter
+
+    app, store = _connect(settings)
+    queue = app.conf.task_default_queue
+    found = consumers(app, settings.ping_timeout_s)
+    if found is not None and unserved(found, [queue]):
+        raise StoreRefused(
+            f"sweep {plan.sweep_id}: no worker consumes queue {queue!r} on {_where(settings)}; "
+            "start some with `soakq worker -n w1@%h` (and w2@%h, ...) first"
+        )
+    submitter = RedisSubmitter(app, store)
+    if not wait:
+        for run in plan.arm_runs():
+            submitter.submit(run.spec)
+        print(
+            f"sweep {plan.sweep_id}: {len(plan.arm_runs())} runs submitted; the same command "
+            "with --wait follows them, runs the hold-outs and writes the sweep's files"
+        )
+        return 0
+    return run_sweep(plan, submitter, directory, {"execution": "distributed"})
+
+
+@_redis_trouble
 def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
     from soakq.jsonio import dumps
     from soakq.states import RunStatus

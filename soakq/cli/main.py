@@ -535,9 +535,11 @@ def worker(
 def _register_run_commands() -> None:
     from soakq.cli import resume as resume_cmd
     from soakq.cli import runs as run_cmds
+    from soakq.cli import sweep as sweep_cmd
 
     run_cmds.register(app, handles_errors)
     resume_cmd.register(app, handles_errors)
+    sweep_cmd.register(app, handles_errors)
 
 
 _register_run_commands()

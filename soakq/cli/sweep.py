@@ -1,0 +1,193 @@
+"""`soakq sweep`: arm A against arm B over paired seeds (docs/sweeps.md)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
+    @app.command()
+    @handles_errors
+    def sweep(
+        profiles: Annotated[
+            str, typer.Option(help="Comma-separated profiles, one cell row each.")
+        ] = "aggressive",
+        modes: Annotated[
+            str, typer.Option(help="Comma-separated market regimes: calm, volatile, spike.")
+        ] = "calm,volatile,spike",
+        seeds: Annotated[
+            str, typer.Option(help="Paired seeds, e.g. 1-20 or 1,4,7-9 (each runs in both arms).")
+        ] = "1-10",
+        iterations: Annotated[int, typer.Option(help="Iterations per run.")] = 24,
+        compare: Annotated[
+            str,
+            typer.Option(
+                help="What the two arms differ in: auto-tune (on/off), guards (on/off) or "
+                "profile:NAME (each profile against NAME)."
+            ),
+        ] = "auto-tune",
+        holdout_seeds: Annotated[
+            str,
+            typer.Option(
+                help="Re-measure each run's final overrides, untuned, on these seeds "
+                "(e.g. 101-105) [default: no hold-out]."
+            ),
+        ] = "",
+        holdout_iterations: Annotated[
+            int, typer.Option(help="Iterations of each hold-out run.")
+        ] = 8,
+        jobs: Annotated[
+            int | None,
+            typer.Option(
+                help="Embedded: local processes [default: the CPUs this process may use]."
+            ),
+        ] = None,
+        artifacts: Annotated[
+            Path | None,
+            typer.Option(help="Artifacts root [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]."),
+        ] = None,
+        sweep_id: Annotated[
+            str | None,
+            typer.Option(help="Sweep id [default: derived from the sweep's config]."),
+        ] = None,
+        wait: Annotated[
+            bool,
+            typer.Option(
+                "--wait/--no-wait",
+                help="On the workers: follow the sweep to its end (--no-wait submits the arm "
+                "runs and returns; the same command with --wait collects them later).",
+            ),
+        ] = True,
+    ) -> None:
+        """Run every (profile, mode, seed) cell in two arms that differ only in --compare, on the
+        same seeds; write SWEEP.json, SWEEP.md and sweep.png under ARTIFACTS/sweeps/SWEEP_ID:
+        pass rates with Wilson intervals, exact McNemar and Wilcoxon p-values, hold-out pass
+        rates. Embedded on local processes, or on the workers with SOAKQ_REDIS_URL."""
+        from soakq.cli.main import _artifacts, _settings
+        from soakq.errors import ConfigError
+        from soakq.sweep import Plan, SweepConfig, parse_seeds
+
+        settings = _settings()
+        if jobs is not None and not 1 <= jobs <= 256:
+            raise ConfigError(f"--jobs {jobs}: must be 1..256 processes")
+        config = SweepConfig(
+            profiles=tuple(p.strip() for p in profiles.split(",") if p.strip()),
+            modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+            seeds=parse_seeds(seeds, "--seeds"),
+            iterations=iterations,
+            compare=compare,
+            holdout_seeds=parse_seeds(holdout_seeds, "--holdout-seeds") if holdout_seeds else (),
+            holdout_iterations=holdout_iterations,
+            sweep_id=sweep_id,
+        )
+        plan = Plan(config, settings)
+        directory = _artifacts(settings, artifacts) / "sweeps" / plan.sweep_id
+        if settings.redis_url:
+            from soakq.cli.distributed import sweep_distributed
+
+            raise typer.Exit(sweep_distributed(settings, plan, directory, wait=wait))
+        from soakq.sweep_local import LocalSubmitter, default_jobs
+
+        n = jobs or default_jobs()
+        directory.mkdir(parents=True, exist_ok=True)
+        submitter = LocalSubmitter(directory, n)
+        try:
+            raise typer.Exit(
+                run_sweep(plan, submitter, directory, {"execution": "embedded", "jobs": n})
+            )
+        finally:
+            submitter.close()
+
+
+def run_sweep(plan: Any, submitter: Any, directory: Path, runtime: dict[str, Any]) -> int:
+    """Execute the plan with a progress view, write the sweep's files, print the comparisons."""
+    from soakq.runner import iso
+    from soakq.sweep import execute, sweep_document
+    from soakq.sweep_report import write_sweep
+
+    total = plan.total_runs
+    print(
+        f"sweep {plan.sweep_id}: {total} runs ({len(plan.arm_runs())} in two arms"
+        f"{', the rest hold-out' if plan.config.holdout_seeds else ''}), "
+        f"compare {plan.config.compare} ({runtime['execution']})",
+        flush=True,
+    )
+    started = time.time()
+    with SweepProgress(total) as bar:
+        facts = execute(plan, submitter, progress=bar.update)
+    finished = time.time()
+    runtime = {
+        **runtime,
+        "finished_at": iso(finished),
+        "started_at": iso(started),
+        "wall_s": round(finished - started, 3),
+    }
+    doc = sweep_document(plan, facts, runtime)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_sweep(directory, doc)
+    for cmp in doc["comparisons"]:
+        print(comparison_line(doc, cmp))
+    print(f"artifacts: {directory} (SWEEP.json, SWEEP.md, sweep.png)")
+    return 0
+
+
+def comparison_line(doc: dict[str, Any], cmp: dict[str, Any]) -> str:
+    cells = {(c["profile"], c["mode"], c["arm"]): c for c in doc["cells"]}
+    a, b = (cells[(cmp["profile"], cmp["mode"], arm)] for arm in cmp["arms"])
+
+    def rate(c: dict[str, Any]) -> str:
+        return (
+            f"{c['arm']} {c['passed']}/{c['runs']} "
+            f"[{100 * c['wilson_low']:.0f}-{100 * c['wilson_high']:.0f} %]"
+        )
+
+    line = (
+        f"{cmp['profile']} {cmp['mode']}: {rate(a)} vs {rate(b)}; "
+        f"McNemar p={cmp['mcnemar_p']:.4g}, Wilcoxon p="
+        f"{'-' if cmp['wilcoxon_p'] is None else format(cmp['wilcoxon_p'], '.4g')}"
+    )
+    if cmp["holdout_pass_rate_diff"] is not None:
+        line += (
+            f"; hold-out {a['holdout_passed']}/{a['holdout_runs']} vs "
+            f"{b['holdout_passed']}/{b['holdout_runs']} "
+            f"({100 * cmp['holdout_pass_rate_diff']:+.0f} pt)"
+        )
+    return line
+
+
+class SweepProgress:
+    """A progress bar over runs on a terminal; a line per finished run otherwise."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        from soakq.cli.output import out
+
+        self.total = total
+        self._bar = (
+            Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out)
+            if sys.stdout.isatty()
+            else None
+        )
+        self._task = self._bar.add_task("runs", total=total) if self._bar else None
+
+    def __enter__(self) -> SweepProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, run: Any, facts: Any, done: int, total: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=done, total=total)
+            return
+        print(f"run {done}/{total} {run.run_id}: {facts.verdict}", flush=True)

@@ -1,0 +1,309 @@
+"""Sweeps (docs/sweeps.md): the plan pairs seeds and differs only in the compared factor; the
+statistics are scipy's exact tests; SWEEP.json numbers follow from the runs' facts; the CLI
+writes the same SWEEP content twice and refuses bad input in one line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from soakq.errors import ConfigError
+from soakq.params import KEYS
+from soakq.settings import Settings
+from soakq.sweep import (
+    Plan,
+    RunFacts,
+    SweepConfig,
+    arms_for,
+    count_reversals,
+    execute,
+    mcnemar_exact,
+    parse_seeds,
+    sweep_document,
+    wilcoxon_p,
+    wilson,
+)
+
+
+# -- input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seeds"),
+    [("1-4", (1, 2, 3, 4)), ("7", (7,)), ("3,1,2-3", (1, 2, 3)), (" 5 - 6 ,9", (5, 6, 9))],
+)
+def test_parse_seeds(text: str, seeds: tuple[int, ...]) -> None:
+    assert parse_seeds(text, "--seeds") == seeds
+
+
+@pytest.mark.parametrize("text", ["", "a", "1-", "-3", "5-2", "1;2", "1.5", "0-999999"])
+def test_parse_seeds_refuses(text: str) -> None:
+    with pytest.raises(ConfigError, match="^--seeds "):
+        parse_seeds(text, "--seeds")
+
+
+def test_arms_differ_in_the_compared_factor_only() -> None:
+    a, b = arms_for("auto-tune")
+    assert (a.auto_tune, b.auto_tune, a.guards, b.guards) == (True, False, True, True)
+    a, b = arms_for("guards")
+    assert (a.auto_tune, b.auto_tune, a.guards, b.guards) == (True, True, True, False)
+    a, b = arms_for("profile:steady_safe")
+    assert (a.profile_for("aggressive"), b.profile_for("aggressive")) == (
+        "aggressive",
+        "steady_safe",
+    )
+    assert (a.label("aggressive"), b.label("aggressive")) == ("aggressive", "steady_safe")
+    for bad in ("tuner", "profile:nope", ""):
+        with pytest.raises(ConfigError, match="--compare"):
+            arms_for(bad)
+
+
+@pytest.mark.parametrize(
+    ("kw", "said"),
+    [
+        ({"profiles": ("nope",)}, "--profiles: unknown profile 'nope'"),
+        ({"profiles": ()}, "--profiles"),
+        ({"modes": ("calmm",)}, "--modes: unknown mode 'calmm'"),
+        ({"seeds": ()}, "--seeds"),
+        ({"holdout_seeds": (2,)}, "--holdout-seeds: must not repeat"),
+        ({"compare": "profile:aggressive"}, "aggressive is also in --profiles"),
+        ({"sweep_id": "../x"}, "--sweep-id"),
+    ],
+)
+def test_config_refusals_name_the_flag(kw: dict, said: str) -> None:
+    base = {"profiles": ("aggressive",), "modes": ("calm",), "seeds": (1, 2)}
+    with pytest.raises(ConfigError, match=said.replace("(", r"\(")):
+        SweepConfig(**{**base, **kw})
+
+
+# -- the plan ------------------------------------------------------------------------------
+def _plan(**kw: object) -> Plan:
+    base = {
+        "profiles": ("aggressive", "steady_safe"),
+        "modes": ("calm", "spike"),
+        "seeds": (1, 2, 3),
+        "iterations": 6,
+        "holdout_seeds": (101, 102),
+        "holdout_iterations": 7,
+    }
+    return Plan(SweepConfig(**{**base, **kw}), Settings())  # type: ignore[arg-type]
+
+
+def test_plan_pairs_every_cell_on_the_same_seeds() -> None:
+    plan = _plan()
+    runs = plan.arm_runs()
+    assert len(runs) == 2 * 2 * 3 * 2 and plan.total_runs == len(runs) * 3
+    assert len({r.run_id for r in runs}) == len(runs)
+    for r in runs:
+        assert r.run_id == f"{plan.sweep_id}.{r.profile}.{r.mode}.s{r.seed}.{r.arm}"
+        s = r.spec
+        assert (s.profile, s.mode, s.seed, s.iterations) == (r.profile, r.mode, r.seed, 6)
+        assert (s.source, s.kpi_gate, s.interval_s) == ("book", "soft", 0.0)
+        assert s.auto_tune is (r.arm == "auto-tune")
+        twin = next(
+            t for t in runs if (t.profile, t.mode, t.seed) == (r.profile, r.mode, r.seed) and t != r
+        )
+        a, b = s.as_json(), twin.spec.as_json()
+        differ = {k for k in a if a[k] != b[k]}
+        assert differ == {"run_id", "auto_tune"}
+
+
+def test_holdouts_re_measure_the_final_overrides_untuned() -> None:
+    plan = _plan()
+    run = plan.arm_runs()[0]
+    final = {k: v for k, v in run.spec.overrides.items()}
+    final["tail_age_ms"] = 780
+    final["base_spread_bps_delta"] = 0.2
+    held = plan.holdouts(run, RunFacts("PASSED", 3.0, 5, 1, final))
+    assert [h.seed for h in held] == [101, 102]
+    for h in held:
+        assert h.run_id == f"{run.run_id}.h{h.seed}" and h.holdout_of == run.run_id
+        assert h.spec.auto_tune is False and h.spec.iterations == 7
+        assert dict(h.spec.overrides) == final
+        assert (h.spec.profile, h.spec.mode) == (run.spec.profile, run.spec.mode)
+    assert plan.holdouts(held[0], RunFacts("PASSED", 1.0, 0, 0, final)) == []
+
+
+def test_the_sweep_id_is_derived_from_the_config() -> None:
+    assert _plan().sweep_id == _plan().sweep_id
+    assert _plan().sweep_id != _plan(iterations=7).sweep_id
+    assert _plan(sweep_id="mine").sweep_id == "mine"
+
+
+# -- statistics ----------------------------------------------------------------------------
+def test_wilson_matches_the_formula() -> None:
+    for k, n in ((0, 6), (3, 6), (6, 6), (17, 20)):
+        low, high = wilson(k, n)
+        z = stats.norm.ppf(0.975)
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        assert low == pytest.approx(max(0.0, centre - half), abs=1e-6)
+        assert high == pytest.approx(min(1.0, centre + half), abs=1e-6)
+        assert low <= p <= high
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_mcnemar_exact_is_the_binomial_test_of_discordant_pairs() -> None:
+    a = [True] * 8 + [False] * 2 + [True] * 5
+    b = [False] * 8 + [True] * 2 + [True] * 5
+    # 8 pairs A only, 2 B only: P(X <= 2 or X >= 8 | n=10, 1/2) = 2 * 56/1024
+    assert mcnemar_exact(a, b) == pytest.approx(112 / 1024, abs=1e-6)
+    assert mcnemar_exact([True, False], [True, False]) == 1.0
+    assert mcnemar_exact([True] * 6, [False] * 6) == pytest.approx(2 / 64, abs=1e-6)
+
+
+def test_wilcoxon_on_pairs_with_values() -> None:
+    a = [3.0, 2.5, 4.0, 3.2, None, 2.9]
+    b = [2.0, 2.4, 3.0, 3.1, 1.0, None]
+    expected = stats.wilcoxon([1.0, 0.1, 1.0, 0.1]).pvalue
+    assert wilcoxon_p(a, b) == pytest.approx(expected, abs=1e-6)
+    assert wilcoxon_p([1.0, 2.0], [1.0, 2.0]) == 1.0
+    assert wilcoxon_p([None], [1.0]) is None
+
+
+def test_count_reversals() -> None:
+    def doc(**d: float) -> dict:
+        return {"tuning": {"applied_deltas": d}}
+
+    docs = [doc(a=1, b=-1), doc(a=1), doc(a=-1, b=1), doc(b=1), doc(a=2)]
+    assert count_reversals(docs) == 3  # a: + + - +, b: - +
+
+
+# -- the document --------------------------------------------------------------------------
+class FakeSubmitter:
+    """Facts by rule: the tuned arm passes on even seeds, hold-outs pass when tuned."""
+
+    def __init__(self) -> None:
+        self.queue: list[str] = []
+        self.specs: dict[str, object] = {}
+
+    def submit(self, spec: object) -> None:
+        self.queue.append(spec.run_id)  # type: ignore[attr-defined]
+        self.specs[spec.run_id] = spec  # type: ignore[attr-defined]
+
+    def next_done(self) -> tuple[str, RunFacts]:
+        run_id = self.queue.pop()  # last in, first out: order must not matter
+        spec = self.specs[run_id]
+        tuned = ".auto-tune" in run_id
+        seed = spec.seed  # type: ignore[attr-defined]
+        verdict = "PASSED" if (tuned and seed % 2 == 0) or ".h" in run_id and tuned else "FAILED"
+        net = float(seed) + (1.0 if tuned else 0.0)
+        return run_id, RunFacts(
+            verdict, net, 3 if tuned else 0, 1 if tuned else 0, dict(spec.overrides)
+        )  # type: ignore[attr-defined]
+
+
+def test_document_numbers_follow_from_the_facts() -> None:
+    plan = _plan(profiles=("aggressive",), modes=("volatile",), seeds=(1, 2, 3, 4))
+    seen: list[int] = []
+    facts = execute(plan, FakeSubmitter(), progress=lambda r, f, done, total: seen.append(done))
+    assert seen == list(range(1, plan.total_runs + 1))
+    doc = sweep_document(plan, facts, {"execution": "test"})
+    tuned, untuned = doc["cells"]
+    assert (tuned["arm"], untuned["arm"]) == ("auto-tune", "no-auto-tune")
+    assert (tuned["runs"], tuned["passed"], tuned["pass_rate"]) == (4, 2, 0.5)
+    assert tuned["verdicts"] == {"PASSED": 2, "FAILED": 2, "INCONCLUSIVE": 0}
+    assert (untuned["passed"], untuned["pass_rate"]) == (0, 0.0)
+    assert tuned["wilson_low"] < 0.5 < tuned["wilson_high"]
+    assert (tuned["holdout_runs"], tuned["holdout_passed"], tuned["holdout_pass_rate"]) == (
+        8,
+        8,
+        1.0,
+    )
+    assert (untuned["holdout_runs"], untuned["holdout_passed"]) == (8, 0)
+    assert tuned["final_net_bps_mean"] == pytest.approx((2 + 3 + 4 + 5) / 4)
+    assert (tuned["applied_per_run"], tuned["reversals_per_run"]) == (3.0, 1.0)
+    (cmp,) = doc["comparisons"]
+    assert cmp["discordant"] == {"a_only": 2, "b_only": 0}
+    assert cmp["mcnemar_p"] == pytest.approx(0.5)  # 2 of 2 discordant: 2 * 1/4
+    assert cmp["pass_rate_diff"] == 0.5 and cmp["holdout_pass_rate_diff"] == 1.0
+    assert cmp["wilcoxon_p"] == pytest.approx(stats.wilcoxon([1.0] * 4).pvalue, abs=1e-6)
+    assert set(doc["runs"]) == set(facts) and len(facts) == plan.total_runs
+    assert doc["runtime"] == {"execution": "test"}
+
+
+# -- the command ---------------------------------------------------------------------------
+SWEEP = ["--profiles", "aggressive", "--modes", "volatile", "--seeds", "1-6", "--iterations", "12"]
+
+
+def _soakq(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "soakq", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _no_runtime(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    doc.pop("runtime")
+    return doc
+
+
+@pytest.mark.slow
+def test_sweep_command_writes_the_same_sweep_twice(tmp_path: Path) -> None:
+    args = ["sweep", *SWEEP, "--compare", "auto-tune", "--holdout-seeds", "101", "--jobs", "2"]
+    one = _soakq(*args, "--artifacts", "a", cwd=tmp_path)
+    two = _soakq(*args, "--artifacts", "b", "--jobs", "1", cwd=tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    (d1,) = (tmp_path / "a" / "sweeps").iterdir()
+    (d2,) = (tmp_path / "b" / "sweeps").iterdir()
+    assert d1.name == d2.name
+    doc = _no_runtime(d1 / "SWEEP.json")
+    assert doc == _no_runtime(d2 / "SWEEP.json")
+    assert (d1 / "SWEEP.md").read_text() == (d2 / "SWEEP.md").read_text()
+    assert (d1 / "sweep.png").stat().st_size > 0
+    cells = doc["cells"]
+    assert [(c["arm"], c["runs"], c["holdout_runs"]) for c in cells] == [
+        ("auto-tune", 6, 6),
+        ("no-auto-tune", 6, 6),
+    ]
+    for c in cells:
+        assert c["wilson_low"] <= c["pass_rate"] <= c["wilson_high"]
+        assert sum(c["verdicts"].values()) == c["runs"]
+        for k in ("passed", "reversals_per_run", "final_net_bps_mean"):
+            assert k in c
+    (cmp,) = doc["comparisons"]
+    assert 0.0 <= cmp["mcnemar_p"] <= 1.0 and 0.0 <= cmp["wilcoxon_p"] <= 1.0
+    # The run directories stay inspectable, and each one says what its facts say.
+    for run_id, facts in doc["runs"].items():
+        run_dir = d1 / "soak" / run_id
+        gate = json.loads((run_dir / "RELEASE_GATE.json").read_text())
+        assert gate["verdict"] == facts["verdict"]
+        assert (
+            json.loads((run_dir / "runtime_overrides.json").read_text()) == facts["final_overrides"]
+        )
+        assert set(facts["final_overrides"]) == set(KEYS)
+    # A third time in the same root reads the finished runs back: same document.
+    again = _soakq(*args, "--artifacts", "a", cwd=tmp_path)
+    assert again.returncode == 0 and _no_runtime(d1 / "SWEEP.json") == doc
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--seeds", "abc"], "--seeds 'abc'"),
+        (["--compare", "tuner"], "--compare 'tuner'"),
+        (["--profiles", "nope"], "--profiles: unknown profile 'nope'"),
+        (["--modes", "calmm"], "--modes: unknown mode 'calmm'"),
+        (["--jobs", "0"], "--jobs 0"),
+        (["--iterations", "0"], "--iterations 0"),
+    ],
+)
+def test_sweep_bad_input_is_one_line(tmp_path: Path, args: list[str], said: str) -> None:
+    done = _soakq("sweep", *args, "--artifacts", "a", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert said in done.stderr
+    assert not (tmp_path / "a" / "sweeps").exists()

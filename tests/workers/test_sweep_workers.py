@@ -1,0 +1,73 @@
+"""A sweep on two real workers gives the embedded sweep's SWEEP.json (docs/sweeps.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from soakq_worker_harness import Cluster
+
+pytestmark = [pytest.mark.workers, pytest.mark.redis]
+
+SWEEP = [
+    "sweep",
+    "--profiles",
+    "aggressive,steady_safe",
+    "--modes",
+    "volatile",
+    "--seeds",
+    "1-2",
+    "--iterations",
+    "6",
+    "--holdout-seeds",
+    "101",
+    "--holdout-iterations",
+    "6",
+]
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "soakq", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _doc(directory: Path) -> dict:
+    (sweep,) = (directory / "sweeps").iterdir()
+    doc = json.loads((sweep / "SWEEP.json").read_text())
+    return doc
+
+
+def test_distributed_sweep_matches_embedded(cluster: Cluster, tmp_path: Path) -> None:
+    local_env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
+    embedded = _run([*SWEEP, "--artifacts", str(tmp_path / "emb")], local_env)
+    assert embedded.returncode == 0, embedded.stderr
+    distributed = _run([*SWEEP, "--artifacts", str(tmp_path / "dist")], cluster.env())
+    assert distributed.returncode == 0, distributed.stderr
+    a, b = _doc(tmp_path / "emb"), _doc(tmp_path / "dist")
+    assert a.pop("runtime")["execution"] == "embedded"
+    assert b.pop("runtime")["execution"] == "distributed"
+    assert a == b
+    assert len(a["runs"]) == 16 and len(a["comparisons"]) == 2
+    # Every run of the sweep was an ordinary run on the workers, spread over both of them.
+    ran = set()
+    for run_id in b["runs"]:
+        record = cluster.store.get_record(run_id)
+        assert record["status"] == "succeeded"
+        ran |= {d["runtime"]["worker"].split(":")[0] for d in cluster.store.iterations(run_id)}
+    assert ran == {"w1@test", "w2@test"}
+    # The same command again follows the runs already in Redis: nothing runs twice.
+    again = _run([*SWEEP, "--artifacts", str(tmp_path / "dist2")], cluster.env())
+    assert again.returncode == 0, again.stderr
+    c = _doc(tmp_path / "dist2")
+    c.pop("runtime")
+    assert c == a
