@@ -173,7 +173,7 @@ def submit(c: Cluster, run_id: str, iterations: int, seed: int) -> None:
     from soakq.config import build_spec
     from soakq.runner import start_run
     from soakq.settings import Settings
-    from workers.client import send_start
+    from workers.executor import send_start
 
     spec = build_spec(Settings(), profile="steady_safe", iterations=iterations, source="kpi",
                       interval_s=0.0, seed=seed, run_id=run_id)  # fmt: skip

@@ -1,7 +1,9 @@
-"""The embedded driver: a whole run in this process, on an in-memory store."""
+"""The in-memory twin: a whole run in this thread, on an in-memory store, driven by the same
+life-cycle functions as the workers (soakq/lifecycle.py) through ``LocalExecutor``."""
 
 from __future__ import annotations
 
+import heapq
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -12,7 +14,9 @@ from soakq.artifacts import export_run, run_dir, write_iteration
 from soakq.config import RunSpec
 from soakq.errors import ConfigError, StoreError
 from soakq.iteration import measure_iteration, measure_symbol
-from soakq.runner import FinalizeStatus, finalize, start_run
+from soakq.lifecycle import Timing, after_commit, send_start, should_start
+from soakq.runner import FinalizeResult, FinalizeStatus, finalize, load_spec, start_run
+from soakq.states import RunStatus
 from soakq.store import MemoryStore, RunStore
 
 Progress = Callable[[int, Mapping[str, Any]], None]
@@ -41,7 +45,7 @@ def free_run_id(spec: RunSpec, artifacts_root: str | os.PathLike[str], explicit:
 
 def run_iteration_local(
     store: RunStore, spec: RunSpec, iteration: int, *, clock: Callable[[], float]
-) -> Any:
+) -> FinalizeResult:
     """Header (every symbol) then body, in this thread."""
     started = clock()
     state, _ = store.get_state(spec.run_id)
@@ -61,6 +65,64 @@ def run_iteration_local(
     )
 
 
+class LocalExecutor:
+    """The life-cycle's Executor in the calling thread (soakq/lifecycle.py): starts wait in a
+    queue ordered by due time; ``run_next`` sleeps until the first is due and runs the whole
+    iteration (every symbol, then the commit) here; ``publish`` writes the run directory."""
+
+    # No watchdog runs here (nothing can die but the whole process): a year is "never".
+    timing = Timing(deadline_s=365 * 86_400.0, tick_s=float("inf"), countdowns=True)
+
+    def __init__(
+        self,
+        store: RunStore,
+        artifacts_root: str | os.PathLike[str],
+        *,
+        report: bool,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.store = store
+        self.root = artifacts_root
+        self.report = report
+        self.clock = clock
+        self.sleep = sleep
+        self._queue: list[tuple[float, int, str, int, int]] = []
+        self._seq = 0
+
+    def enqueue_start(self, run_id: str, iteration: int, attempt: int, countdown_s: float) -> None:
+        self._seq += 1
+        heapq.heappush(
+            self._queue,
+            (self.clock() + max(0.0, countdown_s), self._seq, run_id, iteration, attempt),
+        )
+
+    def publish(self, run_id: str) -> None:
+        export_run(self.store, run_id, self.root, report=self.report)
+
+    def run(self, progress: Progress | None) -> None:
+        """Carry out every start until none is left."""
+        store = self.store
+        while self._queue:
+            due, _, run_id, iteration, _attempt = heapq.heappop(self._queue)
+            wait = due - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+            spec, record = load_spec(store, run_id)
+            state, _ = store.get_state(run_id)
+            if not should_start(record, state, iteration):
+                continue
+            result = run_iteration_local(store, spec, iteration, clock=self.clock)
+            if result.status not in (FinalizeStatus.COMMITTED, FinalizeStatus.DUPLICATE):
+                raise StoreError(f"iteration {iteration} was not committed ({result.status})")
+            write_iteration(store, run_id, iteration, self.root)
+            if progress is not None:
+                doc = store.get_iteration(run_id, iteration)
+                assert doc is not None
+                progress(iteration, doc)
+            after_commit(store, self, run_id, iteration, result, self.clock())
+
+
 def run_embedded(
     spec: RunSpec,
     artifacts_root: str | os.PathLike[str],
@@ -71,28 +133,17 @@ def run_embedded(
     sleep: Callable[[float], None] = time.sleep,
     report: bool = True,
 ) -> tuple[dict[str, Any], Path]:
-    """Run ``spec`` to the end; return the final run record and the run directory."""
+    """Run ``spec`` to the end in this thread through the same life-cycle as the workers
+    (soakq/lifecycle.py); return the final run record and the run directory."""
     store = store or MemoryStore()
-    if not start_run(store, spec, now=clock(), mode="embedded"):
+    now = clock()
+    if not start_run(store, spec, now=now, mode="embedded"):
         raise ConfigError(f"run {spec.run_id} already exists in the store")
-    while True:
-        due = store.claim_due(clock() + 365 * 86_400.0)
-        if not due:
-            break
-        for run_id, iteration in due:
-            result = run_iteration_local(store, spec, iteration, clock=clock)
-            if result.status != FinalizeStatus.COMMITTED:
-                raise StoreError(f"iteration {iteration} was not committed ({result.status})")
-            write_iteration(store, run_id, iteration, artifacts_root)
-            if progress is not None:
-                doc = store.get_iteration(run_id, iteration)
-                assert doc is not None
-                progress(iteration, doc)
-            if result.next_due_ts is not None:
-                wait = result.next_due_ts - clock()
-                if wait > 0:
-                    sleep(wait)
-    out = export_run(store, spec.run_id, artifacts_root, report=report)
+    ex = LocalExecutor(store, artifacts_root, report=report, clock=clock, sleep=sleep)
+    send_start(store, ex, spec.run_id, 1, now=now)
+    ex.run(progress)
     record = store.get_record(spec.run_id)
     assert record is not None
-    return record, out
+    if not RunStatus(record["status"]).terminal:
+        raise StoreError(f"run {spec.run_id} stopped {record['status']} with nothing left to run")
+    return record, run_dir(artifacts_root, spec.run_id)

@@ -12,8 +12,6 @@ import logging
 import os
 import sys
 import threading
-import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +19,19 @@ from celery import Celery, signals
 
 from soakq.settings import Settings
 from soakq.store import RunStore
-from workers.celeryconfig import WorkerSettings, celery_config, worker_settings
+from workers.celeryconfig import celery_config, worker_settings
+from workers.context import (  # noqa: F401  (the app's context, re-exported for its users)
+    Context,
+    artifacts_of,
+    context_of,
+    is_ours,
+    register,
+    settings_of,
+    store_of,
+)
 
 _mu = threading.Lock()
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Context:
-    """What soakq's tasks need from the app that runs them."""
-
-    settings: WorkerSettings
-    artifacts: Path
-    store: RunStore | None = None
-    store_pid: int | None = None  # the process the store's connections belong to
-
-    def use(self, store: RunStore, artifacts: str | os.PathLike[str] | None = None) -> None:
-        """Hand in a store (and an artifacts root) for this process."""
-        self.store, self.store_pid = store, os.getpid()
-        if artifacts is not None:
-            self.artifacts = Path(artifacts)
-
-
-_contexts: weakref.WeakKeyDictionary[Celery, Context] = weakref.WeakKeyDictionary()
 
 
 def make_app(
@@ -60,44 +48,10 @@ def make_app(
     ctx = Context(ws, Path(artifacts_root or ws.artifacts_dir))
     if store is not None:
         ctx.use(store)
-    _contexts[app] = ctx
+    register(app, ctx)
     import workers.tasks  # noqa: F401  (registers the shared tasks on every app)
 
     return app
-
-
-def context_of(app: Celery) -> Context:
-    return _contexts[app]
-
-
-def settings_of(app: Celery) -> WorkerSettings:
-    return _contexts[app].settings
-
-
-def artifacts_of(app: Celery) -> Path:
-    return _contexts[app].artifacts
-
-
-def store_of(app: Celery) -> RunStore:
-    """The app's run store in this process (new connections after a fork)."""
-    ctx = _contexts[app]
-    if ctx.store is not None and ctx.store_pid == os.getpid():
-        return ctx.store
-    with _mu:
-        ws = ctx.settings
-        if not ws.redis_url:
-            raise RuntimeError("no run store: embedded apps are given one by workers.embedded")
-        from workers.store import RedisStore
-
-        store = RedisStore.from_url(
-            ws.redis_url,
-            prefix=ws.key_prefix,
-            socket_timeout=ws.socket_timeout_s,
-            socket_connect_timeout=ws.socket_timeout_s,
-            retention_s=ws.retention_s,
-        )
-        ctx.use(store)
-        return store
 
 
 #: The only maxmemory-policy under which Redis never drops a run record, a lock, a fencing
@@ -137,7 +91,7 @@ def _refuse_evicting_redis(sender: Any = None, instance: Any = None, **_: Any) -
     """Before a `celery worker` of one of our apps starts its pool: refuse, in one line and
     exit 2, a Redis that may evict keys. (SystemExit, as Celery logs and swallows the rest.)"""
     app = getattr(instance, "app", None)
-    if app is None or app not in _contexts:
+    if app is None or not is_ours(app):
         return
     why = eviction_refusal(app)
     if why is not None:

@@ -41,8 +41,8 @@ from soakq.states import RunStatus
 from workers import names
 from workers.app import context_of, make_app
 from workers.celeryconfig import worker_settings
+from workers.executor import publish
 from workers.store import RedisStore
-from workers.tasks import publish
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class EmbeddedWorker:
         write_checkpoint(store, run_id, artifacts_root)
 
     def _send(self, store: RedisStore, run_id: str, iteration: int, now: float) -> None:
-        from workers.client import send_start
+        from workers.executor import send_start
 
         store.schedule(run_id, iteration, now)
         send_start(self.app, store, run_id, iteration, now=now)

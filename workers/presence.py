@@ -5,7 +5,7 @@ A run moves only while some worker consumes its queues (``soakq``; a live run's 
 ``soakq.bot.<name>``) and, once a paced run has parked its next iteration in the due set, only
 when beat's tick claims it. ``consumers`` asks the workers (one ``inspect active_queues``
 broadcast whose answers are awaited for at most ``SOAKQ_PING_TIMEOUT_S``); the tick's heartbeat
-(``workers.client.note_tick``, a key that lapses after three of beat's periods) says whether
+(``soakq.lifecycle.note_tick``, a key that lapses after three of beat's periods) says whether
 beat ticks. ``Lookout`` turns both into at most one line for `submit --wait` and `watch`;
 ``status_notes`` into the short notes of `soakq status`.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from workers.client import HEARTBEAT_TICKS
+from soakq.lifecycle import HEARTBEAT_TICKS
 
 #: How to start what is missing, as the one line says it.
 BEAT_COMMAND = "celery -A workers.app beat -S workers.beat_scheduler:Scheduler"

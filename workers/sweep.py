@@ -12,7 +12,7 @@ from soakq.errors import ConfigError, StoreError
 from soakq.runner import start_run
 from soakq.states import RunStatus
 from soakq.sweep import RunFacts, Submitter, facts_of
-from workers.client import send_start
+from workers.executor import send_start
 
 POLL_S = 0.2
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from celery import Task, chord, group, shared_task
 
-from soakq import runner
-from soakq.artifacts import export_run, write_iteration
+from soakq import lifecycle, runner
+from soakq.artifacts import write_iteration
 from soakq.checkpoint import write_checkpoint
 from soakq.config import RunSpec
 from soakq.errors import TransientStoreError
@@ -35,8 +35,9 @@ from soakq.runner import FinalizeResult, FinalizeStatus
 from soakq.states import RunStatus
 from soakq.store import RunStore
 from workers import names
-from workers.app import artifacts_of, settings_of, store_of
 from workers.beat import gate_for, parse_slot, weekly_run_id, weekly_slot, weekly_spec
+from workers.context import artifacts_of, settings_of, store_of
+from workers.executor import CeleryExecutor, publish, send_start
 from workers.lease import KEEPER
 
 log = logging.getLogger(__name__)
@@ -71,32 +72,13 @@ _RETRY_CAP_S = 2.0
 LIVE_MARGIN_S = 30.0  # the live step's time limit: window + report timeout + this
 
 
-def publish(app: Any, store: RunStore, run_id: str) -> None:
-    """Write the whole run directory from the store (same bytes every time), then say so in
-    the record (``published``, which RUN.json leaves out) for whoever waits on the files.
-    A weekly run that ended without a release gate gets its failed gate here, when it ends."""
-    record = store.get_record(run_id)
-    if record is None:
-        return
-    status = RunStatus(record["status"])
-    weekly = record.get("runtime", {}).get("execution") == "weekly"
-    if status.terminal and weekly and store.get_extra(run_id, "release_gate") is None:
-        store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
-    export_run(store, run_id, artifacts_of(app))
-    published = {"at": runner.iso(time.time()), "status": record["status"]}
-    if status.terminal:
-        store.note_published(run_id, published)
-    else:
-        store.update_record(run_id, {"published": published})
-
-
 @shared_task(name=names.ITERATION_START, max_retries=8, **IDEMPOTENT)
 def start(self: Task, run_id: str, iteration: int, attempt: int = 0) -> str:
     """Send the chord of ``iteration`` unless the run moved on or ended."""
     store, ws = store_of(self.app), settings_of(self.app)
     spec, record = runner.load_spec(store, run_id)
     state, _ = store.get_state(run_id)
-    if not RunStatus(record["status"]).accepts_work or state["iteration"] != iteration - 1:
+    if not lifecycle.should_start(record, state, iteration):
         return "skipped"
     with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
         sig = self.app.signature
@@ -192,31 +174,16 @@ def finalize(
 def after_finalize(
     app: Any, store: RunStore, run_id: str, iteration: int, result: FinalizeResult
 ) -> None:
-    """Side effects after a commit; all repeatable, so a duplicate body redoes them safely."""
-    from workers.client import drive_due, drive_successor
-
-    if result.status == FinalizeStatus.OUT_OF_ORDER:
-        log.warning(
-            "run %s: finalize %s arrived out of order; the watchdog re-drives", run_id, iteration
-        )
-        return
+    """The iteration's file (and, embedded, the resume point), then what the life-cycle says
+    comes next (soakq/lifecycle.py); all repeatable, so a duplicate body redoes them safely."""
     if result.status in (FinalizeStatus.COMMITTED, FinalizeStatus.DUPLICATE):
         write_iteration(store, run_id, iteration, artifacts_of(app))
         if getattr(app.conf, "soakq_embedded", False):
             # The resume point, after the file it points back to (docs/resume.md).
             write_checkpoint(store, run_id, artifacts_of(app))
-    now = time.time()
-    if result.status == FinalizeStatus.COMMITTED and not result.completed:
-        assert result.next_iteration is not None and result.next_due_ts is not None
-        drive_successor(app, store, run_id, result.next_iteration, result.next_due_ts, now)
-        return
-    if result.status == FinalizeStatus.DUPLICATE:
-        runner.close_if_finished(store, run_id)  # the first delivery may have died before
-    record = store.get_record(run_id) or {"status": "lost"}
-    if RunStatus(record["status"]).terminal:
-        publish(app, store, run_id)
-    else:
-        drive_due(app, store, now)
+    lifecycle.after_commit(
+        store, CeleryExecutor(app, store), run_id, iteration, result, time.time()
+    )
 
 
 @shared_task(name=names.RUN_PUBLISH, max_retries=8, **IDEMPOTENT)
@@ -235,23 +202,22 @@ def tick(self: Task, every_s: float | None = None) -> dict[str, Any]:
     over the active runs, the artifacts of runs that ended unpublished, and the index entries
     of expired runs. ``every_s``: beat's period for this tick (beat sends it; a tick sent by
     hand falls back to this worker's ``SOAKQ_TICK_INTERVAL_S``)."""
-    from workers.client import TICK_LOCK, drive_due, note_tick, watchdog
-
     app, store, ws = self.app, store_of(self.app), settings_of(self.app)
+    ex = CeleryExecutor(app, store)
     now = time.time()
-    note_tick(store, now, float(every_s or ws.tick_interval_s))
-    sent = drive_due(app, store, now)
+    lifecycle.note_tick(store, now, float(every_s or ws.tick_interval_s))
+    sent = lifecycle.drive_due(store, ex, now)
     owner = f"{self.request.hostname}:{os.getpid()}:{self.request.id}"
-    if not store.try_mutex(TICK_LOCK, owner, int(ws.tick_interval_s * 3000)):
+    if not store.try_mutex(lifecycle.TICK_LOCK, owner, int(ws.tick_interval_s * 3000)):
         return {"sent": len(sent), "watchdog": "busy"}
     try:
-        taken = watchdog(app, store, now)
+        taken = lifecycle.watchdog(store, ex, now)
         published = store.unpublished()
         for run_id in published:
             publish(app, store, run_id)
         pruned = store.prune(now - ws.retention_s)
     finally:
-        store.release_mutex(TICK_LOCK, owner)
+        store.release_mutex(lifecycle.TICK_LOCK, owner)
     return {
         "sent": len(sent),
         "watchdog": [[r, a.kind, a.reason] for r, a in taken],
@@ -263,8 +229,6 @@ def tick(self: Task, every_s: float | None = None) -> dict[str, Any]:
 @shared_task(name=names.WEEKLY_START, max_retries=8, **IDEMPOTENT)
 def weekly_start(self: Task, slot: str | None = None) -> dict[str, Any]:
     """Start this week's soak; the run id is the slot's, so a second fire starts nothing."""
-    from workers.client import send_start
-
     app, store = self.app, store_of(self.app)
     now = time.time()
     when = parse_slot(slot) if slot else weekly_slot(now)

@@ -110,7 +110,7 @@ def submit_distributed(
 ) -> int:
     """Record the run, send the start of iteration 1, print the run id; follow it with ``wait``."""
     from soakq.runner import start_run, start_run_unique
-    from workers.client import send_start
+    from workers.executor import send_start
 
     if spec.live:
         check_live_budget(spec)
@@ -170,8 +170,8 @@ def _not_started(settings: Any, store: Any, run_id: str, exc: BaseException) -> 
 def _lookout(settings: Any, app: Any, store: Any, record: dict[str, Any]) -> Any:
     """What the follower of ``record``'s run watches for: a worker on its queues, beat's tick."""
     from soakq.config import RunSpec
+    from soakq.lifecycle import TICK_HEARTBEAT
     from workers.app import settings_of
-    from workers.client import TICK_HEARTBEAT
     from workers.presence import Lookout, consumers, run_queues
     from workers.store import redacted
 
@@ -263,7 +263,7 @@ def resume_distributed(
     from soakq.jsonio import write_json
     from soakq.runner import close_if_finished, resume_record
     from workers import names
-    from workers.client import send_start
+    from workers.executor import send_start
 
     spec = RunSpec.model_validate(checkpoint.record["spec"])
     if spec.live:
@@ -362,8 +362,8 @@ def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
 def _notes(settings: Any, app: Any, store: Any, record: dict[str, Any]) -> list[str]:
     """`status` of a run that has not ended: nobody consumes its queues, beat does not tick."""
     from soakq.config import RunSpec
+    from soakq.lifecycle import TICK_HEARTBEAT
     from workers.app import settings_of
-    from workers.client import TICK_HEARTBEAT
     from workers.presence import consumers, run_queues, status_notes
 
     spec = RunSpec.model_validate(record["spec"])

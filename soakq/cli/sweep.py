@@ -36,7 +36,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
             str,
             typer.Option(
                 help="Re-measure each run's final overrides, untuned, on these seeds "
-                "(e.g. 101-105) [default: no hold-out]."
+                "(e.g. 101-105) [default: none]."
             ),
         ] = "",
         holdout_iterations: Annotated[

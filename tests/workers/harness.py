@@ -289,7 +289,7 @@ class Cluster:
     # -- runs ----------------------------------------------------------------------------------
     def submit(self, spec: RunSpec) -> str:
         """What `soakq submit` does on Redis: record the run, send the start of iteration 1."""
-        from workers.client import send_start
+        from workers.executor import send_start
 
         now = time.time()
         assert start_run(self.store, spec, now=now, mode="distributed"), spec.run_id

@@ -19,9 +19,9 @@ from soakq_worker_harness import (
 
 from soakq.engine import run_embedded
 from soakq.iteration import measure_symbol
+from soakq.lifecycle import parse_iso
 from soakq.states import RunStatus
 from workers import names
-from workers.client import parse_iso
 
 pytestmark = [pytest.mark.workers, pytest.mark.redis, pytest.mark.slow]
 

@@ -58,7 +58,7 @@ def test_no_worker_submit_wait_says_so_and_exits(redis_server, tmp_path: Path) -
         status, _ = soakq(cluster, "status", run_id)
         assert status.returncode == 0, status.stderr
         assert status.stdout.splitlines() == [
-            f"run {run_id}: queued (0/2 iterations, release gate None); "
+            f"run {run_id}: queued (0/2 iterations, release gate none); "
             "waiting for a worker (none consumes 'soakq')"
         ]
 
@@ -106,7 +106,7 @@ def test_worker_without_beat_a_paced_run_says_no_beat_tick(paced_cluster: Cluste
     status, _ = soakq(paced_cluster, "status", run_id)
     assert status.returncode == 0, status.stderr
     line = status.stdout.strip()
-    assert line.startswith(f"run {run_id}: running (1/3 iterations, release gate None); ")
+    assert line.startswith(f"run {run_id}: running (1/3 iterations, release gate none); ")
     assert "iteration 2 due " in line and line.endswith("; no beat tick for over 3 s")
     _parked.append(run_id)
 

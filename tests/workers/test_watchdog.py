@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from workers.client import Action, watchdog_action
+from soakq.lifecycle import Action, watchdog_action
 
 NOW = 10_000.0
 

@@ -1,0 +1,79 @@
+"""The Celery side of the life-cycle's Executor port (soakq/lifecycle.py, docs/architecture.md):
+an iteration's start goes to the workers by task name, with a deterministic id keyed by
+``(run_id, iteration, attempt)``, and ``publish`` writes a run's directory on this worker."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import Celery
+
+from soakq import lifecycle, runner
+from soakq.artifacts import export_run
+from soakq.states import RunStatus
+from soakq.store import RunStore
+from workers import names
+from workers.beat import gate_for
+from workers.context import artifacts_of, settings_of
+
+
+def timing_of(app: Celery) -> lifecycle.Timing:
+    """The life-cycle clocks of this app's settings. Countdown starts only on Redis: the
+    embedded memory:// worker does not run countdown messages (its driver ticks instead)."""
+    ws = settings_of(app)
+    return lifecycle.Timing(
+        deadline_s=ws.iteration_deadline_s,
+        tick_s=ws.tick_interval_s,
+        countdowns=bool(ws.redis_url),
+        max_redrives=ws.max_redrives,
+        lease_ttl_s=ws.lease_ttl,
+    )
+
+
+class CeleryExecutor:
+    """Starts go to the workers as ``soakq.iteration.start`` messages."""
+
+    def __init__(self, app: Celery, store: RunStore) -> None:
+        self.app = app
+        self.store = store
+        self.timing = timing_of(app)
+
+    def enqueue_start(self, run_id: str, iteration: int, attempt: int, countdown_s: float) -> None:
+        options: dict[str, Any] = {"countdown": countdown_s} if countdown_s > 0 else {}
+        self.app.send_task(
+            names.ITERATION_START,
+            args=[run_id, iteration],
+            kwargs={"attempt": attempt},
+            task_id=names.start_id(run_id, iteration, attempt),
+            **options,
+        )
+
+    def publish(self, run_id: str) -> None:
+        publish(self.app, self.store, run_id)
+
+
+def send_start(
+    app: Celery, store: RunStore, run_id: str, iteration: int, *, now: float, **kw: Any
+) -> None:
+    """``lifecycle.send_start`` through this app's workers (the CLI, beat and tests use it)."""
+    lifecycle.send_start(store, CeleryExecutor(app, store), run_id, iteration, now=now, **kw)
+
+
+def publish(app: Any, store: RunStore, run_id: str) -> None:
+    """Write the whole run directory from the store (same bytes every time), then say so in
+    the record (``published``, which RUN.json leaves out) for whoever waits on the files.
+    A weekly run that ended without a release gate gets its failed gate here, when it ends."""
+    record = store.get_record(run_id)
+    if record is None:
+        return
+    status = RunStatus(record["status"])
+    weekly = record.get("runtime", {}).get("execution") == "weekly"
+    if status.terminal and weekly and store.get_extra(run_id, "release_gate") is None:
+        store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
+    export_run(store, run_id, artifacts_of(app))
+    published = {"at": runner.iso(time.time()), "status": record["status"]}
+    if status.terminal:
+        store.note_published(run_id, published)
+    else:
+        store.update_record(run_id, {"published": published})
