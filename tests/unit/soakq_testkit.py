@@ -36,7 +36,7 @@ GOOD_KPIS: dict[str, Any] = {
     "snipes": 0,
 }
 
-# DESIGN §5: the JSON artifacts of a run directory (PRODUCTION_SNAPSHOT only when frozen).
+# docs/artifacts.md: the JSON artifacts of a run directory (PRODUCTION_SNAPSHOT only when frozen).
 RUN_JSON_FILES = (
     "ITER_SUMMARY_final.json",
     "TUNING_REPORT.json",
@@ -47,7 +47,7 @@ RUN_JSON_FILES = (
 
 
 def contract_hash(obj: Any) -> str:
-    """DESIGN §5 state hash, written out independently of soakq.jsonio."""
+    """The state hash of docs/artifacts.md, written out independently of soakq.jsonio."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -122,8 +122,8 @@ def assert_clean_user_error(result: Any, *needles: str) -> str:
     return lines[0]
 
 
-# DESIGN §4 velocity caps per simulated hour (3 iterations of 20 minutes), written out once.
-DESIGN_VELOCITY_PER_H = {
+# Velocity caps per simulated hour (3 iterations of 20 minutes; docs/parameters.md), written once.
+DOC_VELOCITY_PER_H = {
     "base_spread_bps_delta": 0.10,
     "min_interval_ms": 30,
     "replace_rate_per_min": 60,

@@ -1,4 +1,4 @@
-"""Applying deltas: relative, clamped, rounded, known keys only; idempotent (DESIGN §2, §5)."""
+"""Applying deltas: relative, clamped, rounded, known keys only; idempotent (docs/parameters.md)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ from soakq.metrics.book.metrics import markouts, weighted_quantile
 from soakq.params import PARAMS
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-# The profiles (docs/tuner.md), spelled out so these tests depend on the simulator alone.
+# The profiles (docs/parameters.md), spelled out so these tests depend on the simulator alone.
 STEADY_SAFE = {
     "base_spread_bps_delta": 0.15,
     "min_interval_ms": 75,

@@ -1,4 +1,4 @@
-"""The command line (DESIGN §7): real console script end to end, exit codes, bad input."""
+"""The command line (docs/cli.md): real console script end to end, exit codes, bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""compose.yaml and ops/: valid Compose, and shaped the way DESIGN §6 and the runbook say.
+"""compose.yaml and ops/: valid Compose, and shaped the way docs/runbook.md says.
 
 Validation, strongest available first:
 - ``docker compose config`` when the Compose plugin is installed (skipped otherwise: it is not
@@ -250,7 +250,7 @@ def test_dockerfile_installs_the_package_as_a_non_root_user():
 
 
 def test_runbook_covers_operations():
-    text = (OPS / "RUNBOOK.md").read_text()
+    text = (REPO / "docs" / "runbook.md").read_text()
     for needle in [
         "docker compose up -d --scale worker=4",
         "soakq status",

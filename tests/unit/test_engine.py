@@ -1,4 +1,7 @@
-"""Whole embedded runs: determinism, state hash, apply invariants, hard/soft gate (DESIGN §4-5)."""
+"""Whole embedded runs: determinism, state hash, apply invariants, hard/soft gate.
+
+The facts pinned here are documented in docs/tuner.md and docs/artifacts.md.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 
 import pytest
 from soakq_testkit import (
-    DESIGN_VELOCITY_PER_H,
+    DOC_VELOCITY_PER_H,
     GOOD_KPIS,
     RUN_JSON_FILES,
     artifact_paths,
@@ -27,7 +30,7 @@ from soakq.params import KEYS, PARAMS
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
-VELOCITY_CAP = DESIGN_VELOCITY_PER_H
+VELOCITY_CAP = DOC_VELOCITY_PER_H
 
 
 def comparable(run_dir: Path) -> dict[str, str]:

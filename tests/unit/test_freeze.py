@@ -1,4 +1,7 @@
-"""Freeze: 3 stable iterations freeze the overrides; a FAIL unfreezes; snapshots (DESIGN §4)."""
+"""Freeze: 3 stable iterations freeze the overrides; a FAIL unfreezes; snapshots.
+
+Documented in docs/tuner.md ("Freeze") and docs/artifacts.md (PRODUCTION_SNAPSHOT.json).
+"""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from soakq_testkit import DESIGN_VELOCITY_PER_H, PROPERTY
+from soakq_testkit import DOC_VELOCITY_PER_H, PROPERTY
 
 from soakq.apply import apply_deltas
 from soakq.guards import (
@@ -33,7 +33,7 @@ from soakq.profiles import load_profile
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 MIN_PER_ITER = 20.0  # the simulator's clock: 3 iterations = one hour
-CAP = DESIGN_VELOCITY_PER_H
+CAP = DOC_VELOCITY_PER_H
 HALF = {k: v / 2 for k, v in CAP.items()}
 
 

@@ -472,7 +472,7 @@ def test_doc_shape() -> None:
     } <= set(doc["summary"])
 
 
-# --- aggregation (DESIGN §3) ----------------------------------------------------------------
+# --- aggregation (docs/kpis.md) -----------------------------------------------------------------
 
 
 def test_aggregate_fill_weighted_max_and_sum() -> None:

@@ -1,4 +1,4 @@
-"""The one JSON writer: canonical, strict, atomic (DESIGN §5)."""
+"""The one JSON writer: canonical, strict, atomic (docs/artifacts.md)."""
 
 from __future__ import annotations
 

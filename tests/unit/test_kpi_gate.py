@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 
 LEVELS = kpi_gate_levels()
 # The contract's table: metric -> (direction, soft, hard); ">=" means higher is better.
-DESIGN = {
+DOC_LEVELS = {
     "net_bps": (">=", 2.7, 2.0),
     "risk_ratio": ("<=", 0.40, 0.50),
     "maker_taker_ratio": (">=", 0.90, 0.85),
@@ -79,7 +79,7 @@ def test_results_and_reasons_are_immutable() -> None:
 
 
 def test_table_is_the_design_table() -> None:
-    assert {lv.metric: (lv.op, lv.soft, lv.hard) for lv in LEVELS} == DESIGN
+    assert {lv.metric: (lv.op, lv.soft, lv.hard) for lv in LEVELS} == DOC_LEVELS
 
 
 def test_good_kpis_are_ok() -> None:
@@ -92,7 +92,7 @@ def test_good_kpis_are_ok() -> None:
 def _cases() -> list[tuple[str, float, Verdict]]:
     """At the soft bound OK; just past it WARN; at the hard bound WARN; past it FAIL."""
     rows = []
-    for metric, (op, soft, hard) in DESIGN.items():
+    for metric, (op, soft, hard) in DOC_LEVELS.items():
         worse = -1 if op == ">=" else 1  # direction in which the metric gets worse
         eps = 0.001
         rows += [
@@ -112,7 +112,7 @@ def test_bounds_table(metric: str, value: float, verdict: Verdict) -> None:
     if verdict == Verdict.OK:
         assert result.reasons == ()
         return
-    op, soft, hard = DESIGN[metric]
+    op, soft, hard = DOC_LEVELS[metric]
     level = ReasonLevel.HARD if verdict == Verdict.FAIL else ReasonLevel.SOFT
     bound = hard if verdict == Verdict.FAIL else soft
     broken = "<" if op == ">=" else ">"
@@ -135,7 +135,7 @@ def test_exact_reason_texts() -> None:
     assert judge(p95_latency_ms=401).texts == ("p95_latency_ms 401 > 400 (hard)",)
 
 
-@pytest.mark.parametrize("metric", sorted(DESIGN))
+@pytest.mark.parametrize("metric", sorted(DOC_LEVELS))
 @pytest.mark.parametrize(
     ("bad", "phrase"),
     [
@@ -297,7 +297,7 @@ def test_unknown_required_metric_needs_a_finite_number() -> None:
 
 
 def test_absent_key_fails_closed() -> None:
-    for metric in DESIGN:
+    for metric in DOC_LEVELS:
         summary = {k: v for k, v in GOOD_KPIS.items() if k != metric}
         result = kpi_gate(summary, LEVELS)
         assert result.verdict == Verdict.FAIL
@@ -319,7 +319,7 @@ def test_fail_keeps_warn_reasons_fails_first_then_by_metric() -> None:
 def test_empty_summary_fails_every_metric() -> None:
     result = kpi_gate({}, LEVELS)
     assert result.verdict == Verdict.FAIL
-    assert sorted(r.metric or "" for r in result.reasons) == sorted([*DESIGN, "fills"])
+    assert sorted(r.metric or "" for r in result.reasons) == sorted([*DOC_LEVELS, "fills"])
 
 
 # --- reasons as values ----------------------------------------------------------------------
@@ -470,7 +470,7 @@ def _in_range(metric: str, v: float) -> bool:
 def _oracle(summary: dict[str, Any]) -> Verdict:
     """Any unusable value or hard breach FAILs, else any soft breach WARNs."""
     worst = Verdict.OK
-    for metric, (op, soft, hard) in DESIGN.items():
+    for metric, (op, soft, hard) in DOC_LEVELS.items():
         v = summary.get(metric)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return Verdict.FAIL
@@ -490,7 +490,7 @@ metric_value = st.one_of(
 
 
 @PROPERTY
-@given(st.fixed_dictionaries({m: metric_value for m in DESIGN}))
+@given(st.fixed_dictionaries({m: metric_value for m in DOC_LEVELS}))
 def test_verdict_matches_design(summary: dict[str, Any]) -> None:
     result = kpi_gate({**summary, "fills": 100}, LEVELS)
     assert result.verdict == _oracle(summary)

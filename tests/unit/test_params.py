@@ -1,4 +1,4 @@
-"""The parameter table (DESIGN §2) and the one formula that changes a value."""
+"""The parameter table (docs/parameters.md) and the one formula that changes a value."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from soakq_testkit import DESIGN_VELOCITY_PER_H, PROPERTY
+from soakq_testkit import DOC_VELOCITY_PER_H, PROPERTY
 
 from soakq.errors import ConfigError
 from soakq.params import KEYS, PARAMS, apply_delta, validate_overrides, validate_value
@@ -15,8 +15,8 @@ from soakq.profiles import load_profile, profile_names
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
-# DESIGN §2, written out again: key -> (lo, hi, precision).
-DESIGN_BOUNDS = {
+# docs/parameters.md, written out again: key -> (lo, hi, precision).
+DOC_BOUNDS = {
     "base_spread_bps_delta": (0.0, 0.6, 4),
     "min_interval_ms": (50, 300, 0),
     "replace_rate_per_min": (120, 360, 0),
@@ -24,9 +24,9 @@ DESIGN_BOUNDS = {
     "impact_cap_ratio": (0.04, 0.12, 4),
     "max_delta_ratio": (0.10, 0.20, 4),
 }
-DESIGN_VELOCITY = DESIGN_VELOCITY_PER_H
-# DESIGN §2 profile table: spread, min_interval, replace_rate, tail_age, impact_cap, max_delta.
-DESIGN_PROFILES = {
+DOC_VELOCITY = DOC_VELOCITY_PER_H
+# docs/parameters.md profiles: spread, min_interval, replace_rate, tail_age, impact_cap, max_delta.
+DOC_PROFILES = {
     "default": (0.14, 65, 280, 620, 0.09, 0.14),
     "steady_safe": (0.15, 75, 250, 740, 0.08, 0.15),
     "ultra_safe": (0.16, 80, 220, 700, 0.08, 0.12),
@@ -43,21 +43,21 @@ ORDER = (
 
 
 def spec_formula(key: str, old: float, delta: float) -> float:
-    """``round(clamp(old + delta, lo, hi), precision)`` straight from DESIGN §2."""
-    lo, hi, prec = DESIGN_BOUNDS[key]
+    """``round(clamp(old + delta, lo, hi), precision)`` straight from docs/parameters.md."""
+    lo, hi, prec = DOC_BOUNDS[key]
     return round(min(max(old + delta, lo), hi), prec)
 
 
 def test_schema_is_the_design_table() -> None:
-    assert set(KEYS) == set(DESIGN_BOUNDS)
-    for key, (lo, hi, prec) in DESIGN_BOUNDS.items():
+    assert set(KEYS) == set(DOC_BOUNDS)
+    for key, (lo, hi, prec) in DOC_BOUNDS.items():
         p = PARAMS[key]
         assert (p.lo, p.hi, p.precision) == (lo, hi, prec), key
-        assert p.velocity_per_h == DESIGN_VELOCITY[key], key
+        assert p.velocity_per_h == DOC_VELOCITY[key], key
 
 
 def test_safe_directions() -> None:
-    """Safety (DESIGN §4): wider spread, lower impact cap, longer min_interval."""
+    """Safety (docs/parameters.md): wider spread, lower impact cap, longer min_interval."""
     assert PARAMS["base_spread_bps_delta"].is_safe_move(0.01)
     assert not PARAMS["base_spread_bps_delta"].is_safe_move(-0.01)
     assert PARAMS["min_interval_ms"].is_safe_move(5)
@@ -68,16 +68,16 @@ def test_safe_directions() -> None:
         assert not PARAMS[key].is_safe_move(1) and not PARAMS[key].is_safe_move(-1)
 
 
-@pytest.mark.parametrize("name", sorted(DESIGN_PROFILES))
+@pytest.mark.parametrize("name", sorted(DOC_PROFILES))
 def test_profiles_are_the_design_table(name: str) -> None:
     prof = load_profile(name)
-    assert prof.overrides == dict(zip(ORDER, DESIGN_PROFILES[name], strict=True))
+    assert prof.overrides == dict(zip(ORDER, DOC_PROFILES[name], strict=True))
     for key, value in prof.overrides.items():
-        assert isinstance(value, int) == (DESIGN_BOUNDS[key][2] == 0), key
+        assert isinstance(value, int) == (DOC_BOUNDS[key][2] == 0), key
 
 
 def test_profile_names() -> None:
-    assert set(profile_names()) == set(DESIGN_PROFILES)
+    assert set(profile_names()) == set(DOC_PROFILES)
 
 
 @pytest.mark.parametrize(
@@ -102,13 +102,13 @@ def test_apply_delta_table(key: str, old: float, delta: float, new: float, clamp
     value, was_clamped = apply_delta(key, old, delta)
     assert value == new
     assert was_clamped is clamped
-    assert type(value) is (int if DESIGN_BOUNDS[key][2] == 0 else float)
+    assert type(value) is (int if DOC_BOUNDS[key][2] == 0 else float)
 
 
 @st.composite
 def key_old_delta(draw: st.DrawFn) -> tuple[str, float, float]:
-    key = draw(st.sampled_from(sorted(DESIGN_BOUNDS)))
-    lo, hi, prec = DESIGN_BOUNDS[key]
+    key = draw(st.sampled_from(sorted(DOC_BOUNDS)))
+    lo, hi, prec = DOC_BOUNDS[key]
     if prec == 0:
         old = draw(st.integers(int(lo), int(hi)))
         delta = draw(st.integers(-int(hi), int(hi)))
@@ -122,7 +122,7 @@ def key_old_delta(draw: st.DrawFn) -> tuple[str, float, float]:
 @given(key_old_delta())
 def test_apply_delta_is_the_formula(case: tuple[str, float, float]) -> None:
     key, old, delta = case
-    lo, hi, prec = DESIGN_BOUNDS[key]
+    lo, hi, prec = DOC_BOUNDS[key]
     value, _ = apply_delta(key, old, delta)
     assert value == spec_formula(key, old, delta)
     assert lo <= value <= hi
@@ -191,7 +191,7 @@ def test_negative_zero_normalizes_to_zero() -> None:
     assert PARAMS["min_interval_ms"].normalize(-0.0) == 0
 
 
-# The whole table, every field, as the docs state it (docs/tuner.md):
+# The whole table, every field, as the docs state it (docs/parameters.md):
 # key -> (unit, meaning, min step, safe sign).
 TABLE = {
     "base_spread_bps_delta": ("bp", "extra quoted half-spread on top of the base", 0.001, +1),

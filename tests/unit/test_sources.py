@@ -168,7 +168,7 @@ def test_run_stops_when_one_symbol_lacks_its_entry(clean_env: Path) -> None:
 
 @pytest.mark.parametrize("key", KPI_KEYS)
 def test_report_missing_a_kpi_fails_closed(clean_env: Path, key: str) -> None:
-    """Every KPI of DESIGN §3 is required: a report without one is a FAIL naming it."""
+    """Every required KPI (docs/kpis.md) is required: a report without one is a FAIL naming it."""
     reports = {1: {k: v for k, v in GOOD_KPIS.items() if k != key}}
     record, run_dir = run_spec(file_spec(clean_env, reports, 1), clean_env / "art")
     s = iteration_docs(run_dir)[0]["summary"]

@@ -1,4 +1,4 @@
-"""Distributed runs on two real worker processes give the embedded run's bytes (DESIGN §5, §6)."""
+"""Distributed runs on two real workers give the embedded run's bytes (docs/artifacts.md)."""
 
 from __future__ import annotations
 
