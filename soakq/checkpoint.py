@@ -167,9 +167,13 @@ def local_run(artifacts_root: str | os.PathLike[str], run_json: dict[str, Any]) 
     config = run_json.get("config") or {}
     planned = int(config.get("iterations", outcome.get("iterations_planned", 0)))
     completed = int(outcome.get("iterations_completed", 0))
-    if (directory / CHECKPOINT).exists():
+    if (directory / CHECKPOINT).exists() and not RunStatus(status).terminal:
+        # RUN.json is rewritten at the start and the end; the checkpoint after every commit.
         with contextlib.suppress(InputError):
-            completed = read_checkpoint(directory).iteration
+            cp = read_checkpoint(directory)
+            completed = cp.iteration
+            if status != RunStatus.INTERRUPTED:
+                status = str(cp.record.get("status", status))
     embedded = (run_json.get("runtime") or {}).get("execution") == "embedded"
     waiting = status in (RunStatus.QUEUED, RunStatus.RUNNING)
     if embedded and waiting and not is_running(artifacts_root, run_id):

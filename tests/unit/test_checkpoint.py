@@ -162,3 +162,28 @@ def test_local_run_calls_an_abandoned_embedded_run_interrupted(tmp_path: Path) -
     }
     (d / "CHECKPOINT.json").unlink()
     assert local_run(tmp_path, done) == type(view)("succeeded", 12, 12, "PASSED")
+
+
+def test_local_run_reads_a_running_run_from_its_checkpoint(tmp_path: Path) -> None:
+    d = _dir(tmp_path)
+    doc = {
+        "config": {"iterations": 12},
+        "outcome": {},
+        "run_id": RUN,
+        "runtime": {"execution": "embedded"},
+        "status": "queued",  # as RUN.json says from the start until the end
+    }
+    write_json(
+        d / "CHECKPOINT.json",
+        {"format": 1, "record": {"status": "running"}, "state": {"iteration": 4}, "version": 4},
+    )
+    lock = RunLock(tmp_path, RUN)
+    assert lock.acquire()
+    try:
+        view = local_run(tmp_path, doc)
+        assert (view.status, view.completed) == ("running", 4)
+    finally:
+        lock.release()
+    assert local_run(tmp_path, doc).status == "interrupted"
+    stopped = {**doc, "status": "interrupted"}
+    assert local_run(tmp_path, stopped).status == "interrupted"
