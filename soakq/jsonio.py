@@ -65,8 +65,13 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Atomically replace ``path`` with ``data``."""
+    """Atomically replace ``path`` with ``data``. A file that already holds exactly ``data`` is
+    left alone (every file here was written this way, so it is complete and synced): re-exporting
+    a run rewrites only what changed."""
     target = Path(path)
+    with contextlib.suppress(OSError):
+        if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
+            return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

@@ -57,20 +57,27 @@ def load_spec(store: RunStore, run_id: str) -> tuple[RunSpec, dict[str, Any]]:
     return RunSpec.model_validate(record["spec"]), record
 
 
-def new_record(spec: RunSpec, *, now: float, mode: str) -> dict[str, Any]:
+def new_record(spec: RunSpec, *, now: float, mode: str, report: bool = True) -> dict[str, Any]:
+    """A queued run's record. ``report=False``: its directory gets no trend report (a sweep's
+    runs: hundreds of them; ``soakq report DIR`` draws one on demand)."""
+    runtime: dict[str, Any] = {"execution": mode, "submitted_at": iso(now)}
+    if not report:
+        runtime["report"] = False
     return {
         "outcome": {},
         "run_id": spec.run_id,
-        "runtime": {"execution": mode, "submitted_at": iso(now)},
+        "runtime": runtime,
         "spec": spec.as_json(),
         "status": str(RunStatus.QUEUED),
     }
 
 
-def start_run(store: RunStore, spec: RunSpec, *, now: float, mode: str) -> bool:
+def start_run(
+    store: RunStore, spec: RunSpec, *, now: float, mode: str, report: bool = True
+) -> bool:
     """Record the run and schedule iteration 1 now. False if the run id already exists."""
     created = store.create_run(
-        spec.run_id, new_record(spec, now=now, mode=mode), initial_state(spec)
+        spec.run_id, new_record(spec, now=now, mode=mode, report=report), initial_state(spec)
     )
     if created:
         store.schedule(spec.run_id, 1, now)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from kombu import Queue
 from pydantic import Field, ValidationError, model_validator
 
 from soakq.errors import ConfigError
 from soakq.settings import Settings
+from workers import names
 
 #: kombu/Celery retry policy: one immediate reconnect, nothing more (see celery_config).
 _ONE_RECONNECT = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
@@ -100,7 +102,7 @@ def celery_config(ws: WorkerSettings) -> dict[str, Any]:
         "task_reject_on_worker_lost": False,
         "task_time_limit": ws.task_time_limit_s,
         "task_soft_time_limit": ws.task_soft_time_limit_s,
-        "task_default_queue": "soakq",
+        "task_default_queue": names.DEFAULT_QUEUE,
         "result_expires": ws.result_expires_s,
         "result_chord_join_timeout": 30.0,
         "broker_connection_retry_on_startup": True,
@@ -134,7 +136,13 @@ def celery_config(ws: WorkerSettings) -> dict[str, Any]:
             "socket_keepalive": True,
             "unacked_restore_interval": ws.unacked_restore_interval_s,
             "unacked_restore_throttle": 1,
+            # Poll the queues in name order: "soakq" (iteration work) before "soakq.report".
+            "queue_order_strategy": "sorted",
         },
+        # A worker started without -Q consumes both; the report queue takes the trend reports
+        # off the iteration path (docs/architecture.md, "Throughput").
+        task_queues=(Queue(names.DEFAULT_QUEUE), Queue(names.REPORT_QUEUE)),
+        task_routes={names.RUN_REPORT: {"queue": names.REPORT_QUEUE}},
         # One retry layer: the task's (autoretry on TransientStoreError, workers.tasks). Below
         # it, a dropped connection is re-opened once and a timeout is not retried, so a task
         # on an unresponsive Redis fails within a few socket timeouts, far inside its limit.

@@ -60,6 +60,7 @@ class EmbeddedWorker:
         # The memory transport's queues are process-wide: keep ours apart from any other app.
         self.queue = f"soakq.embedded.{os.getpid()}.{id(self)}"
         self.app.conf.task_default_queue = self.queue
+        self.app.conf.task_routes = {names.RUN_REPORT: {"queue": self.queue}}
         self.app.conf.soakq_embedded = True  # live steps stay on this worker's own queue
         self._mu = threading.Lock()  # one run at a time
         self._cv = threading.Condition()
@@ -284,9 +285,10 @@ class EmbeddedWorker:
                     progress(shown, doc)
             record = store.get_record(spec.run_id)
             assert record is not None
-            # Whatever ends a run publishes its directory in the same task, so once the run is
-            # over (read first) and no task is running (read second), the directory is complete.
-            if RunStatus(record["status"]).terminal:
+            # Whatever ends a run publishes its directory, and the report task marks it
+            # published: once that mark is read and no task is running, the directory is complete.
+            published = (record.get("published") or {}).get("status") == record["status"]
+            if RunStatus(record["status"]).terminal and published:
                 with self._cv:
                     if self._running == 0:
                         return record, run_dir(root, spec.run_id)

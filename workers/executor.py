@@ -5,12 +5,13 @@ an iteration's start goes to the workers by task name, with a deterministic id k
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
 
 from soakq import lifecycle, runner
-from soakq.artifacts import export_run
+from soakq.artifacts import export_run, run_dir
 from soakq.states import RunStatus
 from soakq.store import RunStore
 from workers import names
@@ -32,14 +33,22 @@ def timing_of(app: Celery) -> lifecycle.Timing:
 
 
 class CeleryExecutor:
-    """Starts go to the workers as ``soakq.iteration.start`` messages."""
+    """Starts go to the workers as ``soakq.iteration.start`` messages. ``inline``: inside a
+    worker task (the chord body), a start due now sends its chord from here instead of through
+    a start message: one hop less per iteration (``launch``)."""
 
-    def __init__(self, app: Celery, store: RunStore) -> None:
+    def __init__(self, app: Celery, store: RunStore, *, inline: bool = False) -> None:
         self.app = app
         self.store = store
         self.timing = timing_of(app)
+        self.inline = inline
 
     def enqueue_start(self, run_id: str, iteration: int, attempt: int, countdown_s: float) -> None:
+        if self.inline and countdown_s <= 0:
+            from workers.tasks import launch
+
+            launch(self.app, self.store, run_id, iteration, attempt)
+            return
         options: dict[str, Any] = {"countdown": countdown_s} if countdown_s > 0 else {}
         self.app.send_task(
             names.ITERATION_START,
@@ -61,9 +70,11 @@ def send_start(
 
 
 def publish(app: Any, store: RunStore, run_id: str) -> None:
-    """Write the whole run directory from the store (same bytes every time), then say so in
-    the record (``published``, which RUN.json leaves out) for whoever waits on the files.
-    A weekly run that ended without a release gate gets its failed gate here, when it ends."""
+    """Write the run directory from the store (same bytes every time), all but the trend report,
+    which the ``soakq.run.report`` task renders from the report queue, off the iteration path;
+    that task then says so in the record (``published``, which RUN.json leaves out) for whoever
+    waits on the files. A weekly run that ended without a release gate gets its failed gate
+    here, when it ends."""
     record = store.get_record(run_id)
     if record is None:
         return
@@ -71,9 +82,30 @@ def publish(app: Any, store: RunStore, run_id: str) -> None:
     weekly = record.get("runtime", {}).get("execution") == "weekly"
     if status.terminal and weekly and store.get_extra(run_id, "release_gate") is None:
         store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
-    export_run(store, run_id, artifacts_of(app))
-    published = {"at": runner.iso(time.time()), "status": record["status"]}
-    if status.terminal:
+    export_run(store, run_id, artifacts_of(app), report=False)
+    if record.get("runtime", {}).get("report", True) and store.get_iteration(run_id, 1):
+        app.send_task(names.RUN_REPORT, args=[run_id, record["status"]])
+    else:
+        note_published(store, run_id, record["status"])
+
+
+def render_report(app: Any, store: RunStore, run_id: str, status: str) -> None:
+    """The trend report of the run's directory (the ``soakq.run.report`` task), then the
+    ``published`` mark for ``status``."""
+    from soakq.report import write_report
+
+    record = store.get_record(run_id)
+    if record is None:
+        return
+    docs: list[Mapping[str, Any]] = [*store.iterations(run_id)]
+    if docs:
+        write_report(run_dir(artifacts_of(app), run_id), docs, record)
+    note_published(store, run_id, status)
+
+
+def note_published(store: RunStore, run_id: str, status: str) -> None:
+    published = {"at": runner.iso(time.time()), "status": status}
+    if RunStatus(status).terminal:
         store.note_published(run_id, published)
     else:
         store.update_record(run_id, {"published": published})

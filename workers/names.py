@@ -10,6 +10,7 @@ SCHEDULE_TICK = "soakq.schedule.tick"
 WEEKLY_START = "soakq.weekly.start"
 RELEASE_GATE_CHECK = "soakq.release_gate.check"
 RUN_PUBLISH = "soakq.run.publish"
+RUN_REPORT = "soakq.run.report"
 BENCH_NOOP = "soakq.bench.noop"
 
 ALL = (
@@ -21,8 +22,14 @@ ALL = (
     WEEKLY_START,
     RELEASE_GATE_CHECK,
     RUN_PUBLISH,
+    RUN_REPORT,
     BENCH_NOOP,
 )
+
+#: The queue of iteration work, and the one trend reports are rendered from. Workers consume
+#: both, iteration work first (docs/architecture.md, "Throughput").
+DEFAULT_QUEUE = "soakq"
+REPORT_QUEUE = "soakq.report"
 
 
 def start_id(run_id: str, iteration: int, attempt: int) -> str:

@@ -30,7 +30,7 @@ class RedisSubmitter(Submitter):
     def submit(self, spec: RunSpec) -> None:
         now = time.time()
         run_id = spec.run_id
-        if not start_run(self.store, spec, now=now, mode="distributed"):
+        if not start_run(self.store, spec, now=now, mode="distributed", report=False):
             record = self.store.get_record(run_id) or {}
             if record.get("spec") != spec.as_json():
                 raise ConfigError(

@@ -37,7 +37,7 @@ from soakq.store import RunStore
 from workers import names
 from workers.beat import gate_for, parse_slot, weekly_run_id, weekly_slot, weekly_spec
 from workers.context import artifacts_of, settings_of, store_of
-from workers.executor import CeleryExecutor, publish, send_start
+from workers.executor import CeleryExecutor, publish, render_report, send_start
 from workers.lease import KEEPER
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,19 @@ LIVE_MARGIN_S = 30.0  # the live step's time limit: window + report timeout + th
 @shared_task(name=names.ITERATION_START, max_retries=8, **IDEMPOTENT)
 def start(self: Task, run_id: str, iteration: int, attempt: int = 0) -> str:
     """Send the chord of ``iteration`` unless the run moved on or ended."""
-    store, ws = store_of(self.app), settings_of(self.app)
+    return launch(self.app, store_of(self.app), run_id, iteration, attempt)
+
+
+def launch(app: Any, store: RunStore, run_id: str, iteration: int, attempt: int) -> str:
+    """The start of ``iteration`` (attempt ``attempt``): send its chord, unless the run moved on
+    or ended. Run by the start task, or inline by the previous chord body (CeleryExecutor)."""
+    ws = settings_of(app)
     spec, record = runner.load_spec(store, run_id)
     state, _ = store.get_state(run_id)
     if not lifecycle.should_start(record, state, iteration):
         return "skipped"
     with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
-        sig = self.app.signature
+        sig = app.signature
         if spec.live:
             # One task writes the handshake and reads the bot's one report for every symbol; it
             # runs on the bot's queue, served by a worker on the host that sees the bot directory.
@@ -90,7 +96,7 @@ def start(self: Task, run_id: str, iteration: int, attempt: int = 0) -> str:
                     names.LIVE_MEASURE,
                     args=(run_id, iteration),
                     task_id=names.live_measure_id(run_id, iteration, attempt),
-                    **live_options(self.app, spec),
+                    **live_options(app, spec),
                 )
             ]
         else:
@@ -181,9 +187,15 @@ def after_finalize(
         if getattr(app.conf, "soakq_embedded", False):
             # The resume point, after the file it points back to (docs/resume.md).
             write_checkpoint(store, run_id, artifacts_of(app))
-    lifecycle.after_commit(
-        store, CeleryExecutor(app, store), run_id, iteration, result, time.time()
-    )
+    ex = CeleryExecutor(app, store, inline=True)
+    lifecycle.after_commit(store, ex, run_id, iteration, result, time.time())
+
+
+@shared_task(name=names.RUN_REPORT, max_retries=8, **IDEMPOTENT)
+def report_run(self: Task, run_id: str, status: str) -> str:
+    """Render a run's trend report (from the report queue), then mark its directory published."""
+    render_report(self.app, store_of(self.app), run_id, status)
+    return "rendered"
 
 
 @shared_task(name=names.RUN_PUBLISH, max_retries=8, **IDEMPOTENT)
