@@ -100,10 +100,14 @@ def launch(app: Any, store: RunStore, run_id: str, iteration: int, attempt: int)
                 )
             ]
         else:
+            # The spec and the overrides in force travel with the message: they cannot change
+            # before this iteration commits, and the measure then reads nothing from Redis.
+            given = {"spec": spec.as_json(), "overrides": state["overrides"]}
             steps = [
                 sig(
                     names.METRICS_MEASURE,
                     args=(run_id, iteration, s),
+                    kwargs=given,
                     task_id=names.measure_id(run_id, iteration, attempt, s),
                 )
                 for s in spec.symbols
@@ -117,13 +121,24 @@ def launch(app: Any, store: RunStore, run_id: str, iteration: int, attempt: int)
 
 
 @shared_task(name=names.METRICS_MEASURE, max_retries=8, **IDEMPOTENT)
-def measure(self: Task, run_id: str, iteration: int, symbol: str) -> dict[str, Any]:
-    """One symbol's metrics under the overrides the run has now (after ``iteration - 1``)."""
-    store, ws = store_of(self.app), settings_of(self.app)
-    spec, _ = runner.load_spec(store, run_id)
-    state, _ = store.get_state(run_id)
-    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
-        return measure_symbol(spec, iteration, symbol, state["overrides"])
+def measure(
+    self: Task,
+    run_id: str,
+    iteration: int,
+    symbol: str,
+    spec: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One symbol's metrics under the overrides the run has after ``iteration - 1``: given by
+    the start that sent this step (read from the store for a message that carries none). A
+    simulated step takes milliseconds and holds no lease; the start and the commit do."""
+    if spec is None or overrides is None:
+        store = store_of(self.app)
+        run_spec, _ = runner.load_spec(store, run_id)
+        overrides = store.get_state(run_id)[0]["overrides"]
+    else:
+        run_spec = RunSpec.model_validate(spec)
+    return measure_symbol(run_spec, iteration, symbol, overrides)
 
 
 def live_options(app: Any, spec: RunSpec) -> dict[str, Any]:
