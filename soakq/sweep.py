@@ -165,7 +165,7 @@ class PlannedRun:
     mode: str
     arm: str
     seed: int
-    holdout_of: str | None = None
+    holdout_of: str | None = None  # a hold-out run: the hash of the configuration it measures
 
     @property
     def run_id(self) -> str:
@@ -293,15 +293,20 @@ class Plan:
         return out
 
     def holdouts(self, run: PlannedRun, facts: RunFacts) -> list[PlannedRun]:
-        """The hold-out runs of an arm run: its final overrides, untuned, on each hold-out seed."""
+        """The hold-out runs of an arm run: its final overrides, untuned, on each hold-out seed.
+        They are named by the configuration (``<sweep>.<profile>.<mode>.<arm>.c<hash>.h<seed>``),
+        so arm runs that end on the same overrides share them: a configuration on a seed is one
+        deterministic run, measured once and counted once."""
         if run.holdout_of is not None:
             return []
         arm = next(a for a in self.config.arms if a.label(run.profile) == run.arm)
-        sets = [f"{k}={fmt(k, facts.final_overrides[k])}" for k in KEYS]
+        final = {k: facts.final_overrides[k] for k in KEYS}
+        sets = [f"{k}={fmt(k, final[k])}" for k in KEYS]
+        config = sha256_of(final)[:10]
         out = []
         for seed in self.config.holdout_seeds:
             spec = self._spec(
-                f"{run.run_id}.h{seed}",
+                f"{self.sweep_id}.{run.profile}.{run.mode}.{run.arm}.c{config}.h{seed}",
                 arm.profile_for(run.profile),
                 run.mode,
                 seed,
@@ -310,11 +315,12 @@ class Plan:
                 auto_tune=False,
                 sets=sets,
             )
-            out.append(PlannedRun(spec, run.profile, run.mode, run.arm, seed, run.run_id))
+            out.append(PlannedRun(spec, run.profile, run.mode, run.arm, seed, config))
         return out
 
     @property
     def total_runs(self) -> int:
+        """At most this many runs (fewer when arm runs end on the same overrides)."""
         return len(self.arm_runs()) * (1 + len(self.config.holdout_seeds))
 
 
@@ -335,7 +341,9 @@ def execute(
     *,
     progress: Callable[[PlannedRun, RunFacts, int, int], None] | None = None,
 ) -> dict[str, RunFacts]:
-    """Run every arm run, then each one's hold-outs as soon as it ends; the facts by run id."""
+    """Run every arm run, then each one's hold-outs as soon as it ends (a configuration already
+    planned is not run again); the facts by run id. ``progress`` gets (run, facts, done, total),
+    total shrinking as shared hold-outs are found."""
     planned = {r.run_id: r for r in plan.arm_runs()}
     total = plan.total_runs
     for run in planned.values():
@@ -350,6 +358,9 @@ def execute(
         if progress is not None:
             progress(run, f, len(facts), total)
         for h in plan.holdouts(run, f):
+            if h.run_id in planned:
+                total -= 1
+                continue
             planned[h.run_id] = h
             submitter.submit(h.spec)
             pending += 1
@@ -379,6 +390,16 @@ def mcnemar_exact(a_passed: Sequence[bool], b_passed: Sequence[bool]) -> float:
     if a_only + b_only == 0:
         return 1.0
     return _r(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
+
+
+def fisher_p(a_passed: int, a_runs: int, b_passed: int, b_runs: int) -> float | None:
+    """Two-sided Fisher exact test (scipy ``fisher_exact``) of two independent pass counts: the
+    hold-out runs of the two arms are not paired (they measure different configurations). None
+    when an arm has no run."""
+    if a_runs == 0 or b_runs == 0:
+        return None
+    table = [[a_passed, a_runs - a_passed], [b_passed, b_runs - b_passed]]
+    return _r(stats.fisher_exact(table).pvalue)
 
 
 def wilcoxon_p(a: Sequence[float | None], b: Sequence[float | None]) -> float | None:
@@ -438,10 +459,12 @@ def sweep_document(
             for name in (name_a, name_b):
                 mine = [r for r in runs if (r.profile, r.mode, r.arm) == (profile, mode, name)]
                 cell = _cell(profile, mode, name, mine, facts)
-                held = [h for r in mine for h in holdouts[r.run_id]]
+                distinct = {h.run_id: h for r in mine for h in holdouts[r.run_id]}
+                held = [distinct[k] for k in sorted(distinct)]
                 h_passed = sum(1 for h in held if facts[h.run_id].verdict == "PASSED")
                 h_low, h_high = wilson(h_passed, len(held))
                 cell.update(
+                    holdout_configs=len({h.holdout_of for h in held}),
                     holdout_pass_rate=_r(h_passed / len(held)) if held else None,
                     holdout_passed=h_passed,
                     holdout_runs=len(held),
@@ -454,8 +477,9 @@ def sweep_document(
             a_pass = [facts[r.run_id].verdict == "PASSED" for r in a["runs"]]
             b_pass = [facts[r.run_id].verdict == "PASSED" for r in b["runs"]]
             h_diff = None
-            if a["cell"]["holdout_runs"] and b["cell"]["holdout_runs"]:
-                h_diff = _r(a["cell"]["holdout_pass_rate"] - b["cell"]["holdout_pass_rate"])
+            ac, bc = a["cell"], b["cell"]
+            if ac["holdout_runs"] and bc["holdout_runs"]:
+                h_diff = _r(ac["holdout_pass_rate"] - bc["holdout_pass_rate"])
             comparisons.append(
                 {
                     "arms": [name_a, name_b],
@@ -463,6 +487,12 @@ def sweep_document(
                         "a_only": sum(x and not y for x, y in zip(a_pass, b_pass, strict=True)),
                         "b_only": sum(y and not x for x, y in zip(a_pass, b_pass, strict=True)),
                     },
+                    "holdout_fisher_p": fisher_p(
+                        ac["holdout_passed"],
+                        ac["holdout_runs"],
+                        bc["holdout_passed"],
+                        bc["holdout_runs"],
+                    ),
                     "holdout_pass_rate_diff": h_diff,
                     "mcnemar_p": mcnemar_exact(a_pass, b_pass),
                     "mode": mode,

@@ -53,7 +53,8 @@ def sweep_markdown(doc: Mapping[str, Any]) -> str:
         v = cell["verdicts"]
         held = (
             f"{cell['holdout_passed']}/{cell['holdout_runs']} {_pct(cell['holdout_pass_rate'])} "
-            f"[{_pct(cell['holdout_wilson_low'])}, {_pct(cell['holdout_wilson_high'])}]"
+            f"[{_pct(cell['holdout_wilson_low'])}, {_pct(cell['holdout_wilson_high'])}] "
+            f"({cell['holdout_configs']} config{'s' if cell['holdout_configs'] != 1 else ''})"
             if cell["holdout_runs"]
             else "-"
         )
@@ -69,8 +70,9 @@ def sweep_markdown(doc: Mapping[str, Any]) -> str:
         "## Paired comparisons (A minus B)",
         "",
         "| profile | mode | A | B | pairs | pass-rate diff | A only / B only "
-        "| McNemar exact p | Wilcoxon p (final net_bps) | hold-out pass-rate diff |",
-        "|---|---|---|---|---:|---:|---|---:|---:|---:|",
+        "| McNemar exact p | Wilcoxon p (final net_bps) | hold-out pass-rate diff "
+        "| hold-out Fisher p |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for cmp in doc["comparisons"]:
         d = cmp["discordant"]
@@ -79,12 +81,16 @@ def sweep_markdown(doc: Mapping[str, Any]) -> str:
             f"| {cmp['profile']} | {cmp['mode']} | {cmp['arms'][0]} | {cmp['arms'][1]} "
             f"| {cmp['pairs']} | {100 * cmp['pass_rate_diff']:+.0f} pt | {d['a_only']} / "
             f"{d['b_only']} | {_p(cmp['mcnemar_p'])} | {_p(cmp['wilcoxon_p'])} "
-            f"| {'-' if diff is None else f'{100 * diff:+.0f} pt'} |"
+            f"| {'-' if diff is None else f'{100 * diff:+.0f} pt'} "
+            f"| {_p(cmp['holdout_fisher_p'])} |"
         )
     lines += [
         "",
         "McNemar: two-sided exact binomial test on the discordant pairs (seeds where exactly one "
         "arm PASSED). Wilcoxon: two-sided signed-rank test on the paired final-iteration net_bps. "
+        "Hold-out: one run per distinct final configuration and hold-out seed (arm runs that end "
+        "on the same overrides share them); Fisher: two-sided exact test of the two arms' "
+        "hold-out pass counts. "
         "A small p says the arms differ on these seeds; it says nothing about seeds not run. "
         "See docs/sweeps.md.",
         "",
@@ -138,14 +144,20 @@ def sweep_chart(doc: Mapping[str, Any]) -> bytes:
                 else None,
             )
             if cell["holdout_runs"]:
-                ax.plot(
-                    [x],
-                    [100 * cell["holdout_pass_rate"]],
-                    marker="D",
+                h = cell["holdout_pass_rate"]
+                ax.errorbar(
+                    [x + 0.08],
+                    [100 * h],
+                    yerr=[
+                        [100 * (h - cell["holdout_wilson_low"])],
+                        [100 * (cell["holdout_wilson_high"] - h)],
+                    ],
+                    fmt="D",
                     mfc="none",
                     color=color,
+                    capsize=3,
                     linestyle="none",
-                    label="hold-out pass rate" if g_i == 0 and k == 0 else None,
+                    label="hold-out pass rate (Wilson 95 %)" if g_i == 0 and k == 0 else None,
                 )
     ax.set_xticks(range(len(groups)), [f"{p}\n{m}" for p, m in groups])
     ax.set_xlim(-0.6, len(groups) - 0.4)

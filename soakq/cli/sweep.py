@@ -156,7 +156,8 @@ def comparison_line(doc: dict[str, Any], cmp: dict[str, Any]) -> str:
         line += (
             f"; hold-out {a['holdout_passed']}/{a['holdout_runs']} vs "
             f"{b['holdout_passed']}/{b['holdout_runs']} "
-            f"({100 * cmp['holdout_pass_rate_diff']:+.0f} pt)"
+            f"({100 * cmp['holdout_pass_rate_diff']:+.0f} pt, "
+            f"Fisher p={cmp['holdout_fisher_p']:.4g})"
         )
     return line
 

@@ -15,6 +15,7 @@ import pytest
 from scipy import stats
 
 from soakq.errors import ConfigError
+from soakq.jsonio import sha256_of
 from soakq.params import KEYS
 from soakq.settings import Settings
 from soakq.sweep import (
@@ -121,12 +122,23 @@ def test_holdouts_re_measure_the_final_overrides_untuned() -> None:
     final["base_spread_bps_delta"] = 0.2
     held = plan.holdouts(run, RunFacts("PASSED", 3.0, 5, 1, final))
     assert [h.seed for h in held] == [101, 102]
+    config = sha256_of(final)[:10]
     for h in held:
-        assert h.run_id == f"{run.run_id}.h{h.seed}" and h.holdout_of == run.run_id
+        assert h.run_id == f"{plan.sweep_id}.{run.profile}.{run.mode}.{run.arm}.c{config}.h{h.seed}"
+        assert h.holdout_of == config
         assert h.spec.auto_tune is False and h.spec.iterations == 7
         assert dict(h.spec.overrides) == final
         assert (h.spec.profile, h.spec.mode) == (run.spec.profile, run.spec.mode)
     assert plan.holdouts(held[0], RunFacts("PASSED", 1.0, 0, 0, final)) == []
+    # Another arm run of the cell ending on the same overrides shares those hold-out runs.
+    twin = next(
+        r
+        for r in plan.arm_runs()
+        if r != run and (r.profile, r.mode, r.arm) == (run.profile, run.mode, run.arm)
+    )
+    assert [h.run_id for h in plan.holdouts(twin, RunFacts("FAILED", 2.0, 1, 0, final))] == [
+        h.run_id for h in held
+    ]
 
 
 def test_the_sweep_id_is_derived_from_the_config() -> None:
@@ -177,7 +189,9 @@ def test_count_reversals() -> None:
 
 # -- the document --------------------------------------------------------------------------
 class FakeSubmitter:
-    """Facts by rule: the tuned arm passes on even seeds, hold-outs pass when tuned."""
+    """Facts by rule: the tuned arm passes on even seeds and ends on tail_age_ms 600 + 10 *
+    (seed // 2) (seeds 2 and 3 on the same overrides); hold-outs pass when tuned; the untuned
+    arm keeps the profile's overrides."""
 
     def __init__(self) -> None:
         self.queue: list[str] = []
@@ -194,16 +208,25 @@ class FakeSubmitter:
         seed = spec.seed  # type: ignore[attr-defined]
         verdict = "PASSED" if (tuned and seed % 2 == 0) or ".h" in run_id and tuned else "FAILED"
         net = float(seed) + (1.0 if tuned else 0.0)
-        return run_id, RunFacts(
-            verdict, net, 3 if tuned else 0, 1 if tuned else 0, dict(spec.overrides)
-        )  # type: ignore[attr-defined]
+        final = dict(spec.overrides)  # type: ignore[attr-defined]
+        if tuned and ".h" not in run_id:
+            final["tail_age_ms"] = 600 + 10 * (seed // 2)
+        return run_id, RunFacts(verdict, net, 3 if tuned else 0, 1 if tuned else 0, final)
 
 
 def test_document_numbers_follow_from_the_facts() -> None:
     plan = _plan(profiles=("aggressive",), modes=("volatile",), seeds=(1, 2, 3, 4))
     seen: list[int] = []
-    facts = execute(plan, FakeSubmitter(), progress=lambda r, f, done, total: seen.append(done))
-    assert seen == list(range(1, plan.total_runs + 1))
+    totals: list[int] = []
+
+    def progress(run: object, f: RunFacts, done: int, total: int) -> None:
+        seen.append(done)
+        totals.append(total)
+
+    facts = execute(plan, FakeSubmitter(), progress=progress)
+    # 8 arm runs; hold-outs on 2 seeds of 3 distinct tuned configurations and of the profile.
+    assert len(facts) == 8 + 3 * 2 + 1 * 2 == 16
+    assert seen == list(range(1, 17)) and totals[0] == plan.total_runs == 24 and totals[-1] == 16
     doc = sweep_document(plan, facts, {"execution": "test"})
     tuned, untuned = doc["cells"]
     assert (tuned["arm"], untuned["arm"]) == ("auto-tune", "no-auto-tune")
@@ -212,11 +235,12 @@ def test_document_numbers_follow_from_the_facts() -> None:
     assert (untuned["passed"], untuned["pass_rate"]) == (0, 0.0)
     assert tuned["wilson_low"] < 0.5 < tuned["wilson_high"]
     assert (tuned["holdout_runs"], tuned["holdout_passed"], tuned["holdout_pass_rate"]) == (
-        8,
-        8,
+        6,
+        6,
         1.0,
     )
-    assert (untuned["holdout_runs"], untuned["holdout_passed"]) == (8, 0)
+    assert (tuned["holdout_configs"], untuned["holdout_configs"]) == (3, 1)
+    assert (untuned["holdout_runs"], untuned["holdout_passed"]) == (2, 0)
     assert tuned["final_net_bps_mean"] == pytest.approx((2 + 3 + 4 + 5) / 4)
     assert (tuned["applied_per_run"], tuned["reversals_per_run"]) == (3.0, 1.0)
     (cmp,) = doc["comparisons"]
@@ -224,7 +248,7 @@ def test_document_numbers_follow_from_the_facts() -> None:
     assert cmp["mcnemar_p"] == pytest.approx(0.5)  # 2 of 2 discordant: 2 * 1/4
     assert cmp["pass_rate_diff"] == 0.5 and cmp["holdout_pass_rate_diff"] == 1.0
     assert cmp["wilcoxon_p"] == pytest.approx(stats.wilcoxon([1.0] * 4).pvalue, abs=1e-6)
-    assert set(doc["runs"]) == set(facts) and len(facts) == plan.total_runs
+    assert set(doc["runs"]) == set(facts)
     assert doc["runtime"] == {"execution": "test"}
 
 
@@ -265,9 +289,16 @@ def test_sweep_command_writes_the_same_sweep_twice(tmp_path: Path) -> None:
     assert (d1 / "SWEEP.md").read_text() == (d2 / "SWEEP.md").read_text()
     assert (d1 / "sweep.png").stat().st_size > 0
     cells = doc["cells"]
-    assert [(c["arm"], c["runs"], c["holdout_runs"]) for c in cells] == [
-        ("auto-tune", 6, 6),
-        ("no-auto-tune", 6, 6),
+    # One hold-out run per distinct final configuration (one hold-out seed): the untuned arm
+    # ends where it started, on the profile; the tuned runs on as many as they differ.
+    distinct = [
+        len({json.dumps(doc["runs"][r]["final_overrides"], sort_keys=True) for r in c["run_ids"]})
+        for c in cells
+    ]
+    assert distinct[1] == 1 and distinct[0] >= 1
+    assert [(c["arm"], c["runs"], c["holdout_runs"], c["holdout_configs"]) for c in cells] == [
+        ("auto-tune", 6, distinct[0], distinct[0]),
+        ("no-auto-tune", 6, 1, 1),
     ]
     for c in cells:
         assert c["wilson_low"] <= c["pass_rate"] <= c["wilson_high"]
@@ -331,7 +362,8 @@ def test_tuned_configurations_hold_up_on_seeds_they_never_saw(tmp_path: Path) ->
             if (c["profile"], c["mode"]) == (cmp["profile"], cmp["mode"])
         }
         tuned, untuned = cells["auto-tune"], cells["no-auto-tune"]
-        assert tuned["holdout_runs"] == untuned["holdout_runs"] == 30
+        assert untuned["holdout_runs"] == 3  # the profile on each hold-out seed, once
+        assert 3 <= tuned["holdout_runs"] == 3 * tuned["holdout_configs"] <= 30
         diff = tuned["holdout_pass_rate"] - untuned["holdout_pass_rate"]
         assert diff == pytest.approx(cmp["holdout_pass_rate_diff"])
         assert diff >= 0.30, (cmp["mode"], tuned["holdout_passed"], untuned["holdout_passed"])
