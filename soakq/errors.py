@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2
     KPI_GATE = 3
     INCONCLUSIVE = 4  # release gate only: the evidence neither passes nor fails the config
+    PENDING = 5  # a follower stopped waiting (no worker, no beat tick, --timeout); the run goes on
     INTERRUPTED = 130  # Ctrl-C / SIGTERM stopped an embedded run; `soakq resume` continues it
 
 

@@ -21,17 +21,18 @@ from soakq.thresholds import GateLevel, Threshold, kpi_gate_levels, release_thre
 TABLE_KPIS = ("net_bps", "risk_ratio", "maker_taker_ratio", "p95_latency_ms", "adverse_bps_p95")
 # All five KPI-gate metrics: without adverse_bps_p95 a FAIL caused by it looks unexplained.
 CHART_KPIS = TABLE_KPIS
-# One precision per KPI, wherever the report prints it (values, statistics, thresholds):
-# basis points to 0.01 bp, ratios to 0.001, milliseconds to 0.1 ms (docs/report.md).
+# One precision per KPI, wherever the report prints it (values, statistics, thresholds), as fine
+# as the console's 4 decimals for bp and ratios: at 0.01 bp a WARN of 2.6988 printed "2.70"
+# beside its limit ">= 2.70" (docs/report.md). Milliseconds to 0.01 ms.
 KPI_DECIMALS: dict[str, int] = {
-    "net_bps": 2,
-    "adverse_bps_p95": 2,
-    "slippage_bps_p95": 2,
-    "risk_ratio": 3,
-    "maker_taker_ratio": 3,
-    "cancel_ratio": 3,
-    "p95_latency_ms": 1,
-    "order_age_p95_ms": 1,
+    "net_bps": 4,
+    "adverse_bps_p95": 4,
+    "slippage_bps_p95": 4,
+    "risk_ratio": 4,
+    "maker_taker_ratio": 4,
+    "cancel_ratio": 4,
+    "p95_latency_ms": 2,
+    "order_age_p95_ms": 2,
     "fills": 0,
     "snipes": 0,
 }

@@ -224,13 +224,13 @@ def _follow(settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: floa
                 stuck = lookout.check(record, state, progressed=progressed)
                 if stuck is not None:
                     print(stuck, file=sys.stderr, flush=True)
-                    return int(ExitCode.FAILED)
+                    return int(ExitCode.PENDING)
             if time.monotonic() > deadline:
                 print(
                     f"run {run_id}: still {record['status']} after {timeout_s:g}s "
                     f"({shown}/{total} iterations); `soakq watch {run_id}` follows it again"
                 )
-                return 1
+                return int(ExitCode.PENDING)
             time.sleep(POLL_S)
     docs = store.iterations(run_id)
     final = dict(docs[-1], run=run_aggregates(docs, record)) if docs else None

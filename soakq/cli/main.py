@@ -133,7 +133,9 @@ def submit(
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option(help="Seed of the simulation.  [default: SOAK_MOCK_SEED or 42]", min=0),
+        typer.Option(
+            help="Seed of the simulation.  [default: SOAK_MOCK_SEED or 42]", min=0, metavar="SEED"
+        ),
     ] = None,
     source: Annotated[
         SourceOpt | None,
@@ -341,6 +343,7 @@ def interruptible(run_id: str, root: Path) -> Iterator[None]:
 
 def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
     """The run on the production tasks, served by a Celery worker inside this process."""
+    from soakq.artifacts import run_dir
     from soakq.cli.output import RunProgress, run_line
     from soakq.engine import free_run_id
     from soakq.errors import ConfigError
@@ -349,6 +352,8 @@ def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
     spec = free_run_id(spec, root, explicit_id)
     if spec.bot_dir is not None and not Path(spec.bot_dir).is_dir():
         raise ConfigError(f"--bot-dir {spec.bot_dir}: not a directory; create it or fix the path")
+    # An unusable artifacts root is refused before the run's first line is printed.
+    run_dir(root, spec.run_id).mkdir(parents=True, exist_ok=True)
     print(run_line(spec, "embedded"), flush=True)
     with interruptible(spec.run_id, root), RunProgress(spec.iterations, spec.run_id) as bar:
         record, directory = run_embedded_celery(spec, root, progress=bar.update)

@@ -13,16 +13,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from soakq.thresholds import fmt_num
-
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def iteration_line(i: int, total: int, doc: Mapping[str, Any]) -> str:
     s, t = doc["summary"], doc["tuning"]
+    # Four decimals for every KPI, trailing zeros kept, so the columns line up.
     kpis = " ".join(
-        f"{k}={fmt_num(s[k]) if s.get(k) is not None else 'n/a'}"
+        f"{k}={s[k]:.4f}" if s.get(k) is not None else f"{k}=n/a"
         for k in ("net_bps", "risk_ratio", "maker_taker_ratio", "p95_latency_ms")
     )
     extra = []

@@ -36,12 +36,12 @@ from soakq.settings import Settings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The report's one precision per KPI, written out here (not imported) so the test checks it.
-DECIMALS = {
-    "net_bps": 2,
-    "risk_ratio": 3,
-    "maker_taker_ratio": 3,
-    "p95_latency_ms": 1,
-    "adverse_bps_p95": 2,
+DECIMALS = {  # bp and ratios as the console prints them; a WARN never rounds onto its limit
+    "net_bps": 4,
+    "risk_ratio": 4,
+    "maker_taker_ratio": 4,
+    "p95_latency_ms": 2,
+    "adverse_bps_p95": 4,
     "fills": 0,
 }
 KPIS = ("net_bps", "risk_ratio", "maker_taker_ratio", "p95_latency_ms", "adverse_bps_p95")
@@ -116,9 +116,9 @@ def test_table_has_one_row_per_iteration_with_its_kpis(run: Run) -> None:
     for row, doc in zip(rows, run.docs, strict=True):
         s, t = doc["summary"], doc["tuning"]
         assert row[1] == s["kpi_verdict"]
-        assert row[2] == f"{s['net_bps']:.2f}"
-        assert row[3] == f"{s['risk_ratio']:.3f}"
-        assert row[5] == f"{s['p95_latency_ms']:.1f}"
+        assert row[2] == f"{s['net_bps']:.4f}"
+        assert row[3] == f"{s['risk_ratio']:.4f}"
+        assert row[5] == f"{s['p95_latency_ms']:.2f}"
         assert int(row[7]) == s["fills"]
         for key in t["applied_deltas"]:
             assert key in row[8]
@@ -403,9 +403,9 @@ def test_release_gate_table_of_a_passed_run(tmp_path: Path) -> None:
     md = render_markdown(build_trend(docs, record))
     section = _section(md, "Release gate")
     assert "Window: iterations 1-8 (n = 8, at least 6 needed)" in section
-    assert "| net_bps | 8 | 2.90 ± 0.00 | lower 2.90 | >= 2.70 | pass |" in section
-    assert "| risk_ratio | 8 | 0.300 ± 0.000 | upper 0.300 | <= 0.420 | pass |" in section
-    assert "| p95_latency_ms | 8 | 300.0 ± 0.0 | upper 300.0 | <= 350.0 | pass |" in section
+    assert "| net_bps | 8 | 2.9000 ± 0.0000 | lower 2.9000 | >= 2.7000 | pass |" in section
+    assert "| risk_ratio | 8 | 0.3000 ± 0.0000 | upper 0.3000 | <= 0.4200 | pass |" in section
+    assert "| p95_latency_ms | 8 | 300.00 ± 0.00 | upper 300.00 | <= 350.00 | pass |" in section
     assert "**PASSED**: every 95% bound is on the good side" in section
     assert "mock" not in md.lower()
 
@@ -486,8 +486,8 @@ def test_kpi_statistics_match_the_documents_and_release_gate(
         assert "n/a" not in table[0]["window 95 % bound"]
     # KPI-gate limits from the threshold table (docs/gates.md), e.g. risk WARN 0.4 / FAIL 0.5
     risk = next(row for row in table if row["KPI"] == "risk_ratio")
-    assert risk["KPI gate WARN / FAIL"] == "<= 0.400 / <= 0.500"
-    assert risk["release limit"] == "<= 0.420"
+    assert risk["KPI gate WARN / FAIL"] == "<= 0.4000 / <= 0.5000"
+    assert risk["release limit"] == "<= 0.4200"
 
 
 def test_per_symbol_table_matches_the_summaries(steady: Run) -> None:
@@ -592,7 +592,7 @@ def test_event_summary_and_exhaustion(run: Run) -> None:
     assert table["exhausted"]["iterations"] == "4"
     assert table["iteration error"]["count"] == "0"
     assert (
-        "- iteration 4: rule 5a: p95_latency_ms 354.5; tuning cannot fix p95_latency_ms further "
+        "- iteration 4: rule 5a: p95_latency_ms 354.54; tuning cannot fix p95_latency_ms further "
         "(tail_age_ms pinned)"
     ) in events
 
@@ -605,7 +605,7 @@ def test_chart_draws_both_gates_units_and_the_release_window(steady: Run) -> Non
     assert list(panels) == list(KPIS)
     risk = panels["risk_ratio"]
     assert risk.get_ylabel() == "ratio" and risk.get_xlabel() == "iteration"
-    assert "W≤0.400 F≤0.500 R≤0.420" in risk.get_title(loc="left")
+    assert "W≤0.4000 F≤0.5000 R≤0.4200" in risk.get_title(loc="left")
     flat = {
         (round(line.get_ydata()[0], 6), line.get_linestyle())
         for line in risk.get_lines()
@@ -751,8 +751,8 @@ def test_history_files_written_beside_the_report(tmp_path: Path, run: Run) -> No
     assert first["status"] == "succeeded" and first["release gate"] == "PASSED"
     assert first["window n"] == "7"
     assert first["net_bps (bp)"] == _fixed("net_bps", means["net_bps"])
-    assert first["maker_taker_ratio (ratio)"] == "0.951"
-    assert first["p95_latency_ms (ms)"] == "301.2"  # 301.25 at 0.1 ms (round half to even)
+    assert first["maker_taker_ratio (ratio)"] == "0.9512"
+    assert first["p95_latency_ms (ms)"] == "301.25"  # 0.01 ms
     this_gate = read_json(run.directory / "RELEASE_GATE.json")
     this = table[-1]
     assert this["release gate"] == this_gate["verdict"]

@@ -44,7 +44,7 @@ def test_no_worker_submit_wait_says_so_and_exits(redis_server, tmp_path: Path) -
         done, took = soakq(
             cluster, "submit", "--iterations", "2", "--wait", SOAKQ_WORKER_GRACE_S="2"
         )
-        assert done.returncode == 1, done.stdout + done.stderr
+        assert done.returncode == 5, done.stdout + done.stderr
         assert took < 45.0, f"took {took:.1f} s"  # the grace is 2 s; generous for a loaded box
         run_id = done.stdout.splitlines()[0]
         said = done.stderr.strip().splitlines()
@@ -92,7 +92,7 @@ _parked: list[str] = []
 
 def test_worker_without_beat_a_paced_run_says_no_beat_tick(paced_cluster: Cluster) -> None:
     done, took = soakq(paced_cluster, *PACED)
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 5, done.stdout + done.stderr
     assert took < 45.0, f"took {took:.1f} s"
     run_id = done.stdout.splitlines()[0]
     assert "1/3" in done.stdout  # iteration 1 ran: the worker is there
