@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from soakq.jsonio import is_finite_number
-from soakq.ranges import ranges
+from soakq.rules.ranges import ranges
 
 WEIGHTED = ("net_bps", "risk_ratio", "maker_taker_ratio", "cancel_ratio")
 MAXED = ("adverse_bps_p95", "slippage_bps_p95", "p95_latency_ms", "order_age_p95_ms")

@@ -16,8 +16,8 @@ from soakq.errors import ConfigError
 from soakq.jsonio import loads, sha256_of
 from soakq.params import KEYS, PARAMS, Number, Overrides, validate_overrides, validate_value
 from soakq.profiles import DEFAULT_PROFILE, load_profile
+from soakq.rules.thresholds import default_min_fills, fmt_num
 from soakq.settings import Settings
-from soakq.thresholds import default_min_fills, fmt_num
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CLI_LAYER = "cli (--set)"

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from soakq.aggregate import aggregate
-from soakq.apply import apply_deltas
 from soakq.config import RunSpec
-from soakq.freeze import FreezeState, unfreeze_on_fail, update_freeze
-from soakq.guards import empty_ledger, guard, record_changes
 from soakq.jsonio import sha256_of
-from soakq.kpi_gate import (
+from soakq.metrics.base import KPI_KEYS, MeasureRequest, get_source
+from soakq.params import normalize_overrides
+from soakq.rules.apply import apply_deltas
+from soakq.rules.freeze import FreezeState, unfreeze_on_fail, update_freeze
+from soakq.rules.guards import empty_ledger, guard, record_changes
+from soakq.rules.kpi_gate import (
     GateReason,
     ReasonLevel,
     Verdict,
@@ -25,12 +27,10 @@ from soakq.kpi_gate import (
     source_error,
     verdict_of,
 )
-from soakq.metrics.base import KPI_KEYS, MeasureRequest, get_source
-from soakq.params import normalize_overrides
-from soakq.ranges import range_problems
+from soakq.rules.ranges import range_problems
+from soakq.rules.thresholds import kpi_gate_levels
+from soakq.rules.tuner import TUNED_KPIS, Proposal, load_rules, propose
 from soakq.states import StopReason
-from soakq.thresholds import kpi_gate_levels
-from soakq.tuner import TUNED_KPIS, Proposal, load_rules, propose
 
 
 def initial_state(spec: RunSpec) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from soakq.errors import ConfigError, InputError
 from soakq.jsonio import loads
 from soakq.params import KEYS, Overrides, validate_overrides
-from soakq.thresholds import check_min_fills
+from soakq.rules.thresholds import check_min_fills
 
 DEFAULT_PROFILE = "default"
 

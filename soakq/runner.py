@@ -20,7 +20,7 @@ from typing import Any
 from soakq.config import RunSpec
 from soakq.errors import ExitCode, SoakqError, StoreError
 from soakq.iteration import finalize_iteration, initial_state
-from soakq.release_gate import failed_gate, run_gate
+from soakq.rules.release_gate import failed_gate, run_gate
 from soakq.states import RunStatus, StopReason
 from soakq.store import CommitOutcome, JsonDict, RunStore, Transition
 

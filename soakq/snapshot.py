@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from soakq.errors import ConfigError, InputError
-from soakq.freeze import STABLE_ITERATIONS, signature
 from soakq.jsonio import read_json, write_json
 from soakq.params import KEYS, normalize_overrides, validate_overrides
 from soakq.profiles import load_profile
+from soakq.rules.freeze import STABLE_ITERATIONS, signature
 
 OVERRIDES_FILE = "runtime_overrides.json"
 RUN_FILE = "RUN.json"
@@ -69,7 +69,7 @@ class _Evidence:
     """What a run directory says about the overrides: its config, status and gate verdicts."""
 
     def __init__(self, run_dir: Path) -> None:
-        from soakq.release_gate import iteration_files, load_run_dir, run_gate, unfinished
+        from soakq.rules.release_gate import iteration_files, load_run_dir, run_gate, unfinished
 
         self.run_dir = run_dir
         self.spec: dict[str, Any] | None = None

@@ -14,7 +14,7 @@ from typing import Any
 from celery.schedules import crontab
 
 from soakq.config import RunSpec, build_spec
-from soakq.release_gate import failed_gate
+from soakq.rules.release_gate import failed_gate
 from soakq.runner import release_gate_of
 from soakq.settings import Settings
 from soakq.states import RunStatus

@@ -385,7 +385,7 @@ def gate(
 ) -> None:
     """Release gate: on a run directory its window (exit 0 PASSED, 1 FAILED, 4 INCONCLUSIVE);
     on one ITER_SUMMARY file its four KPIs (exit 0 / 1). Unusable input: exit 2."""
-    from soakq.release_gate import check_path
+    from soakq.rules.release_gate import check_path
 
     where, result = check_path(path)
     print(f"release gate: {where}")

@@ -92,7 +92,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
             from soakq.cli.distributed import sweep_distributed
 
             raise typer.Exit(sweep_distributed(settings, plan, directory, wait=wait))
-        from soakq.sweep_local import LocalSubmitter, default_jobs
+        from soakq.sweep.local import LocalSubmitter, default_jobs
 
         n = jobs or default_jobs()
         directory.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def run_sweep(plan: Any, submitter: Any, directory: Path, runtime: dict[str, Any
     """Execute the plan with a progress view, write the sweep's files, print the comparisons."""
     from soakq.runner import iso
     from soakq.sweep import execute, sweep_document
-    from soakq.sweep_report import write_sweep
+    from soakq.sweep.report import write_sweep
 
     total = plan.total_runs
     print(

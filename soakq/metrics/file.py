@@ -14,7 +14,7 @@ from typing import Any
 from soakq.errors import InputError, MetricsError
 from soakq.jsonio import read_json
 from soakq.metrics.base import DIAGNOSTICS, KPI_KEYS, MeasureRequest
-from soakq.ranges import problem
+from soakq.rules.ranges import problem
 
 
 def report_path(report_dir: str | Path, iteration: int) -> Path:

@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from soakq_testkit import PROPERTY, contract_hash
 
-from soakq.apply import apply_deltas
 from soakq.errors import ConfigError
 from soakq.jsonio import read_json, sha256_of, write_json
 from soakq.params import KEYS, PARAMS
 from soakq.profiles import load_profile, profile_names
+from soakq.rules.apply import apply_deltas
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

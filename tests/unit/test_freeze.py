@@ -20,9 +20,15 @@ from soakq_testkit import (
     write_reports,
 )
 
-from soakq.freeze import STABLE_ITERATIONS, FreezeState, signature, unfreeze_on_fail, update_freeze
-from soakq.kpi_gate import Verdict
 from soakq.profiles import load_profile
+from soakq.rules.freeze import (
+    STABLE_ITERATIONS,
+    FreezeState,
+    signature,
+    unfreeze_on_fail,
+    update_freeze,
+)
+from soakq.rules.kpi_gate import Verdict
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

@@ -17,8 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from soakq_testkit import DOC_VELOCITY_PER_H, PROPERTY
 
-from soakq.apply import apply_deltas
-from soakq.guards import (
+from soakq.params import PARAMS
+from soakq.profiles import load_profile
+from soakq.rules.apply import apply_deltas
+from soakq.rules.guards import (
     GuardDecision,
     GuardOutcome,
     empty_ledger,
@@ -27,8 +29,6 @@ from soakq.guards import (
     record_changes,
     window_iterations,
 )
-from soakq.params import PARAMS
-from soakq.profiles import load_profile
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

@@ -13,10 +13,10 @@ from soakq_testkit import GOOD_KPIS, contract_hash, make_spec
 from tuner_contract import drive_scripted
 
 from soakq.aggregate import aggregate
-from soakq.freeze import FreezeState
-from soakq.guards import empty_ledger, record_changes
 from soakq.iteration import finalize_iteration, history_entry, initial_state
 from soakq.profiles import load_profile
+from soakq.rules.freeze import FreezeState
+from soakq.rules.guards import empty_ledger, record_changes
 from soakq.states import StopReason
 
 pytestmark = pytest.mark.usefixtures("clean_env")

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from soakq_testkit import GOOD_KPIS, PROPERTY
 
 from soakq.errors import ConfigError
-from soakq.kpi_gate import (
+from soakq.metrics import KPI_KEYS
+from soakq.rules.kpi_gate import (
     GateReason,
     GateResult,
     ReasonLevel,
@@ -23,8 +24,7 @@ from soakq.kpi_gate import (
     unusable,
     verdict_of,
 )
-from soakq.metrics import KPI_KEYS
-from soakq.thresholds import kpi_gate_levels
+from soakq.rules.thresholds import kpi_gate_levels
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

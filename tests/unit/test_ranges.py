@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from soakq import ranges as ranges_mod
 from soakq.errors import ConfigError
-from soakq.ranges import (
+from soakq.rules import ranges as ranges_mod
+from soakq.rules.ranges import (
     ValidRange,
     build_table,
     is_usable,

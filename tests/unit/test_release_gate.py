@@ -11,7 +11,7 @@ import pytest
 from soakq_testkit import assert_clean_user_error, invoke
 
 from soakq.errors import InputError
-from soakq.release_gate import (
+from soakq.rules.release_gate import (
     SINGLE_NOTE,
     check_path,
     check_summary,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from soakq.errors import ExitCode, InputError
-from soakq.kpi_gate import ReasonLevel
-from soakq.release_gate import run_gate
-from soakq.release_window import (
+from soakq.rules.kpi_gate import ReasonLevel
+from soakq.rules.release_gate import run_gate
+from soakq.rules.release_window import (
     ASSUMPTION,
     GateVerdict,
     KpiStats,
@@ -21,7 +21,7 @@ from soakq.release_window import (
     kpi_stats,
     veto_of,
 )
-from soakq.thresholds import ReleaseRules, Threshold, release_rules
+from soakq.rules.thresholds import ReleaseRules, Threshold, release_rules
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

@@ -28,10 +28,10 @@ from soakq.report import (
     report_from_dir,
     write_report,
 )
-from soakq.report_chart import render_history_png, render_png, trend_figure
-from soakq.report_history import current_run, previous_runs
-from soakq.report_md import render_markdown
-from soakq.report_model import build_trend
+from soakq.report.chart import render_history_png, render_png, trend_figure
+from soakq.report.history import current_run, previous_runs
+from soakq.report.markdown import render_markdown
+from soakq.report.model import build_trend
 from soakq.settings import Settings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

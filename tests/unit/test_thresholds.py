@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from soakq import thresholds
 from soakq.errors import ConfigError
-from soakq.thresholds import (
+from soakq.rules import thresholds
+from soakq.rules.thresholds import (
     GateLevel,
     ReleaseRules,
     Threshold,

@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from soakq_testkit import GOOD_KPIS
 from tuner_contract import contract_propose, defensive_conditions, history_entry
 
-import soakq.tuner as tuner_mod
+import soakq.rules.tuner as tuner_mod
 from soakq.errors import ConfigError
-from soakq.kpi_gate import Verdict, kpi_gate
 from soakq.params import PARAMS
 from soakq.profiles import load_profile
-from soakq.thresholds import kpi_gate_levels
-from soakq.tuner import Exhaustion, Proposal, TunerRules, load_rules, propose, relative_move
+from soakq.rules.kpi_gate import Verdict, kpi_gate
+from soakq.rules.thresholds import kpi_gate_levels
+from soakq.rules.tuner import Exhaustion, Proposal, TunerRules, load_rules, propose, relative_move
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

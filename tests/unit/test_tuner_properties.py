@@ -24,9 +24,9 @@ from tuner_contract import (
     window_means,
 )
 
-from soakq.apply import apply_deltas
 from soakq.params import PARAMS
-from soakq.tuner import propose
+from soakq.rules.apply import apply_deltas
+from soakq.rules.tuner import propose
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

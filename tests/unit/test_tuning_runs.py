@@ -24,8 +24,8 @@ from tuner_contract import (
     window_means,
 )
 
-from soakq.apply import apply_deltas
 from soakq.params import PARAMS
+from soakq.rules.apply import apply_deltas
 from soakq.states import StopReason
 
 pytestmark = pytest.mark.usefixtures("clean_env")

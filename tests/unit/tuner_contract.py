@@ -1,5 +1,5 @@
-"""The tuner v2 contract (docs/tuner.md), written out independently of soakq.tuner, and a driver
-that runs a whole run through the pure iteration step.
+"""The tuner v2 contract (docs/tuner.md), written out independently of soakq.rules.tuner, and a
+driver that runs a whole run through the pure iteration step.
 
 ``contract_propose`` is a second, plain implementation of the rule table from the documented
 numbers: the tests compare soakq's tuner with it on hand-picked and on random inputs, so a rule,

@@ -16,7 +16,7 @@ from typing import Any
 from soakq.errors import MetricsError
 from soakq.metrics.live.fieldmap import FieldMap
 from soakq.metrics.live.handshake import Handshake
-from soakq.ranges import range_problems
+from soakq.rules.ranges import range_problems
 
 STAMP_KEYS: tuple[str, ...] = ("run_id", "iteration", "state_hash")
 META_KEYS: frozenset[str] = frozenset(

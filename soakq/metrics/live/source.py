@@ -24,7 +24,7 @@ from soakq.metrics.live.handshake import (
     write_handshake,
 )
 from soakq.metrics.live.reports import is_fresh, read_kpis, stale_reason
-from soakq.thresholds import fmt_num
+from soakq.rules.thresholds import fmt_num
 
 log = logging.getLogger(__name__)
 

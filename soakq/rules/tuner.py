@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from soakq.errors import ConfigError
 from soakq.jsonio import is_finite_number, loads
 from soakq.params import PARAMS, Number, fmt
-from soakq.thresholds import fmt_num
+from soakq.rules.thresholds import fmt_num
 
 TUNED_KPIS = (
     "risk_ratio",

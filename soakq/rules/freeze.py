@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from soakq.jsonio import sha256_of
-from soakq.kpi_gate import Verdict
 from soakq.params import Number
+from soakq.rules.kpi_gate import Verdict
 
 STABLE_ITERATIONS = 3
 

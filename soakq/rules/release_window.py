@@ -28,11 +28,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from soakq.errors import ExitCode, InputError
-from soakq.kpi_gate import GateReason, ReasonLevel, Verdict
 from soakq.metrics.base import KPI_KEYS
 from soakq.params import normalize_overrides
-from soakq.ranges import valid_range
-from soakq.thresholds import ReleaseRules, Threshold, fmt_num, release_rules
+from soakq.rules.kpi_gate import GateReason, ReasonLevel, Verdict
+from soakq.rules.ranges import valid_range
+from soakq.rules.thresholds import ReleaseRules, Threshold, fmt_num, release_rules
 
 ASSUMPTION = "iterations treated as independent draws"
 DIGITS = 6  # statistics are written rounded, so the bytes do not depend on the last ulp

@@ -15,8 +15,8 @@ from typing import Any
 from soakq.errors import SoakqError
 from soakq.jsonio import is_finite_number
 from soakq.params import KEYS, PARAMS, Number
-from soakq.ranges import valid_range
-from soakq.thresholds import GateLevel, Threshold, kpi_gate_levels, release_thresholds
+from soakq.rules.ranges import valid_range
+from soakq.rules.thresholds import GateLevel, Threshold, kpi_gate_levels, release_thresholds
 
 TABLE_KPIS = ("net_bps", "risk_ratio", "maker_taker_ratio", "p95_latency_ms", "adverse_bps_p95")
 # All five KPI-gate metrics: without adverse_bps_p95 a FAIL caused by it looks unexplained.
@@ -332,7 +332,7 @@ def _release(
     """The run-level release gate, recomputed on the documents the run's gate judged."""
     if outcome.get("release_gate") is None or not docs:
         return None
-    from soakq.release_gate import run_gate
+    from soakq.rules.release_gate import run_gate
 
     try:
         return run_gate(docs, spec or None).as_json()

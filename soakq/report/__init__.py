@@ -20,9 +20,9 @@ from typing import Any
 
 from soakq.errors import InputError
 from soakq.jsonio import read_json, write_bytes, write_text
-from soakq.report_history import HISTORY_FILES, HISTORY_RUNS, current_run, previous_runs
-from soakq.report_md import HISTORY_MD, HISTORY_PNG
-from soakq.report_model import build_trend
+from soakq.report.history import HISTORY_FILES, HISTORY_RUNS, current_run, previous_runs
+from soakq.report.markdown import HISTORY_MD, HISTORY_PNG
+from soakq.report.model import build_trend
 
 REPORT_MD = "STEADY_TREND.md"
 TREND_PNG = "trend.png"
@@ -48,9 +48,9 @@ def write_report(
     """Write STEADY_TREND.md, trend.png, TREND_HISTORY.md and trend_history.png into ``out``
     atomically; return their paths. The history compares with the runs in ``history_root``
     (default: ``out``'s parent, the ``soak`` directory of the artifacts root)."""
-    from soakq.report_chart import render_history_png, render_png
-    from soakq.report_history import render_history_markdown
-    from soakq.report_md import render_markdown
+    from soakq.report.chart import render_history_png, render_png
+    from soakq.report.history import render_history_markdown
+    from soakq.report.markdown import render_markdown
 
     out = Path(out)
     trend = build_trend(docs, record)

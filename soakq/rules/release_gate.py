@@ -3,7 +3,7 @@
 ``soakq gate FILE`` keeps the roadmap's single-file form: the four KPIs of ``summary`` against
 the thresholds (exit 0 / 1 / 2), with a note that one iteration is not statistical evidence.
 ``soakq gate RUN_DIR``, ``RELEASE_GATE.json``, the run's printed verdict, the trend report and
-the beat's task use the run-level form in ``soakq.release_window`` (exit 0 / 1 / 4 / 2).
+the beat's task use the run-level form in ``soakq.rules.release_window`` (exit 0 / 1 / 4 / 2).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 from soakq.errors import ExitCode, InputError
 from soakq.jsonio import read_json
 from soakq.metrics.base import DIAGNOSTICS, KPI_KEYS
-from soakq.ranges import valid_range
-from soakq.release_window import GateVerdict, RunGate, judge_run
-from soakq.thresholds import Threshold, fmt_num, release_thresholds
+from soakq.rules.ranges import valid_range
+from soakq.rules.release_window import GateVerdict, RunGate, judge_run
+from soakq.rules.thresholds import Threshold, fmt_num, release_thresholds
 
 SINGLE_NOTE = (
     "NOTE: a single iteration is not statistical evidence; "

@@ -10,8 +10,8 @@ from collections import Counter
 from collections.abc import Iterable
 
 from soakq.params import KEYS, PARAMS, Number, fmt
-from soakq.report_model import TABLE_KPIS, Event, Trend, fmt_kpi, kpi_unit
-from soakq.thresholds import fmt_num
+from soakq.report.model import TABLE_KPIS, Event, Trend, fmt_kpi, kpi_unit
+from soakq.rules.thresholds import fmt_num
 
 HISTORY_MD = "TREND_HISTORY.md"
 HISTORY_PNG = "trend_history.png"

@@ -3,7 +3,7 @@
 trend.png: KPI panels with both gates' limits (KPI gate WARN/FAIL, release-gate limit), the
 release window shaded with its 95 % bound, units and iteration axis; parameter trajectories with
 the ones ending at a bound marked; guard and freeze markers. trend_history.png: the release-window
-means of the previous runs of the same profile, mode and source (soakq/report_history.py).
+means of the previous runs of the same profile, mode and source (soakq/report/history.py).
 
 Rendered with the Agg canvas on a bare ``Figure`` (no pyplot, no global backend switch, nothing
 displayed) into memory. The bytes are deterministic for one matplotlib installation: matplotlib's
@@ -18,10 +18,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from soakq.params import KEYS, PARAMS, fmt
-from soakq.report_model import CHART_KPIS, Trend, fmt_kpi, kpi_unit, normalised
+from soakq.report.model import CHART_KPIS, Trend, fmt_kpi, kpi_unit, normalised
 
 if TYPE_CHECKING:
-    from soakq.report_history import PastRun
+    from soakq.report.history import PastRun
 
 WIDTH_IN, HEIGHT_IN, DPI = 10.0, 8.0, 100
 HISTORY_WIDTH_IN, HISTORY_HEIGHT_IN = 10.0, 3.0
@@ -321,7 +321,7 @@ def render_history_png(past: list[PastRun], current: PastRun, title: str) -> byt
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from soakq.thresholds import release_thresholds
+    from soakq.rules.thresholds import release_thresholds
 
     runs = [*past, current]
     xs = list(range(1, len(runs) + 1))

@@ -22,10 +22,10 @@ from typing import Any
 
 from soakq.errors import InputError
 from soakq.jsonio import is_finite_number, read_json
-from soakq.report_md import HISTORY_MD, HISTORY_PNG
-from soakq.report_model import Trend, fmt_kpi, kpi_unit
+from soakq.report.markdown import HISTORY_MD, HISTORY_PNG
+from soakq.report.model import Trend, fmt_kpi, kpi_unit
+from soakq.rules.thresholds import release_thresholds
 from soakq.states import TERMINAL
-from soakq.thresholds import release_thresholds
 
 HISTORY_RUNS = 5
 HISTORY_FILES = (HISTORY_MD, HISTORY_PNG)

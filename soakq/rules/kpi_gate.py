@@ -1,7 +1,7 @@
 """KPI gate: OK / WARN / FAIL per iteration, with structured reasons (docs/gates.md).
 
-Fail closed: a missing, non-finite or out-of-range KPI (``soakq.ranges``) is a FAIL, and so is an
-iteration with fewer than ``min_fills`` fills. Each reason is a typed value (metric, value,
+Fail closed: a missing, non-finite or out-of-range KPI (``soakq.rules.ranges``) is a FAIL, and so
+is an iteration with fewer than ``min_fills`` fills. Each reason is a typed value (metric, value,
 threshold, op, level) with a one-line text for humans; code decides on the level, never on text.
 """
 
@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from soakq.jsonio import is_finite_number
-from soakq.ranges import ValidRange, ranges
-from soakq.thresholds import GateLevel, Threshold, default_min_fills, fmt_num
+from soakq.rules.ranges import ValidRange, ranges
+from soakq.rules.thresholds import GateLevel, Threshold, default_min_fills, fmt_num
 
 
 class Verdict(StrEnum):
