@@ -333,8 +333,10 @@ def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
 
     app, store = _connect(settings)
     record = _record(store, run_id)
-    if as_json:
-        print(dumps(record), end="")
+    if as_json:  # the RUN.json document: one schema, embedded or distributed
+        from soakq.artifacts import run_json
+
+        print(dumps(run_json(record)), end="")
         return 0
     state, _ = store.get_state(run_id)
     o = record.get("outcome", {})

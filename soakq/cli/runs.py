@@ -50,7 +50,11 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
     def status(
         run_id: RunIdArg,
         as_json: Annotated[
-            bool, typer.Option("--json", help="Print the run record as JSON.")
+            bool,
+            typer.Option(
+                "--json",
+                help="Print the run's RUN.json document (the same embedded and distributed).",
+            ),
         ] = False,
         artifacts: ArtifactsOpt = None,
     ) -> None:

@@ -153,6 +153,8 @@ def test_cli_submit_wait_status_runs_cancel(cluster: Cluster, tmp_path: Path) ->
 
     status = soakq_cli(cluster, "status", run_id, "--json")
     assert status.returncode == 0 and '"status": "succeeded"' in status.stdout
+    # The same document as the run directory's RUN.json (what `status --json` prints embedded).
+    assert status.stdout == (cluster.run_dir(run_id) / "RUN.json").read_text()
     listing = soakq_cli(cluster, "runs")
     assert run_id in listing.stdout and f"{run_id}-2" in listing.stdout
     cancel = soakq_cli(cluster, "cancel", run_id)
