@@ -138,12 +138,13 @@ def export_run(
         },
     )
     write_json(out / "runtime_overrides.json", state["overrides"])
-    write_json(out / "RUN.json", run_json(record))
     gate = store.get_extra(run_id, "release_gate")
     if state["freeze"]["active"]:
         write_json(out / "PRODUCTION_SNAPSHOT.json", snapshot(record, state, gate))
     if gate is not None:
         write_json(out / "RELEASE_GATE.json", gate)
+    # Last: a RUN.json with a final status says every other file of the run is there.
+    write_json(out / "RUN.json", run_json(record))
     if RunStatus(record["status"]).terminal:  # a finished run is not resumed
         (out / CHECKPOINT).unlink(missing_ok=True)
     point_latest(Path(artifacts_root) / SOAK_DIR, run_id)

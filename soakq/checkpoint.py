@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,23 +112,27 @@ class RunLock:
         self.path = run_dir(artifacts_root, run_id) / LOCK
         self._fd: int | None = None
 
-    def acquire(self) -> bool:
-        """Take the lock without waiting; False when another process (or holder) has it."""
+    def acquire(self, *, attempts: int = 5, pause_s: float = 0.05) -> bool:
+        """Take the lock; False when another holder keeps it through ``attempts`` tries (a
+        listing's ``is_running`` probe holds it for microseconds: a retry rides that out).
+        The file is never removed, so every taker locks the same inode."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
+        for attempt in range(attempts):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if attempt + 1 < attempts:
+                    time.sleep(pause_s)
+                continue
+            self._fd = fd
+            return True
+        os.close(fd)
+        return False
 
     def release(self) -> None:
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # unlinked while held: a waiting taker re-checks on a new file
-        os.close(self._fd)
+        os.close(self._fd)  # closing drops the flock
         self._fd = None
 
 
@@ -167,14 +172,14 @@ def local_run(artifacts_root: str | os.PathLike[str], run_json: dict[str, Any]) 
     config = run_json.get("config") or {}
     planned = int(config.get("iterations", outcome.get("iterations_planned", 0)))
     completed = int(outcome.get("iterations_completed", 0))
-    if (directory / CHECKPOINT).exists() and not RunStatus(status).terminal:
+    embedded = (run_json.get("runtime") or {}).get("execution") == "embedded"
+    if embedded and (directory / CHECKPOINT).exists() and not RunStatus(status).terminal:
         # RUN.json is rewritten at the start and the end; the checkpoint after every commit.
         with contextlib.suppress(InputError):
             cp = read_checkpoint(directory)
             completed = cp.iteration
             if status != RunStatus.INTERRUPTED:
                 status = str(cp.record.get("status", status))
-    embedded = (run_json.get("runtime") or {}).get("execution") == "embedded"
     waiting = status in (RunStatus.QUEUED, RunStatus.RUNNING)
     if embedded and waiting and not is_running(artifacts_root, run_id):
         status = str(RunStatus.INTERRUPTED)

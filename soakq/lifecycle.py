@@ -12,9 +12,10 @@ and hand work to an ``Executor`` port:
   each iteration in the calling thread.
 
 Both drive a run through the same records: every start is recorded in the run's ``drive`` field
-first (``Drive``), then enqueued with a deterministic id keyed by ``(run_id, iteration,
-attempt)``; a start sent twice for one attempt is harmless (the chord's results are de-duplicated
-and the body commits once); a re-drive takes the next attempt number so it gets a fresh chord.
+first (``soakq.documents.Drive``), then enqueued with a deterministic id keyed by ``(run_id,
+iteration, attempt)``; a start sent twice for one attempt is harmless (the chord's results are
+de-duplicated and the body commits once); a re-drive takes the next attempt number so it gets a
+fresh chord.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from soakq.documents import Drive
 from soakq.runner import FinalizeResult, FinalizeStatus, close_if_finished, load_spec, mark_lost
 from soakq.states import RunStatus
 from soakq.store import RunStore
@@ -68,47 +70,6 @@ class Executor(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Drive:
-    """The run record's ``drive`` field: the iteration the run waits for, its attempt, when it
-    is due, when its start was enqueued (None while it waits in the due set for the tick) and
-    the deadline after which the watchdog re-drives it. Times are epoch seconds."""
-
-    iteration: int
-    attempt: int
-    due_ts: float
-    enqueued_ts: float | None
-    deadline_ts: float
-
-    @classmethod
-    def of(cls, record: Mapping[str, Any]) -> Drive | None:
-        doc = record.get("drive")
-        if not doc:
-            return None
-        return cls(
-            iteration=int(doc["iteration"]),
-            attempt=int(doc["attempt"]),
-            due_ts=float(doc.get("due_ts", doc.get("enqueued_ts") or 0.0)),
-            enqueued_ts=None if doc.get("enqueued_ts") is None else float(doc["enqueued_ts"]),
-            deadline_ts=float(doc["deadline_ts"]),
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "attempt": self.attempt,
-            "deadline_ts": self.deadline_ts,
-            "due_ts": self.due_ts,
-            "enqueued_ts": self.enqueued_ts,
-            "iteration": self.iteration,
-        }
-
-    def in_flight(self, iteration: int, now: float) -> bool:
-        """Started for ``iteration`` and not past its deadline."""
-        return (
-            self.iteration == iteration and self.enqueued_ts is not None and now < self.deadline_ts
-        )
-
-
 def parse_iso(text: str | None) -> float | None:
     """Epoch seconds of a ``runner.iso`` timestamp; None when absent or unparsable."""
     if not text:
@@ -147,7 +108,13 @@ def send_start(
     """Record the drive, then enqueue the start (``due_ts`` later than ``now``: with that
     countdown). ``reason``: why the watchdog re-drives, kept in the record's ``watchdog`` list."""
     due = now if due_ts is None else max(now, due_ts)
-    drive = Drive(iteration, attempt, due, now, due + ex.timing.deadline_s)
+    drive = Drive(
+        iteration=iteration,
+        attempt=attempt,
+        due_ts=due,
+        enqueued_ts=now,
+        deadline_ts=due + ex.timing.deadline_s,
+    )
     changes: dict[str, Any] = {"drive": drive.as_json()}
     if reason:
         record = store.get_record(run_id) or {}
@@ -160,7 +127,13 @@ def send_start(
 
 def note_pending(store: RunStore, ex: Executor, run_id: str, iteration: int, due_ts: float) -> None:
     """Say in the record that ``iteration`` waits in the due set (the watchdog's reference)."""
-    drive = Drive(iteration, 0, due_ts, None, due_ts + ex.timing.deadline_s)
+    drive = Drive(
+        iteration=iteration,
+        attempt=0,
+        due_ts=due_ts,
+        enqueued_ts=None,
+        deadline_ts=due_ts + ex.timing.deadline_s,
+    )
     store.update_record(run_id, {"drive": drive.as_json()})
 
 

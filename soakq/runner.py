@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from soakq.config import RunSpec
+from soakq.documents import load_record, load_state
 from soakq.errors import ExitCode, SoakqError, StoreError
 from soakq.iteration import finalize_iteration, initial_state
 from soakq.rules.release_gate import failed_gate, run_gate
@@ -51,10 +52,9 @@ class FinalizeResult:
 
 
 def load_spec(store: RunStore, run_id: str) -> tuple[RunSpec, dict[str, Any]]:
-    record = store.get_record(run_id)
-    if record is None:
-        raise StoreError(f"run {run_id!r} not found")
-    return RunSpec.model_validate(record["spec"]), record
+    """The run's spec and record, the record validated (soakq/documents.py)."""
+    typed, record = load_record(store, run_id)
+    return typed.spec, record
 
 
 def new_record(spec: RunSpec, *, now: float, mode: str, report: bool = True) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def finalize(
     if lease is None:
         return FinalizeResult(FinalizeStatus.LOCKED)
     try:
-        state, version = store.get_state(run_id)
+        _, state, version = load_state(store, run_id)  # validated: one schema, every mode
         if state["iteration"] >= iteration:
             return FinalizeResult(FinalizeStatus.DUPLICATE)
         if state["iteration"] != iteration - 1:

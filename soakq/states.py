@@ -3,16 +3,17 @@
 ::
 
     queued ──> running ──> succeeded
-       │        │   ▲
-       │        ▼   │
+       │        │
+       │        ▼
        ├──> interrupted ──> succeeded | failed | cancelled | lost
        │          │
        └──────────┴──────> failed | cancelled | lost        (terminal: never left)
 
 ``interrupted`` is an embedded run whose process was stopped (Ctrl-C, SIGTERM): nothing works on
-it until ``soakq resume`` moves it back to ``running`` (docs/resume.md). Only ``queued`` and
-``running`` runs take work (``accepts_work``); a step already past that check may still commit,
-which is why an interrupted run may still end.
+it any more, and it is never moved back to ``running`` — ``soakq resume`` restores a fresh
+record from its checkpoint into a new store (docs/resume.md). Only ``queued`` and ``running``
+runs take work (``accepts_work``); a step already past that check may still commit, which is why
+an interrupted run may still end.
 
 ``TRANSITIONS`` is the only place the allowed moves are written down. The stores apply it
 atomically where the status lives: ``MemoryStore`` calls ``transition()`` under its lock, and the
@@ -69,7 +70,6 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     ),
     RunStatus.INTERRUPTED: frozenset(
         {
-            RunStatus.RUNNING,
             RunStatus.SUCCEEDED,
             RunStatus.FAILED,
             RunStatus.CANCELLED,

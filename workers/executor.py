@@ -4,6 +4,7 @@ an iteration's start goes to the workers by task name, with a deterministic id k
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -12,11 +13,14 @@ from celery import Celery
 
 from soakq import lifecycle, runner
 from soakq.artifacts import export_run, run_dir
+from soakq.errors import TransientStoreError
 from soakq.states import RunStatus
 from soakq.store import RunStore
 from workers import names
 from workers.beat import gate_for
 from workers.context import artifacts_of, settings_of
+
+log = logging.getLogger(__name__)
 
 
 def timing_of(app: Celery) -> lifecycle.Timing:
@@ -99,7 +103,12 @@ def render_report(app: Any, store: RunStore, run_id: str, status: str) -> None:
         return
     docs: list[Mapping[str, Any]] = [*store.iterations(run_id)]
     if docs:
-        write_report(run_dir(artifacts_of(app), run_id), docs, record)
+        try:
+            write_report(run_dir(artifacts_of(app), run_id), docs, record)
+        except TransientStoreError:
+            raise  # retried by the task
+        except Exception:  # the run's files are written; a broken chart must not hide them
+            log.exception("run %s: the trend report failed; published without it", run_id)
     note_published(store, run_id, status)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from soakq.config import RunSpec
 from soakq.errors import ConfigError, StoreError
 from soakq.runner import start_run
-from soakq.states import RunStatus
+from soakq.states import RunStatus, StopReason
 from soakq.sweep import RunFacts, Submitter, facts_of
 from workers.executor import send_start
 
@@ -26,8 +26,10 @@ class RedisSubmitter(Submitter):
         self.store = store
         self.poll_s = poll_s
         self._pending: list[str] = []
+        self._specs: dict[str, RunSpec] = {}
 
     def submit(self, spec: RunSpec) -> None:
+        self._specs[spec.run_id] = spec
         now = time.time()
         run_id = spec.run_id
         if not start_run(self.store, spec, now=now, mode="distributed", report=False):
@@ -36,7 +38,7 @@ class RedisSubmitter(Submitter):
                 raise ConfigError(
                     f"run {run_id} is in Redis with another config; choose another --sweep-id"
                 )
-            if RunStatus(record["status"]) in (RunStatus.CANCELLED, RunStatus.LOST):
+            if _redo(record):
                 self.store.discard_run(run_id)  # a run the sweep cannot judge: run it again
                 self.submit(spec)
                 return
@@ -48,12 +50,14 @@ class RedisSubmitter(Submitter):
         while True:
             for run_id in list(self._pending):
                 record = self.store.get_record(run_id)
-                if record is None:
-                    raise StoreError(f"run {run_id} vanished from Redis (pruned?)")
+                if record is None:  # pruned before we read it: runs are deterministic, redo it
+                    self._pending.remove(run_id)
+                    self.submit(self._specs[run_id])
+                    continue
                 status = RunStatus(record["status"])
                 if not status.terminal:
                     continue
-                if status in (RunStatus.CANCELLED, RunStatus.LOST):
+                if _redo(record):
                     raise StoreError(
                         f"run {run_id} ended {status} ({record.get('outcome', {}).get('detail')});"
                         " run the same sweep again to redo it"
@@ -67,3 +71,10 @@ class RedisSubmitter(Submitter):
                 )
                 return run_id, facts
             time.sleep(self.poll_s)
+
+
+def _redo(record: dict[str, Any]) -> bool:
+    """A run the sweep cannot judge (cancelled, lost, or never started): run it again."""
+    status = RunStatus(record["status"])
+    not_started = (record.get("outcome") or {}).get("stop_reason") == StopReason.NOT_STARTED
+    return status in (RunStatus.CANCELLED, RunStatus.LOST) or not_started

@@ -257,7 +257,7 @@ def resume_distributed(
 ) -> int:
     """Hand an interrupted embedded run to the workers: its checkpoint and committed iterations
     go into Redis as they were, and its next iteration is sent (docs/resume.md)."""
-    from soakq.artifacts import run_dir, run_json
+    from soakq.artifacts import CHECKPOINT, run_dir, run_json
     from soakq.checkpoint import clear_after
     from soakq.config import RunSpec
     from soakq.jsonio import write_json
@@ -282,6 +282,7 @@ def resume_distributed(
     directory = run_dir(root, spec.run_id)
     clear_after(directory, done)
     write_json(directory / "RUN.json", run_json(record))  # no longer interrupted here
+    (directory / CHECKPOINT).unlink(missing_ok=True)  # the run lives in Redis now
     if close_if_finished(store, spec.run_id):
         app.send_task(names.RUN_PUBLISH, args=[spec.run_id])
     else:

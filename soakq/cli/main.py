@@ -327,15 +327,27 @@ def interruptible(run_id: str, root: Path) -> Iterator[None]:
         from soakq.checkpoint import local_run
         from soakq.jsonio import read_json
 
-        path = root / "soak" / run_id / "RUN.json"
-        done = ""
+        directory = root / "soak" / run_id
+        path = directory / "RUN.json"
         if path.exists():
             view = local_run(root, read_json(path))
-            done = f" after {view.completed}/{view.planned} iterations"
-        err.print(
-            f"run {run_id}: interrupted{done}; `soakq resume {run_id}` continues it",
-            markup=False,
-        )
+            err.print(
+                f"run {run_id}: {view.status} after {view.completed}/{view.planned} iterations"
+                + (
+                    f"; `soakq resume {run_id}` continues it"
+                    if view.status == "interrupted"
+                    else ""
+                ),
+                markup=False,
+            )
+        else:  # stopped before it started: nothing to resume, nothing left behind
+            with contextlib.suppress(OSError):
+                for leftover in directory.glob(".*"):
+                    leftover.unlink()
+                directory.rmdir()
+            err.print(
+                f"run {run_id}: interrupted before it started; nothing was kept", markup=False
+            )
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -33,6 +33,8 @@ def finished_facts(directory: Path, spec: RunSpec) -> RunFacts | None:
         docs = [read_json(iteration_file(directory, i)) for i in range(1, done + 1)]
         gate_path = directory / "RELEASE_GATE.json"
         gate = read_json(gate_path) if gate_path.exists() else None
+        if (gate or {}).get("verdict") != record["outcome"].get("release_gate"):
+            return None  # cut off while it was written: run it again
         return facts_of(docs, gate, read_json(directory / "runtime_overrides.json"))
     except (OSError, KeyError, TypeError, ValueError):
         return None  # unreadable or partial: run it again (same bytes)

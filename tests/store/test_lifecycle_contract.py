@@ -41,7 +41,7 @@ def test_allowed_from_is_the_table_read_backwards():
     for target in RunStatus:
         assert allowed_from(target) == {s for s, nxt in TRANSITIONS.items() if target in nxt}
     assert allowed_from(RunStatus.QUEUED) == set()
-    assert allowed_from(RunStatus.RUNNING) == {RunStatus.QUEUED, RunStatus.INTERRUPTED}
+    assert allowed_from(RunStatus.RUNNING) == {RunStatus.QUEUED}  # resume restores, never moves
     assert allowed_from(RunStatus.INTERRUPTED) == {RunStatus.QUEUED, RunStatus.RUNNING}
     # A step past its check may still commit the last iteration of an interrupted run.
     assert allowed_from(RunStatus.SUCCEEDED) == {RunStatus.RUNNING, RunStatus.INTERRUPTED}

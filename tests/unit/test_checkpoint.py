@@ -187,3 +187,21 @@ def test_local_run_reads_a_running_run_from_its_checkpoint(tmp_path: Path) -> No
     assert local_run(tmp_path, doc).status == "interrupted"
     stopped = {**doc, "status": "interrupted"}
     assert local_run(tmp_path, stopped).status == "interrupted"
+
+
+def test_a_run_handed_to_the_workers_is_not_interrupted_here(tmp_path: Path) -> None:
+    """`soakq resume` with SOAKQ_REDIS_URL rewrites RUN.json (execution distributed); a stale
+    checkpoint saying "interrupted" must not make it resumable a second time."""
+    d = _dir(tmp_path)
+    doc = {
+        "config": {"iterations": 12},
+        "outcome": {},
+        "run_id": RUN,
+        "runtime": {"execution": "distributed"},
+        "status": "running",
+    }
+    write_json(
+        d / "CHECKPOINT.json",
+        {"format": 1, "record": {"status": "interrupted"}, "state": {"iteration": 4}, "version": 4},
+    )
+    assert local_run(tmp_path, doc).status == "running"

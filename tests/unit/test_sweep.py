@@ -368,3 +368,19 @@ def test_tuned_configurations_hold_up_on_seeds_they_never_saw(tmp_path: Path) ->
         assert diff == pytest.approx(cmp["holdout_pass_rate_diff"])
         assert diff >= 0.30, (cmp["mode"], tuned["holdout_passed"], untuned["holdout_passed"])
     assert {c["mode"] for c in doc["comparisons"]} == {"volatile", "spike"}
+
+
+def test_a_run_directory_cut_off_mid_export_is_run_again(tmp_path: Path) -> None:
+    """RUN.json says the gate PASSED but RELEASE_GATE.json is missing: not read back as FAILED."""
+    from soakq.sweep.local import finished_facts, run_one
+
+    plan = _plan(profiles=("aggressive",), modes=("volatile",), seeds=(1,), holdout_seeds=())
+    spec = plan.arm_runs()[0].spec
+    run_id, facts = run_one(spec.as_json(), str(tmp_path))
+    directory = tmp_path / "soak" / run_id
+    assert finished_facts(directory, spec) == RunFacts.from_json(facts)
+    gate = json.loads((directory / "RELEASE_GATE.json").read_text())
+    (directory / "RELEASE_GATE.json").unlink()
+    assert finished_facts(directory, spec) is None
+    assert run_one(spec.as_json(), str(tmp_path)) == (run_id, facts)  # run again, same facts
+    assert json.loads((directory / "RELEASE_GATE.json").read_text()) == gate

@@ -57,7 +57,9 @@ def test_distributed_sweep_matches_embedded(cluster: Cluster, tmp_path: Path) ->
     assert a.pop("runtime")["execution"] == "embedded"
     assert b.pop("runtime")["execution"] == "distributed"
     assert a == b
-    assert len(a["runs"]) == 16 and len(a["comparisons"]) == 2
+    # 8 arm runs; each untuned cell measures its profile once per hold-out seed (shared).
+    assert len(a["comparisons"]) == 2
+    assert len(a["runs"]) == 8 + sum(c["holdout_runs"] for c in a["cells"]) < 16
     # Every run of the sweep was an ordinary run on the workers, spread over both of them.
     ran = set()
     for run_id in b["runs"]:
