@@ -115,24 +115,35 @@ class RunLock:
     def acquire(self, *, attempts: int = 5, pause_s: float = 0.05) -> bool:
         """Take the lock; False when another holder keeps it through ``attempts`` tries (a
         listing's ``is_running`` probe holds it for microseconds: a retry rides that out).
-        The file is never removed, so every taker locks the same inode."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        A lock taken on a file that was meanwhile unlinked (its holder released it) is not the
+        lock: the file at the path is opened again."""
         for attempt in range(attempts):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                os.close(fd)
                 if attempt + 1 < attempts:
                     time.sleep(pause_s)
                 continue
-            self._fd = fd
-            return True
-        os.close(fd)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return True
+            os.close(fd)
         return False
 
     def release(self) -> None:
+        """Unlink the file, then drop the lock (a taker that locked the unlinked file sees it
+        and retries on the path): a finished run leaves no lock file behind."""
         if self._fd is None:
             return
-        os.close(self._fd)  # closing drops the flock
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
         self._fd = None
 
 

@@ -205,3 +205,32 @@ def test_a_run_handed_to_the_workers_is_not_interrupted_here(tmp_path: Path) -> 
         {"format": 1, "record": {"status": "interrupted"}, "state": {"iteration": 4}, "version": 4},
     )
     assert local_run(tmp_path, doc).status == "running"
+
+
+def test_a_lock_taken_on_a_released_file_is_not_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A taker whose flock landed on a file its holder meanwhile unlinked (released) does not
+    count it as the lock; release removes the file; the next taker gets a fresh one."""
+    import soakq.checkpoint as checkpoint
+
+    _dir(tmp_path)
+    real_stat = checkpoint.os.stat
+    gone = {"n": 0}
+
+    def unlinked_meanwhile(path: object, *a: object, **k: object) -> object:
+        gone["n"] += 1
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(checkpoint.os, "stat", unlinked_meanwhile)
+    assert not RunLock(tmp_path, RUN).acquire(attempts=3, pause_s=0.0)
+    assert gone["n"] == 3  # every attempt re-checked the path
+    monkeypatch.setattr(checkpoint.os, "stat", real_stat)
+    a = RunLock(tmp_path, RUN)
+    assert a.acquire()
+    assert not RunLock(tmp_path, RUN).acquire(attempts=2, pause_s=0.0)
+    a.release()
+    assert not (tmp_path / "soak" / RUN / ".lock").exists()
+    b = RunLock(tmp_path, RUN)
+    assert b.acquire()
+    b.release()
