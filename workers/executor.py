@@ -37,22 +37,32 @@ def timing_of(app: Celery) -> lifecycle.Timing:
 
 
 class CeleryExecutor:
-    """Starts go to the workers as ``soakq.iteration.start`` messages. ``inline``: inside a
-    worker task (the chord body), a start due now sends its chord from here instead of through
-    a start message: one hop less per iteration (``launch``)."""
+    """Starts go to the workers as ``soakq.iteration.start`` messages. ``inline_run``: inside
+    the chord body of that run, its successor due now sends its chord from here instead of
+    through a start message: one hop less per iteration (``launch``). Other runs' due
+    iterations the body claims go out as messages, so a failure on one of them never makes
+    this body retry; an inline launch that fails falls back to the message."""
 
-    def __init__(self, app: Celery, store: RunStore, *, inline: bool = False) -> None:
+    def __init__(self, app: Celery, store: RunStore, *, inline_run: str | None = None) -> None:
         self.app = app
         self.store = store
         self.timing = timing_of(app)
-        self.inline = inline
+        self.inline_run = inline_run
 
     def enqueue_start(self, run_id: str, iteration: int, attempt: int, countdown_s: float) -> None:
-        if self.inline and countdown_s <= 0:
+        if run_id == self.inline_run and countdown_s <= 0:
             from workers.tasks import launch
 
-            launch(self.app, self.store, run_id, iteration, attempt)
-            return
+            try:
+                launch(self.app, self.store, run_id, iteration, attempt)
+                return
+            except Exception:
+                log.warning(
+                    "run %s: starting iteration %s inline failed; sending its start instead",
+                    run_id,
+                    iteration,
+                    exc_info=True,
+                )
         options: dict[str, Any] = {"countdown": countdown_s} if countdown_s > 0 else {}
         self.app.send_task(
             names.ITERATION_START,

@@ -202,7 +202,7 @@ def after_finalize(
         if getattr(app.conf, "soakq_embedded", False):
             # The resume point, after the file it points back to (docs/resume.md).
             write_checkpoint(store, run_id, artifacts_of(app))
-    ex = CeleryExecutor(app, store, inline=True)
+    ex = CeleryExecutor(app, store, inline_run=run_id)
     lifecycle.after_commit(store, ex, run_id, iteration, result, time.time())
 
 
