@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,19 @@ def run_dir(artifacts_root: str | os.PathLike[str], run_id: str) -> Path:
 
 def iteration_file(directory: Path, iteration: int) -> Path:
     return directory / f"ITER_SUMMARY_{iteration}.json"
+
+
+_ITER_FILE = re.compile(r"ITER_SUMMARY_(\d+)\.json")
+
+
+def iteration_files(directory: Path) -> list[tuple[int, Path]]:
+    """``(i, path)`` of every ITER_SUMMARY_<i>.json in ``directory``, by iteration."""
+    found = []
+    for p in directory.iterdir():
+        m = _ITER_FILE.fullmatch(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
 
 
 def tuning_entry(doc: Mapping[str, Any]) -> dict[str, Any]:

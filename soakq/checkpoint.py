@@ -15,13 +15,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from soakq.artifacts import CHECKPOINT, iteration_file, run_dir
+from soakq.artifacts import CHECKPOINT, iteration_file, iteration_files, run_dir
 from soakq.errors import InputError
 from soakq.jsonio import read_json, write_json
 from soakq.states import RunStatus
@@ -29,7 +28,6 @@ from soakq.store import RunStore
 
 FORMAT = 1
 LOCK = ".lock"
-_ITER_RE = re.compile(r"ITER_SUMMARY_(\d+)\.json")
 
 
 @dataclass(frozen=True)
@@ -93,12 +91,12 @@ def clear_after(directory: Path, iterations: int) -> None:
     """Remove what a resume will write again: every file of the run directory except
     ``RUN.json``, the checkpoint, hidden files (the lock) and ``ITER_SUMMARY_1..iterations``:
     the report so far, the files of iterations committed after the checkpoint was written."""
+    committed = {path for i, path in iteration_files(directory) if i <= iterations}
     for path in directory.iterdir():
-        m = _ITER_RE.fullmatch(path.name)
         keep = (
-            path.name in (CHECKPOINT, "RUN.json", LOCK)
+            path.name in (CHECKPOINT, "RUN.json")
             or path.name.startswith(".")  # the lock, a writer's temporary file
-            or bool(m and int(m.group(1)) <= iterations)
+            or path in committed
         )
         if not keep and path.is_file():
             path.unlink()

@@ -69,7 +69,8 @@ class _Evidence:
     """What a run directory says about the overrides: its config, status and gate verdicts."""
 
     def __init__(self, run_dir: Path) -> None:
-        from soakq.rules.release_gate import iteration_files, load_run_dir, run_gate, unfinished
+        from soakq.artifacts import iteration_files
+        from soakq.rules.release_gate import load_run_dir, run_gate, unfinished
 
         self.run_dir = run_dir
         self.spec: dict[str, Any] | None = None

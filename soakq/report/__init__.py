@@ -13,11 +13,11 @@ artifacts root holds, so it lives in the separate TREND_HISTORY.md and trend_his
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from soakq.artifacts import iteration_files
 from soakq.errors import InputError
 from soakq.jsonio import read_json, write_bytes, write_text
 from soakq.report.history import HISTORY_FILES, HISTORY_RUNS, current_run, previous_runs
@@ -35,7 +35,6 @@ __all__ = [
     "report_from_dir",
     "write_report",
 ]
-_ITER_FILE = re.compile(r"ITER_SUMMARY_(\d+)\.json")
 
 
 def write_report(
@@ -80,15 +79,6 @@ def write_report(
     ]
 
 
-def _iteration_files(run_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for p in run_dir.iterdir():
-        m = _ITER_FILE.fullmatch(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
 def _load_iteration(path: Path, iteration: int) -> dict[str, Any]:
     doc = read_json(path)
     if not isinstance(doc, dict) or not all(
@@ -127,7 +117,7 @@ def report_from_dir(run_dir: Path) -> list[Path]:
     if not run_dir.is_dir():
         what = "not found" if not run_dir.exists() else "not a directory"
         raise InputError(f"{run_dir}: {what}; expected a run directory (artifacts/soak/<run_id>)")
-    files = _iteration_files(run_dir)
+    files = iteration_files(run_dir)
     if not files:
         raise InputError(f"{run_dir}: no ITER_SUMMARY_<i>.json files; is this a run directory?")
     docs: list[Mapping[str, Any]] = [_load_iteration(p, i) for i, p in files]

@@ -9,12 +9,12 @@ the beat's task use the run-level form in ``soakq.rules.release_window`` (exit 0
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from soakq.artifacts import iteration_files
 from soakq.errors import ExitCode, InputError
 from soakq.jsonio import read_json
 from soakq.metrics.base import DIAGNOSTICS, KPI_KEYS
@@ -26,7 +26,6 @@ SINGLE_NOTE = (
     "NOTE: a single iteration is not statistical evidence; "
     "the release verdict is `soakq gate RUN_DIR` (the run's window of iterations)"
 )
-_ITER_FILE = re.compile(r"ITER_SUMMARY_(\d+)\.json")
 
 
 def mock_note(source: Any, mode: Any, seed: Any) -> str:
@@ -150,16 +149,6 @@ def run_gate(
         note = mock_note(last.get("source", "mock"), last.get("mock_mode"), last.get("mock_seed"))
         run_id = docs[-1].get("run_id") if docs and isinstance(docs[-1], Mapping) else None
     return judge_run(docs, mock=mock, mock_note=note, run_id=run_id, where=where)
-
-
-def iteration_files(run_dir: Path) -> list[tuple[int, Path]]:
-    """``(i, path)`` of every ITER_SUMMARY_<i>.json in ``run_dir``, by iteration."""
-    found = []
-    for p in run_dir.iterdir():
-        m = _ITER_FILE.fullmatch(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
 
 
 def load_run_dir(run_dir: Path) -> tuple[list[Any], dict[str, Any] | None]:

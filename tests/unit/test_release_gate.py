@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from soakq_testkit import assert_clean_user_error, invoke
 
+from soakq.artifacts import iteration_files
 from soakq.errors import InputError
 from soakq.rules.release_gate import (
     SINGLE_NOTE,
     check_path,
     check_summary,
     failed_gate,
-    iteration_files,
     load_run_dir,
     mock_note,
     run_gate,
