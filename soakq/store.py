@@ -257,15 +257,7 @@ class MemoryStore:
 
     # -- records ---------------------------------------------------------------------------
     def create_run(self, run_id: str, record: JsonDict, state: JsonDict) -> bool:
-        status = record_status(record)
-        with self._mu:
-            if run_id in self._records:
-                return False
-            self._records[run_id] = canonical(record)
-            self._states[run_id] = (canonical(state), 0)
-            if not status.terminal:
-                self._active.add(run_id)
-            return True
+        return self.restore_run(run_id, record, state, 0, [])  # version 0, no documents yet
 
     def restore_run(
         self,

@@ -80,7 +80,6 @@ _SCRIPTS = (
     "release",
     "cas",
     "commit_iteration",
-    "create_run",
     "restore_run",
     "replace_if",
     "claim_due",
@@ -321,20 +320,8 @@ class RedisStore:
         self._r.close()
 
     # -- records ---------------------------------------------------------------------------
-    @_guarded
     def create_run(self, run_id: str, record: JsonDict, state: JsonDict) -> bool:
-        status = record_status(record)
-        keys = [
-            self.key(run_id, "record"),
-            self.key(run_id, "status"),
-            self.key(run_id, "state"),
-            self.key(run_id, "version"),
-            self.runs_key,
-            f"{self._prefix}:runs:seq",
-            self.active_key,
-        ]
-        args = [run_id, canonical(record), str(status), canonical(state)]
-        return bool(self._run("create_run", keys, args))
+        return self.restore_run(run_id, record, state, 0, [])  # one script: version 0, no docs
 
     @_guarded
     def restore_run(

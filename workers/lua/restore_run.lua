@@ -1,4 +1,5 @@
--- Create a run as a checkpoint left it (`soakq resume`): record, status, state at its version,
+-- Create a run (version 0, no documents: `create_run`) or put one back as a checkpoint left it
+-- (`soakq resume`): record, status, state at its version,
 -- the committed iteration documents, its place in the index and in the active runs.
 -- KEYS[1] record, KEYS[2] status, KEYS[3] state, KEYS[4] version, KEYS[5] runs index (ZSET),
 -- KEYS[6] runs seq, KEYS[7] active runs (SET), KEYS[8] iteration documents (HASH)
