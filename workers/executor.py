@@ -1,6 +1,8 @@
 """The Celery side of the life-cycle's Executor port (soakq/lifecycle.py, docs/architecture.md):
 an iteration's start goes to the workers by task name, with a deterministic id keyed by
-``(run_id, iteration, attempt)``, and ``publish`` writes a run's directory on this worker."""
+``(run_id, iteration, attempt)``; ``launch`` is what a start does (send the iteration's chord);
+``publish`` writes a run's directory on this worker. The tasks (workers/tasks.py) import this
+module, never the reverse."""
 
 from __future__ import annotations
 
@@ -9,18 +11,22 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from celery import Celery
+from celery import Celery, chord, group
 
 from soakq import lifecycle, runner
 from soakq.artifacts import export_run, run_dir
+from soakq.config import RunSpec
 from soakq.errors import TransientStoreError
 from soakq.states import RunStatus
 from soakq.store import RunStore
 from workers import names
 from workers.beat import gate_for
 from workers.context import artifacts_of, settings_of
+from workers.lease import KEEPER
 
 log = logging.getLogger(__name__)
+
+LIVE_MARGIN_S = 30.0  # the live step's time limit: window + report timeout + this
 
 
 def timing_of(app: Celery) -> lifecycle.Timing:
@@ -51,8 +57,6 @@ class CeleryExecutor:
 
     def enqueue_start(self, run_id: str, iteration: int, attempt: int, countdown_s: float) -> None:
         if run_id == self.inline_run and countdown_s <= 0:
-            from workers.tasks import launch
-
             try:
                 launch(self.app, self.store, run_id, iteration, attempt)
                 return
@@ -128,3 +132,55 @@ def note_published(store: RunStore, run_id: str, status: str) -> None:
         store.note_published(run_id, published)
     else:
         store.update_record(run_id, {"published": published})
+
+
+def launch(app: Any, store: RunStore, run_id: str, iteration: int, attempt: int) -> str:
+    """The start of ``iteration`` (attempt ``attempt``): send its chord, unless the run moved on
+    or ended. Run by the start task, or inline by the previous chord body (CeleryExecutor)."""
+    ws = settings_of(app)
+    spec, record = runner.load_spec(store, run_id)
+    state, _ = store.get_state(run_id)
+    if not lifecycle.should_start(record, state, iteration):
+        return "skipped"
+    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
+        sig = app.signature
+        if spec.live:
+            # One task writes the handshake and reads the bot's one report for every symbol; it
+            # runs on the bot's queue, served by a worker on the host that sees the bot directory.
+            steps = [
+                sig(
+                    names.LIVE_MEASURE,
+                    args=(run_id, iteration),
+                    task_id=names.live_measure_id(run_id, iteration, attempt),
+                    **live_options(app, spec),
+                )
+            ]
+        else:
+            # The spec and the overrides in force travel with the message: they cannot change
+            # before this iteration commits, and the measure then reads nothing from Redis.
+            given = {"spec": spec.as_json(), "overrides": state["overrides"]}
+            steps = [
+                sig(
+                    names.METRICS_MEASURE,
+                    args=(run_id, iteration, s),
+                    kwargs=given,
+                    task_id=names.measure_id(run_id, iteration, attempt, s),
+                )
+                for s in spec.symbols
+            ]
+        header = group(steps, task_id=names.header_group_id(run_id, iteration, attempt))
+        body = sig(
+            names.ITERATION_FINALIZE, args=(run_id, iteration), kwargs={"started_ts": time.time()}
+        )
+        chord(header, body).apply_async(task_id=names.finalize_id(run_id, iteration, attempt))
+    return "started"
+
+
+def live_options(app: Any, spec: RunSpec) -> dict[str, Any]:
+    """Where and how long the live step runs: the bot's queue (the embedded worker serves its
+    own), and a time limit that covers the window and the report timeout."""
+    limit = spec.window_s + spec.report_timeout_s + LIVE_MARGIN_S
+    opts: dict[str, Any] = {"time_limit": limit, "soft_time_limit": limit - 1}
+    if not getattr(app.conf, "soakq_embedded", False) and spec.bot_queue:
+        opts["queue"] = spec.bot_queue
+    return opts

@@ -11,7 +11,7 @@ No task waits on another's result. A task working on an iteration holds the run'
 
 Time limits are the executing worker's (``SOAKQ_TASK_TIME_LIMIT_S``): ``SoakqTask`` keeps them
 out of the messages, which would otherwise carry the sender's. The one exception is explicit: a
-live step carries the limit its run's window needs (``live_options``).
+live step carries the limit its run's window needs (``workers.executor.live_options``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from celery import Task, chord, group, shared_task
+from celery import Task, shared_task
 
 from soakq import lifecycle, runner
 from soakq.artifacts import write_iteration
@@ -37,7 +37,7 @@ from soakq.store import RunStore
 from workers import names
 from workers.beat import gate_for, parse_slot, weekly_run_id, weekly_slot, weekly_spec
 from workers.context import artifacts_of, settings_of, store_of
-from workers.executor import CeleryExecutor, publish, render_report, send_start
+from workers.executor import CeleryExecutor, launch, publish, render_report, send_start
 from workers.lease import KEEPER
 
 log = logging.getLogger(__name__)
@@ -69,55 +69,12 @@ IDEMPOTENT: dict[str, Any] = {
     "retry_jitter": True,
 }
 _RETRY_CAP_S = 2.0
-LIVE_MARGIN_S = 30.0  # the live step's time limit: window + report timeout + this
 
 
 @shared_task(name=names.ITERATION_START, max_retries=8, **IDEMPOTENT)
 def start(self: Task, run_id: str, iteration: int, attempt: int = 0) -> str:
     """Send the chord of ``iteration`` unless the run moved on or ended."""
     return launch(self.app, store_of(self.app), run_id, iteration, attempt)
-
-
-def launch(app: Any, store: RunStore, run_id: str, iteration: int, attempt: int) -> str:
-    """The start of ``iteration`` (attempt ``attempt``): send its chord, unless the run moved on
-    or ended. Run by the start task, or inline by the previous chord body (CeleryExecutor)."""
-    ws = settings_of(app)
-    spec, record = runner.load_spec(store, run_id)
-    state, _ = store.get_state(run_id)
-    if not lifecycle.should_start(record, state, iteration):
-        return "skipped"
-    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
-        sig = app.signature
-        if spec.live:
-            # One task writes the handshake and reads the bot's one report for every symbol; it
-            # runs on the bot's queue, served by a worker on the host that sees the bot directory.
-            steps = [
-                sig(
-                    names.LIVE_MEASURE,
-                    args=(run_id, iteration),
-                    task_id=names.live_measure_id(run_id, iteration, attempt),
-                    **live_options(app, spec),
-                )
-            ]
-        else:
-            # The spec and the overrides in force travel with the message: they cannot change
-            # before this iteration commits, and the measure then reads nothing from Redis.
-            given = {"spec": spec.as_json(), "overrides": state["overrides"]}
-            steps = [
-                sig(
-                    names.METRICS_MEASURE,
-                    args=(run_id, iteration, s),
-                    kwargs=given,
-                    task_id=names.measure_id(run_id, iteration, attempt, s),
-                )
-                for s in spec.symbols
-            ]
-        header = group(steps, task_id=names.header_group_id(run_id, iteration, attempt))
-        body = sig(
-            names.ITERATION_FINALIZE, args=(run_id, iteration), kwargs={"started_ts": time.time()}
-        )
-        chord(header, body).apply_async(task_id=names.finalize_id(run_id, iteration, attempt))
-    return "started"
 
 
 @shared_task(name=names.METRICS_MEASURE, max_retries=8, **IDEMPOTENT)
@@ -139,16 +96,6 @@ def measure(
     else:
         run_spec = RunSpec.model_validate(spec)
     return measure_symbol(run_spec, iteration, symbol, overrides)
-
-
-def live_options(app: Any, spec: RunSpec) -> dict[str, Any]:
-    """Where and how long the live step runs: the bot's queue (the embedded worker serves its
-    own), and a time limit that covers the window and the report timeout."""
-    limit = spec.window_s + spec.report_timeout_s + LIVE_MARGIN_S
-    opts: dict[str, Any] = {"time_limit": limit, "soft_time_limit": limit - 1}
-    if not getattr(app.conf, "soakq_embedded", False) and spec.bot_queue:
-        opts["queue"] = spec.bot_queue
-    return opts
 
 
 @shared_task(name=names.LIVE_MEASURE, max_retries=8, **IDEMPOTENT)

@@ -88,7 +88,7 @@ def check_live_budget(spec: Any) -> None:
     """A live step blocks for the window + report timeout: the broker must not redeliver it and
     the watchdog must not re-drive it meanwhile (docs/live-bot.md)."""
     from workers.celeryconfig import worker_settings
-    from workers.tasks import LIVE_MARGIN_S
+    from workers.executor import LIVE_MARGIN_S
 
     ws = worker_settings()
     need = spec.window_s + spec.report_timeout_s + LIVE_MARGIN_S
