@@ -65,8 +65,6 @@ class Stop(_Doc):
 class RunState(_Doc):
     """The state after ``iteration`` committed iterations: what the next one runs with."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
     iteration: int = Field(ge=0)
     overrides: dict[str, int | float]
     ledger: Ledger

@@ -9,6 +9,7 @@ SoakqError                      base; carries the exit code the CLI uses
 │   ├── FenceError              a stale lock holder tried to commit
 │   ├── TransientStoreError     connection trouble: the only kind that is retried
 │   └── StoreRefused (exit 2)   Redis says no for good (password, out of memory): configuration
+├── Pending (exit 5)            a follower stopped waiting: nobody serves the run (it goes on)
 └── RunFailed (exit 1)          the run ended failed
     └── KpiGateFailed (exit 3)  hard KPI gate stopped the run
 """
@@ -71,6 +72,13 @@ class StoreRefused(StoreError):
     memory under ``noeviction``): a configuration problem, said plainly."""
 
     exit_code = ExitCode.BAD_INPUT
+
+
+class Pending(SoakqError):
+    """A follower stops waiting on work that nobody serves now (no worker consumes the queue);
+    the work itself is not cancelled."""
+
+    exit_code = ExitCode.PENDING
 
 
 class RunFailed(SoakqError):

@@ -41,7 +41,7 @@ from soakq.states import RunStatus
 from workers import names
 from workers.app import context_of, make_app
 from workers.celeryconfig import worker_settings
-from workers.executor import publish
+from workers.executor import publish, send_start
 from workers.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class EmbeddedWorker:
             if not start_run(store, spec, now=now, mode="embedded"):
                 raise ConfigError(f"run {spec.run_id} already exists in the store")
             self._write_start(store, spec.run_id, artifacts_root)
-            self._send(store, spec.run_id, 1, now)
+            send_start(self.app, store, spec.run_id, 1, now=now)  # start_run scheduled it
             return self._drive(store, spec, artifacts_root, progress, shown=0)
 
     def resume(
@@ -187,7 +187,8 @@ class EmbeddedWorker:
             if close_if_finished(store, spec.run_id):  # killed after its last commit
                 publish(self.app, store, spec.run_id)
             else:
-                self._send(store, spec.run_id, done + 1, now)
+                store.schedule(spec.run_id, done + 1, now)  # the tick's fallback, as start_run's
+                send_start(self.app, store, spec.run_id, done + 1, now=now)
             return self._drive(store, spec, artifacts_root, progress, shown=done)
 
     @contextlib.contextmanager
@@ -213,12 +214,6 @@ class EmbeddedWorker:
         assert record is not None
         write_json(run_dir(artifacts_root, run_id) / "RUN.json", run_json(record))
         write_checkpoint(store, run_id, artifacts_root)
-
-    def _send(self, store: RedisStore, run_id: str, iteration: int, now: float) -> None:
-        from workers.executor import send_start
-
-        store.schedule(run_id, iteration, now)
-        send_start(self.app, store, run_id, iteration, now=now)
 
     def _drive(
         self,

@@ -5,10 +5,11 @@ only submits and polls the records (no process per run)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from soakq.config import RunSpec
-from soakq.errors import ConfigError, StoreError
+from soakq.errors import ConfigError, Pending, StoreError
 from soakq.runner import start_run
 from soakq.states import RunStatus, StopReason
 from soakq.sweep import RunFacts, Submitter, facts_of
@@ -21,11 +22,25 @@ class RedisSubmitter(Submitter):
     """Submits to Redis and the workers; a run of the same id and spec already there (an earlier
     coordinator of the same sweep) is followed instead of started again."""
 
-    def __init__(self, app: Any, store: Any, *, poll_s: float = POLL_S) -> None:
+    def __init__(
+        self,
+        app: Any,
+        store: Any,
+        *,
+        poll_s: float = POLL_S,
+        unserved: Callable[[], str | None] = lambda: None,
+        grace_s: float = float("inf"),
+    ) -> None:
+        """``unserved``: a bounded check that says, in one line, that no worker consumes the
+        runs' queue (None when one does, or when it cannot tell); asked once no run has ended
+        for ``grace_s``, so the coordinator never waits in silence (docs/sweeps.md)."""
         self.app = app
         self.store = store
         self.poll_s = poll_s
+        self.unserved = unserved
+        self.grace_s = grace_s
         self._pending: list[str] = []
+        self._progress = time.monotonic()
         self._specs: dict[str, RunSpec] = {}
 
     def submit(self, spec: RunSpec) -> None:
@@ -63,6 +78,7 @@ class RedisSubmitter(Submitter):
                         " run the same sweep again to redo it"
                     )
                 self._pending.remove(run_id)
+                self._progress = time.monotonic()
                 state, _ = self.store.get_state(run_id)
                 facts = facts_of(
                     self.store.iterations(run_id),
@@ -70,6 +86,11 @@ class RedisSubmitter(Submitter):
                     state["overrides"],
                 )
                 return run_id, facts
+            if time.monotonic() - self._progress > self.grace_s:
+                why = self.unserved()
+                if why is not None:
+                    raise Pending(why)
+                self._progress = time.monotonic()  # served: look again after another grace
             time.sleep(self.poll_s)
 
 

@@ -309,13 +309,21 @@ def sweep_distributed(settings: Any, plan: Any, directory: Path, *, wait: bool) 
 
     app, store = _connect(settings)
     queue = app.conf.task_default_queue
-    found = consumers(app, settings.ping_timeout_s)
-    if found is not None and unserved(found, [queue]):
-        raise StoreRefused(
+
+    def nobody() -> str | None:
+        found = consumers(app, settings.ping_timeout_s)
+        if found is None or not unserved(found, [queue]):
+            return None
+        return (
             f"sweep {plan.sweep_id}: no worker consumes queue {queue!r} on {_where(settings)}; "
-            "start some with `soakq worker -n w1@%h` (and w2@%h, ...) first"
+            "start some with `soakq worker -n w1@%h` (and w2@%h, ...); the same command "
+            "then continues the sweep"
         )
-    submitter = RedisSubmitter(app, store)
+
+    why = nobody()
+    if why is not None:
+        raise StoreRefused(why)  # before anything is submitted: a configuration problem
+    submitter = RedisSubmitter(app, store, unserved=nobody, grace_s=settings.worker_grace_s)
     if not wait:
         for run in plan.arm_runs():
             submitter.submit(run.spec)

@@ -77,7 +77,7 @@ class LocalSubmitter(Submitter):
     def next_done(self) -> tuple[str, RunFacts]:
         while not self._done:
             finished, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
-            for fut in sorted(finished, key=id):
+            for fut in finished:  # facts are keyed by run id: arrival order does not matter
                 run_id, facts = fut.result()
                 self._done.append((run_id, RunFacts.from_json(facts)))
         return self._done.pop(0)
@@ -89,4 +89,7 @@ class LocalSubmitter(Submitter):
 
 
 def default_jobs() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

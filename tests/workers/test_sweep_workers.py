@@ -73,3 +73,33 @@ def test_distributed_sweep_matches_embedded(cluster: Cluster, tmp_path: Path) ->
     c = _doc(tmp_path / "dist2")
     c.pop("runtime")
     assert c == a
+
+
+def test_a_coordinator_whose_workers_vanish_says_so_and_stops() -> None:
+    """No run ends for the grace and no worker consumes the queue: one line, exit 5 (Pending),
+    within a bounded time; while the check says the queue is served, it keeps waiting."""
+    import time
+
+    from soakq.config import build_spec
+    from soakq.errors import ExitCode, Pending
+    from soakq.settings import Settings
+    from soakq.store import MemoryStore
+    from workers.app import make_app
+    from workers.celeryconfig import WorkerSettings
+    from workers.sweep import RedisSubmitter
+
+    app = make_app(WorkerSettings(redis_url=None), main="sweep-stall")  # memory://, no worker
+    asked: list[float] = []
+
+    def unserved() -> str | None:
+        asked.append(time.monotonic())
+        return None if len(asked) < 2 else "no worker consumes queue 'soakq'"
+
+    sub = RedisSubmitter(app, MemoryStore(), poll_s=0.01, unserved=unserved, grace_s=0.1)
+    sub.submit(build_spec(Settings(), profile="aggressive", iterations=2, run_id="stall-1"))
+    t0 = time.monotonic()
+    with pytest.raises(Pending, match="no worker consumes") as exc:
+        sub.next_done()
+    assert exc.value.exit_code == ExitCode.PENDING == 5
+    assert len(asked) == 2 and asked[1] - asked[0] >= 0.1  # served: asked again after a grace
+    assert time.monotonic() - t0 < 10
