@@ -119,8 +119,25 @@ def run_sweep(plan: Any, submitter: Any, directory: Path, runtime: dict[str, Any
         flush=True,
     )
     started = time.time()
-    with SweepProgress(total) as bar:
-        facts = execute(plan, submitter, progress=bar.update)
+    done = [0]
+
+    def progress(run: Any, facts: Any, n: int, of: int) -> None:
+        done[0] = n
+        bar.update(run, facts, n, of)
+
+    try:
+        with SweepProgress(total) as bar:
+            facts = execute(plan, submitter, progress=progress)
+    except KeyboardInterrupt:
+        from soakq.cli.output import err
+        from soakq.errors import ExitCode
+
+        err.print(
+            f"sweep {plan.sweep_id}: interrupted after {done[0]} runs; the same command "
+            "continues it (finished runs are not run again)",
+            markup=False,
+        )
+        return int(ExitCode.INTERRUPTED)
     finished = time.time()
     runtime = {
         **runtime,

@@ -384,3 +384,34 @@ def test_a_run_directory_cut_off_mid_export_is_run_again(tmp_path: Path) -> None
     assert finished_facts(directory, spec) is None
     assert run_one(spec.as_json(), str(tmp_path)) == (run_id, facts)  # run again, same facts
     assert json.loads((directory / "RELEASE_GATE.json").read_text()) == gate
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_sweep_is_one_line_and_the_same_command_continues(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    args = ["--profiles", "aggressive", "--modes", "volatile", "--seeds", "1-20"]
+    args += ["--iterations", "24", "--artifacts", "a", "--jobs", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soakq", "sweep", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    while not proc.stdout.readline().startswith("run 2/"):  # two runs finished
+        assert proc.poll() is None and time.monotonic() < deadline
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "interrupted after" in err and "Traceback" not in err
+    (sweep,) = (tmp_path / "a" / "sweeps").iterdir()
+    assert not (sweep / "SWEEP.json").exists()
+    finished = [d for d in (sweep / "soak").iterdir() if (d / "RELEASE_GATE.json").exists()]
+    assert len(finished) >= 2
