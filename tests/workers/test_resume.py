@@ -189,3 +189,17 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path: Path) -> None:
     assert gone.returncode == 2 and gone.stderr.count("\n") == 1
     assert "CHECKPOINT.json: no checkpoint" in gone.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_a_damaged_checkpoint_is_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "art"
+    proc = start(root)
+    run_dir = wait_for_iteration(root, proc, 2)
+    proc.kill()
+    finish(proc)
+    cp = read_json(run_dir / "CHECKPOINT.json")
+    cp["record"]["spec"]["iterations"] = "many"
+    (run_dir / "CHECKPOINT.json").write_text(__import__("json").dumps(cp))
+    bad = soakq("resume", run_dir.name, "--artifacts", str(root))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "CHECKPOINT.json" in bad.stderr and "spec.iterations" in bad.stderr
