@@ -129,10 +129,7 @@ def export_run(
     store: RunStore, run_id: str, artifacts_root: str | os.PathLike[str], *, report: bool = True
 ) -> Path:
     """Write the whole run directory from the store and point ``latest`` at it."""
-    record = store.get_record(run_id)
-    if record is None:
-        raise KeyError(run_id)
-    state, _ = store.get_state(run_id)
+    record, state, _ = store.read_run(run_id)  # KeyError when the run does not exist
     docs: list[Mapping[str, Any]] = [*store.iterations(run_id)]
     out = run_dir(artifacts_root, run_id)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,10 +167,17 @@ def export_run(
 
 
 def write_iteration(
-    store: RunStore, run_id: str, iteration: int, artifacts_root: str | os.PathLike[str]
+    store: RunStore,
+    run_id: str,
+    iteration: int,
+    artifacts_root: str | os.PathLike[str],
+    *,
+    doc: Mapping[str, Any] | None = None,
 ) -> Path | None:
-    """Write one ITER_SUMMARY file as soon as its record exists."""
-    doc = store.get_iteration(run_id, iteration)
+    """Write one ITER_SUMMARY file as soon as its record exists. ``doc``: the document as
+    committed, when the caller holds it (else it is read from the store)."""
+    if doc is None:
+        doc = store.get_iteration(run_id, iteration)
     if doc is None:
         return None
     return write_json(iteration_file(run_dir(artifacts_root, run_id), iteration), doc)

@@ -14,8 +14,8 @@ from soakq.artifacts import export_run, run_dir, write_iteration
 from soakq.config import RunSpec
 from soakq.errors import ConfigError, StoreError
 from soakq.iteration import measure_iteration, measure_symbol
-from soakq.lifecycle import Timing, after_commit, send_start, should_start
-from soakq.runner import FinalizeResult, FinalizeStatus, finalize, load_spec, start_run
+from soakq.lifecycle import Timing, after_commit, planner, send_start, should_start
+from soakq.runner import FinalizeResult, FinalizeStatus, Ready, finalize, load_spec, start_run
 from soakq.states import RunStatus
 from soakq.store import MemoryStore, RunStore
 
@@ -43,8 +43,18 @@ def free_run_id(spec: RunSpec, artifacts_root: str | os.PathLike[str], explicit:
     return spec.model_copy(update={"run_id": f"{spec.run_id}-{max(taken, default=1) + 1}"})
 
 
+#: No watchdog runs in the calling thread (nothing can die but the whole process): a year is
+#: "never"; starts wait in the executor's queue until due.
+LOCAL_TIMING = Timing(deadline_s=365 * 86_400.0, tick_s=float("inf"), countdowns=True)
+
+
 def run_iteration_local(
-    store: RunStore, spec: RunSpec, iteration: int, *, clock: Callable[[], float]
+    store: RunStore,
+    spec: RunSpec,
+    iteration: int,
+    *,
+    clock: Callable[[], float],
+    timing: Timing = LOCAL_TIMING,
 ) -> FinalizeResult:
     """Header (every symbol) then body, in this thread."""
     started = clock()
@@ -62,6 +72,7 @@ def run_iteration_local(
         owner=f"embedded:{os.getpid()}",
         clock=clock,
         started_ts=started,
+        successor=planner(timing),
     )
 
 
@@ -70,8 +81,7 @@ class LocalExecutor:
     queue ordered by due time; ``run_next`` sleeps until the first is due and runs the whole
     iteration (every symbol, then the commit) here; ``publish`` writes the run directory."""
 
-    # No watchdog runs here (nothing can die but the whole process): a year is "never".
-    timing = Timing(deadline_s=365 * 86_400.0, tick_s=float("inf"), countdowns=True)
+    timing = LOCAL_TIMING
 
     def __init__(
         self,
@@ -90,7 +100,14 @@ class LocalExecutor:
         self._queue: list[tuple[float, int, str, int, int]] = []
         self._seq = 0
 
-    def enqueue_start(self, run_id: str, iteration: int, attempt: int, countdown_s: float) -> None:
+    def enqueue_start(
+        self,
+        run_id: str,
+        iteration: int,
+        attempt: int,
+        countdown_s: float,
+        ready: Ready | None = None,
+    ) -> None:
         self._seq += 1
         heapq.heappush(
             self._queue,
@@ -115,9 +132,9 @@ class LocalExecutor:
             result = run_iteration_local(store, spec, iteration, clock=self.clock)
             if result.status not in (FinalizeStatus.COMMITTED, FinalizeStatus.DUPLICATE):
                 raise StoreError(f"iteration {iteration} was not committed ({result.status})")
-            write_iteration(store, run_id, iteration, self.root)
+            write_iteration(store, run_id, iteration, self.root, doc=result.doc)
             if progress is not None:
-                doc = store.get_iteration(run_id, iteration)
+                doc = result.doc or store.get_iteration(run_id, iteration)
                 assert doc is not None
                 progress(iteration, doc)
             after_commit(store, self, run_id, iteration, result, self.clock())

@@ -28,7 +28,15 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from soakq.documents import Drive
-from soakq.runner import FinalizeResult, FinalizeStatus, close_if_finished, load_spec, mark_lost
+from soakq.runner import (
+    FinalizeResult,
+    FinalizeStatus,
+    Ready,
+    Successor,
+    close_if_finished,
+    load_spec,
+    mark_lost,
+)
 from soakq.states import RunStatus
 from soakq.store import RunStore
 
@@ -61,8 +69,17 @@ class Executor(Protocol):
 
     timing: Timing
 
-    def enqueue_start(self, run_id: str, iteration: int, attempt: int, countdown_s: float) -> None:
-        """Have ``start(run_id, iteration, attempt)`` run once ``countdown_s`` have passed."""
+    def enqueue_start(
+        self,
+        run_id: str,
+        iteration: int,
+        attempt: int,
+        countdown_s: float,
+        ready: Ready | None = None,
+    ) -> None:
+        """Have ``start(run_id, iteration, attempt)`` run once ``countdown_s`` have passed.
+        ``ready``: the spec and overrides, when the caller holds them (the start may then read
+        nothing from the store)."""
         ...
 
     def publish(self, run_id: str) -> None:
@@ -140,6 +157,26 @@ def note_pending(store: RunStore, ex: Executor, run_id: str, iteration: int, due
 SuccessorKind = Literal["due", "countdown", "park"]
 
 
+def planned_drive(iteration: int, due_ts: float, now: float, timing: Timing) -> Drive:
+    """The drive of a successor, recorded with the commit that leaves it due: started now (due
+    now, or within a tick with a countdown) or waiting in the due set for the tick (parked,
+    ``enqueued_ts`` None). The same document ``send_start`` / ``note_pending`` write. Pure."""
+    parked = successor_action(due_ts, now, timing) == "park"
+    due = max(now, due_ts)
+    return Drive(
+        iteration=iteration,
+        attempt=0,
+        due_ts=due,
+        enqueued_ts=None if parked else now,
+        deadline_ts=due + timing.deadline_s,
+    )
+
+
+def planner(timing: Timing) -> Successor:
+    """``runner.finalize``'s ``successor``: the planned drive as a record field."""
+    return lambda iteration, due_ts, now: planned_drive(iteration, due_ts, now, timing).as_json()
+
+
 def successor_action(due_ts: float, now: float, timing: Timing) -> SuccessorKind:
     """After a commit, the next iteration is due now (start what is due), within a tick and the
     executor can count down (start it with a countdown, so ``--interval`` holds to within a
@@ -187,13 +224,25 @@ def after_commit(
         return
     if result.status == FinalizeStatus.COMMITTED and not result.completed:
         assert result.next_iteration is not None and result.next_due_ts is not None
-        kind = successor_action(result.next_due_ts, now, ex.timing)
+        nxt, due = result.next_iteration, result.next_due_ts
+        if result.drive is not None:  # recorded by the commit: start it, or park it for the tick
+            if result.drive["enqueued_ts"] is None:
+                store.schedule(run_id, nxt, due)
+            else:
+                ex.enqueue_start(run_id, nxt, 0, max(0.0, due - now), result.ready)
+            return
+        # The record changed under the commit (or nobody planned): record the drive here.
+        store.schedule(run_id, nxt, due)
+        kind = successor_action(due, now, ex.timing)
         if kind == "due":
             drive_due(store, ex, now)  # claims the successor (and whatever else is due)
         elif kind == "countdown":
             send_start(store, ex, run_id, result.next_iteration, now=now, due_ts=result.next_due_ts)
         else:
             note_pending(store, ex, run_id, result.next_iteration, result.next_due_ts)
+        return
+    if result.completed:  # this body closed the run (or found it closed)
+        ex.publish(run_id)
         return
     if result.status == FinalizeStatus.DUPLICATE:
         close_if_finished(store, run_id)  # the first delivery may have died before

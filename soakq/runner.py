@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from soakq.config import RunSpec
-from soakq.documents import load_record, load_state
+from soakq.documents import check_record, check_state, load_record
 from soakq.errors import ExitCode, SoakqError, StoreError
 from soakq.iteration import finalize_iteration, initial_state
 from soakq.rules.release_gate import failed_gate, run_gate
@@ -44,11 +44,24 @@ class FinalizeStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class Ready:
+    """What a start of the next iteration needs, held by the chord body that committed the
+    previous one: the spec and the overrides in force (neither can change before that next
+    iteration commits), so the start reads nothing from the store."""
+
+    spec: RunSpec
+    overrides: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class FinalizeResult:
     status: FinalizeStatus
-    next_iteration: int | None = None  # scheduled successor, if any
+    next_iteration: int | None = None  # the successor, when the run goes on
     next_due_ts: float | None = None
     completed: bool = False
+    doc: JsonDict | None = None  # the document this call committed
+    ready: Ready | None = None  # what starting the successor needs
+    drive: JsonDict | None = None  # the successor's drive, when the commit recorded it
 
 
 def load_spec(store: RunStore, run_id: str) -> tuple[RunSpec, dict[str, Any]]:
@@ -124,6 +137,11 @@ def transition(
         raise StoreError(f"run {run_id!r} not found") from None
 
 
+#: Plans the drive of the successor a commit leaves due: (next iteration, its due time, now) ->
+#: the ``drive`` document to write with the commit (soakq/lifecycle.py, ``planner``).
+Successor = Callable[[int, float, float], JsonDict]
+
+
 def finalize(
     store: RunStore,
     run_id: str,
@@ -134,23 +152,33 @@ def finalize(
     clock: Clock = time.time,
     lock_ttl_ms: int = 30_000,
     started_ts: float | None = None,
+    successor: Successor | None = None,
 ) -> FinalizeResult:
-    """The chord body: judge, tune, guard, apply and commit iteration ``iteration`` once."""
-    spec, record = load_spec(store, run_id)
-    if not RunStatus(record["status"]).accepts_work:  # ended, or interrupted (docs/resume.md)
-        return FinalizeResult(FinalizeStatus.SKIPPED)
-    if store.get_iteration(run_id, iteration) is not None:
-        return FinalizeResult(FinalizeStatus.DUPLICATE)
+    """The chord body: judge, tune, guard, apply and commit iteration ``iteration`` once.
+
+    Under the run's fenced lock: one read of record, state and version, the pure step, then one
+    commit that writes the document and the state, releases the lock and (``successor`` given)
+    records the successor's drive in the record, all in one store step. A record that changed
+    meanwhile (a watchdog note, a cancel) leaves the drive to ``lifecycle.after_commit``."""
     lease = store.acquire_lock(run_id, owner, lock_ttl_ms)
     if lease is None:
         return FinalizeResult(FinalizeStatus.LOCKED)
+    outcome = None
     try:
-        _, state, version = load_state(store, run_id)  # validated: one schema, every mode
-        if state["iteration"] >= iteration:
+        try:
+            record_doc, state_doc, version = store.read_run(run_id)
+        except KeyError:
+            raise StoreError(f"run {run_id!r} not found") from None
+        record = check_record(record_doc, run_id)  # validated: one schema, every mode
+        state = check_state(state_doc, run_id)
+        if not record.status.accepts_work:  # ended, or interrupted (docs/resume.md)
+            return FinalizeResult(FinalizeStatus.SKIPPED)
+        if state.iteration >= iteration:
             return FinalizeResult(FinalizeStatus.DUPLICATE)
-        if state["iteration"] != iteration - 1:
+        if state.iteration != iteration - 1:
             return FinalizeResult(FinalizeStatus.OUT_OF_ORDER)
-        step = finalize_iteration(spec, state, iteration, list(results))
+        spec = record.spec
+        step = finalize_iteration(spec, state_doc, iteration, list(results))
         now = clock()
         doc = dict(step.doc)
         doc["runtime"] = {
@@ -162,24 +190,36 @@ def finalize(
         new_state["stop"] = (
             {"detail": step.stop_detail, "reason": str(step.stop)} if step.stop else None
         )
-        outcome = store.commit_iteration(run_id, iteration, doc, new_state, lease, version)
+        finished = step.stop is not None or iteration >= spec.iterations
+        due = now + spec.interval_s
+        drive = None if finished or successor is None else successor(iteration + 1, due, now)
+        update = None if drive is None else (record_doc, {**record_doc, "drive": drive})
+        outcome = store.commit_iteration(
+            run_id, iteration, doc, new_state, lease, version, record=update
+        )
     finally:
-        store.release_lock(run_id, lease)
+        if outcome is None or not outcome.committed:
+            store.release_lock(run_id, lease)  # a commit releases it itself
     if outcome == CommitOutcome.DUPLICATE:
         return FinalizeResult(FinalizeStatus.DUPLICATE)
     if outcome == CommitOutcome.RUN_ENDED:
         return FinalizeResult(FinalizeStatus.SKIPPED)
-    if outcome != CommitOutcome.COMMITTED:
+    if not outcome.committed:
         log.warning("run %s iteration %s: commit refused (%s)", run_id, iteration, outcome)
         return FinalizeResult(FinalizeStatus.REFUSED)
-    if record["status"] == RunStatus.QUEUED:
+    if record.status == RunStatus.QUEUED:
         transition(store, run_id, RunStatus.RUNNING, clock=clock)
-    if step.stop is not None or iteration >= spec.iterations:
-        complete_run(store, run_id, clock=clock)
-        return FinalizeResult(FinalizeStatus.COMMITTED, completed=True)
-    due = now + spec.interval_s
-    store.schedule(run_id, iteration + 1, due)
-    return FinalizeResult(FinalizeStatus.COMMITTED, iteration + 1, due)
+    if finished:
+        complete_run(store, run_id, clock=clock, known=(spec, new_state))
+        return FinalizeResult(FinalizeStatus.COMMITTED, completed=True, doc=doc)
+    return FinalizeResult(
+        FinalizeStatus.COMMITTED,
+        iteration + 1,
+        due,
+        doc=doc,
+        ready=Ready(spec, new_state["overrides"]),
+        drive=drive if outcome == CommitOutcome.COMMITTED else None,
+    )
 
 
 def outcome_of(spec: RunSpec, state: Mapping[str, Any], status: RunStatus) -> dict[str, Any]:
@@ -210,23 +250,38 @@ def release_gate_of(spec: RunSpec, docs: list[dict[str, Any]]) -> dict[str, Any]
         return failed_gate(str(exc))
 
 
-def complete_run(store: RunStore, run_id: str, *, clock: Clock = time.time) -> dict[str, Any]:
-    """Close the run: run-level release gate on its window, final status. Idempotent."""
-    spec, record = load_spec(store, run_id)
-    if RunStatus(record["status"]).terminal:
-        return record
-    state, _ = store.get_state(run_id)
+def complete_run(
+    store: RunStore,
+    run_id: str,
+    *,
+    clock: Clock = time.time,
+    known: tuple[RunSpec, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Close the run: run-level release gate on its window, final status. Idempotent.
+    ``known``: the spec and the final state, when the caller holds them (the body that
+    committed the last iteration); else they are read."""
+    if known is None:
+        spec, record = load_spec(store, run_id)
+        if RunStatus(record["status"]).terminal:
+            return record
+        state: Mapping[str, Any] = store.get_state(run_id)[0]
+    else:
+        spec, state = known
     gate = release_gate_of(spec, store.iterations(run_id)) if state["iteration"] else None
-    if gate is not None:
-        store.put_extra(run_id, "release_gate", gate)
-        gate = store.get_extra(run_id, "release_gate") or gate  # a racing closer's, if first
+    if gate is not None and not store.put_extra(run_id, "release_gate", gate):
+        gate = store.get_extra(run_id, "release_gate") or gate  # a racing closer's, first
     status = RunStatus.FAILED if state.get("stop") else RunStatus.SUCCEEDED
     outcome = outcome_of(spec, state, status)
     outcome["release_gate"] = None if gate is None else gate["verdict"]
-    runtime = dict(record.get("runtime", {}))
-    runtime["finished_at"] = iso(clock())
-    updated = set_status(store, run_id, status, outcome=outcome, runtime=runtime)
-    return updated or store.get_record(run_id) or record
+    now = clock()
+
+    def changes(record: JsonDict, _state: JsonDict) -> JsonDict:
+        runtime = dict(record.get("runtime", {}))
+        runtime["finished_at"] = iso(now)
+        return {"outcome": outcome, "runtime": runtime}
+
+    done = transition(store, run_id, status, changes, clock=lambda: now)
+    return done.record or store.get_record(run_id) or {}
 
 
 def close_if_finished(store: RunStore, run_id: str, *, clock: Clock = time.time) -> bool:

@@ -33,10 +33,18 @@ class CommitOutcome(StrEnum):
     """What a fenced commit did."""
 
     COMMITTED = "committed"
+    #: committed (document, state, lock released), but the run record had changed since the
+    #: caller read it, so the record it gave was not written: the caller updates it itself
+    COMMITTED_RECORD_CHANGED = "committed_record_changed"
     DUPLICATE = "duplicate"  # the iteration document already exists: nothing written
     STALE_LOCK = "stale_lock"  # caller no longer holds the lock, or its token is older
     VERSION_MISMATCH = "version_mismatch"  # the state moved since the caller read it
     RUN_ENDED = "run_ended"  # the run is terminal: nothing is committed any more
+
+    @property
+    def committed(self) -> bool:
+        """The document and the state were written."""
+        return self in (CommitOutcome.COMMITTED, CommitOutcome.COMMITTED_RECORD_CHANGED)
 
 
 class TransitionOutcome(StrEnum):
@@ -140,6 +148,11 @@ class RunStore(Protocol):
         """The run state and its version."""
         ...
 
+    def read_run(self, run_id: str) -> tuple[JsonDict, JsonDict, int]:
+        """The record, the state and the state's version, read together (one round trip).
+        KeyError when the run does not exist."""
+        ...
+
     def acquire_lock(self, run_id: str, owner: str, ttl_ms: int) -> Lease | None:
         """Take the run lock with a fresh, strictly increasing fencing token, or None if held."""
         ...
@@ -163,9 +176,13 @@ class RunStore(Protocol):
         state: JsonDict,
         lease: Lease,
         expected_version: int,
+        *,
+        record: tuple[JsonDict, JsonDict] | None = None,
     ) -> CommitOutcome:
         """Atomically: write the iteration doc (set-if-absent) and the new state (fenced CAS),
-        unless the run has ended (RUN_ENDED)."""
+        unless the run has ended (RUN_ENDED), and release the lock. ``record``: (the record as
+        the caller read it, the record to write): written in the same step if the record is
+        still the one read, else the outcome is COMMITTED_RECORD_CHANGED."""
         ...
 
     def get_iteration(self, run_id: str, iteration: int) -> JsonDict | None: ...
@@ -351,6 +368,11 @@ class MemoryStore:
             raw, version = self._states[run_id]
         return loads(raw), version
 
+    def read_run(self, run_id: str) -> tuple[JsonDict, JsonDict, int]:
+        with self._mu:
+            raw, (state, version) = self._records[run_id], self._states[run_id]
+        return loads(raw), loads(state), version
+
     def _holder(self, run_id: str) -> Lease | None:
         held = self._locks.get(run_id)
         if held is None:
@@ -415,6 +437,8 @@ class MemoryStore:
         state: JsonDict,
         lease: Lease,
         expected_version: int,
+        *,
+        record: tuple[JsonDict, JsonDict] | None = None,
     ) -> CommitOutcome:
         with self._mu:
             if (run_id, iteration) in self._iters:
@@ -425,6 +449,12 @@ class MemoryStore:
             self._iters[(run_id, iteration)] = canonical(doc)
             self._states[run_id] = (canonical(state), expected_version + 1)
             self._fence_seen[run_id] = lease.token
+            del self._locks[run_id]
+            if record is None:
+                return CommitOutcome.COMMITTED
+            if self._records[run_id] != canonical(record[0]):
+                return CommitOutcome.COMMITTED_RECORD_CHANGED
+            self._records[run_id] = canonical(record[1])
             return CommitOutcome.COMMITTED
 
     # -- documents -------------------------------------------------------------------------

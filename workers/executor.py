@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery, chord, group
 
 from soakq import lifecycle, runner
-from soakq.artifacts import export_run, run_dir
+from soakq.artifacts import export_run, iteration_file, run_dir
 from soakq.config import RunSpec
 from soakq.errors import TransientStoreError
 from soakq.states import RunStatus
@@ -55,10 +55,20 @@ class CeleryExecutor:
         self.timing = timing_of(app)
         self.inline_run = inline_run
 
-    def enqueue_start(self, run_id: str, iteration: int, attempt: int, countdown_s: float) -> None:
+    def enqueue_start(
+        self,
+        run_id: str,
+        iteration: int,
+        attempt: int,
+        countdown_s: float,
+        ready: runner.Ready | None = None,
+    ) -> None:
         if run_id == self.inline_run and countdown_s <= 0:
             try:
-                launch(self.app, self.store, run_id, iteration, attempt)
+                if ready is None:
+                    launch(self.app, self.store, run_id, iteration, attempt)
+                else:  # the body that just committed: nothing to read back
+                    send_chord(self.app, self.store, ready, run_id, iteration, attempt)
                 return
             except Exception:
                 log.warning(
@@ -73,6 +83,7 @@ class CeleryExecutor:
             args=[run_id, iteration],
             kwargs={"attempt": attempt},
             task_id=names.start_id(run_id, iteration, attempt),
+            ignore_result=True,
             **options,
         )
 
@@ -100,9 +111,9 @@ def publish(app: Any, store: RunStore, run_id: str) -> None:
     weekly = record.get("runtime", {}).get("execution") == "weekly"
     if status.terminal and weekly and store.get_extra(run_id, "release_gate") is None:
         store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
-    export_run(store, run_id, artifacts_of(app), report=False)
-    if record.get("runtime", {}).get("report", True) and store.get_iteration(run_id, 1):
-        app.send_task(names.RUN_REPORT, args=[run_id, record["status"]])
+    out = export_run(store, run_id, artifacts_of(app), report=False)
+    if record.get("runtime", {}).get("report", True) and iteration_file(out, 1).exists():
+        app.send_task(names.RUN_REPORT, args=[run_id, record["status"]], ignore_result=True)
     else:
         note_published(store, run_id, record["status"])
 
@@ -137,11 +148,21 @@ def note_published(store: RunStore, run_id: str, status: str) -> None:
 def launch(app: Any, store: RunStore, run_id: str, iteration: int, attempt: int) -> str:
     """The start of ``iteration`` (attempt ``attempt``): send its chord, unless the run moved on
     or ended. Run by the start task, or inline by the previous chord body (CeleryExecutor)."""
-    ws = settings_of(app)
     spec, record = runner.load_spec(store, run_id)
     state, _ = store.get_state(run_id)
     if not lifecycle.should_start(record, state, iteration):
         return "skipped"
+    send_chord(app, store, runner.Ready(spec, state["overrides"]), run_id, iteration, attempt)
+    return "started"
+
+
+def send_chord(
+    app: Any, store: RunStore, ready: runner.Ready, run_id: str, iteration: int, attempt: int
+) -> None:
+    """Send the chord of ``iteration`` (attempt ``attempt``) with the spec and the overrides in
+    force, holding the run's lease while it goes out."""
+    ws = settings_of(app)
+    spec = ready.spec
     with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
         sig = app.signature
         if spec.live:
@@ -158,7 +179,7 @@ def launch(app: Any, store: RunStore, run_id: str, iteration: int, attempt: int)
         else:
             # The spec and the overrides in force travel with the message: they cannot change
             # before this iteration commits, and the measure then reads nothing from Redis.
-            given = {"spec": spec.as_json(), "overrides": state["overrides"]}
+            given = {"spec": spec.as_json(), "overrides": dict(ready.overrides)}
             steps = [
                 sig(
                     names.METRICS_MEASURE,
@@ -169,11 +190,14 @@ def launch(app: Any, store: RunStore, run_id: str, iteration: int, attempt: int)
                 for s in spec.symbols
             ]
         header = group(steps, task_id=names.header_group_id(run_id, iteration, attempt))
+        # Nobody reads a body's or a start's result (the store is the record): not stored.
         body = sig(
-            names.ITERATION_FINALIZE, args=(run_id, iteration), kwargs={"started_ts": time.time()}
+            names.ITERATION_FINALIZE,
+            args=(run_id, iteration),
+            kwargs={"started_ts": time.time()},
+            ignore_result=True,
         )
         chord(header, body).apply_async(task_id=names.finalize_id(run_id, iteration, attempt))
-    return "started"
 
 
 def live_options(app: Any, spec: RunSpec) -> dict[str, Any]:

@@ -57,14 +57,28 @@ class LeaseKeeper:
         threading.Thread(target=self._loop, name="soakq-lease", daemon=True).start()
 
     @contextlib.contextmanager
-    def hold(self, store: RunStore, run_id: str, iteration: int, ttl_s: float) -> Iterator[None]:
-        """Hold the run's lease for ``iteration`` while the block runs."""
+    def hold(
+        self,
+        store: RunStore,
+        run_id: str,
+        iteration: int,
+        ttl_s: float,
+        *,
+        touched_ts: float | None = None,
+    ) -> Iterator[None]:
+        """Hold the run's lease for ``iteration`` while the block runs. ``touched_ts``: when
+        (epoch seconds) the lease was last set for this iteration, if the caller knows (the
+        chord body: when its chord was sent); within a third of the TTL, the first renewal
+        waits for its turn instead of writing now."""
         ttl_ms = max(1, round(ttl_s * 1000))
-        store.touch_lease(run_id, iteration, ttl_ms)
+        fresh_s = 0.0 if touched_ts is None else touched_ts + ttl_s / 3 - time.time()
+        if not 0 < fresh_s <= ttl_s / 3:
+            store.touch_lease(run_id, iteration, ttl_ms)
+            fresh_s = ttl_s / 3
         with self._cv:
             self._ensure_thread()
             key = next(self._ids)
-            self._held[key] = _Held(store, run_id, iteration, ttl_ms, time.monotonic() + ttl_s / 3)
+            self._held[key] = _Held(store, run_id, iteration, ttl_ms, time.monotonic() + fresh_s)
             self._cv.notify()
         try:
             yield

@@ -454,6 +454,18 @@ class RedisStore:
         return _decode(text, f"state of run {run_id}"), int(version)
 
     @_guarded
+    def read_run(self, run_id: str) -> tuple[JsonDict, JsonDict, int]:
+        keys = [self.key(run_id, "record"), self.key(run_id, "state"), self.key(run_id, "version")]
+        raw, state, version = (_text(v) for v in self._r.mget(keys))
+        if raw is None or state is None or version is None:
+            raise KeyError(run_id)
+        return (
+            _decode(raw, f"record of run {run_id}"),
+            _decode(state, f"state of run {run_id}"),
+            int(version),
+        )
+
+    @_guarded
     def acquire_lock(self, run_id: str, owner: str, ttl_ms: int) -> Lease | None:
         keys = [self.key(run_id, "lock"), self.key(run_id, "fence"), self.key(run_id, "status")]
         token = self._run("acquire", keys, [owner, _positive_ttl(ttl_ms)])
@@ -499,9 +511,17 @@ class RedisStore:
         state: JsonDict,
         lease: Lease,
         expected_version: int,
+        *,
+        record: tuple[JsonDict, JsonDict] | None = None,
     ) -> CommitOutcome:
         i = int(iteration)
-        keys = [*self._fence_keys(run_id), self.key(run_id, "iters"), self.key(run_id, "status")]
+        keys = [
+            *self._fence_keys(run_id),
+            self.key(run_id, "iters"),
+            self.key(run_id, "status"),
+            self.key(run_id, "record"),
+        ]
+        read, new = ("", "") if record is None else (canonical(record[0]), canonical(record[1]))
         args = [
             _lock_value(lease),
             lease.token,
@@ -509,6 +529,8 @@ class RedisStore:
             canonical(state),
             canonical(doc),
             i,
+            read,
+            new,
             *_TERMINAL_ARGS,
         ]
         return _outcome(self._run("commit_iteration", keys, args), run_id)

@@ -37,7 +37,14 @@ from soakq.store import RunStore
 from workers import names
 from workers.beat import gate_for, parse_slot, weekly_run_id, weekly_slot, weekly_spec
 from workers.context import artifacts_of, settings_of, store_of
-from workers.executor import CeleryExecutor, launch, publish, render_report, send_start
+from workers.executor import (
+    CeleryExecutor,
+    launch,
+    publish,
+    render_report,
+    send_start,
+    timing_of,
+)
 from workers.lease import KEEPER
 
 log = logging.getLogger(__name__)
@@ -120,7 +127,7 @@ def finalize(
 ) -> str:
     """Commit the iteration once, then write its file and drive what comes next."""
     app, store, ws = self.app, store_of(self.app), settings_of(self.app)
-    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
+    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl, touched_ts=started_ts):
         result = runner.finalize(
             store,
             run_id,
@@ -129,6 +136,7 @@ def finalize(
             owner=f"{self.request.hostname}:{os.getpid()}",
             lock_ttl_ms=ws.lock_ttl_ms,
             started_ts=started_ts,
+            successor=lifecycle.planner(timing_of(app)),
         )
     if result.status in (FinalizeStatus.LOCKED, FinalizeStatus.REFUSED):
         # Long enough in total to outlive a dead holder's lock.
@@ -145,7 +153,7 @@ def after_finalize(
     """The iteration's file (and, embedded, the resume point), then what the life-cycle says
     comes next (soakq/lifecycle.py); all repeatable, so a duplicate body redoes them safely."""
     if result.status in (FinalizeStatus.COMMITTED, FinalizeStatus.DUPLICATE):
-        write_iteration(store, run_id, iteration, artifacts_of(app))
+        write_iteration(store, run_id, iteration, artifacts_of(app), doc=result.doc)
         if getattr(app.conf, "soakq_embedded", False):
             # The resume point, after the file it points back to (docs/resume.md).
             write_checkpoint(store, run_id, artifacts_of(app))

@@ -78,4 +78,5 @@ def test_paused_holder_cannot_commit_after_takeover(kind, wait_for):
     assert seen["extend"] is False and seen["release"] is False
     assert other.get_state(RUN) == ({"by": "other"}, 1)
     assert other.iterations(RUN) == [{"by": "other"}]
-    assert other.acquire_lock(RUN, "third", 1000) is None  # the other still holds it
+    third = other.acquire_lock(RUN, "third", 1000)  # the other's commit released the lock
+    assert third is not None and third.token == lease.token + 1

@@ -25,6 +25,8 @@ def test_key_layout_and_canonical_bytes(fake_redis):
     lease = s.acquire_lock(RUN, "w", 5000)
     assert lease is not None
     assert s.commit_iteration(RUN, 4, {"i": 4}, {"n": 1}, lease, 0) is CommitOutcome.COMMITTED
+    lease = s.acquire_lock(RUN, "w", 5000)  # the commit released the first one
+    assert lease is not None
     assert s.put_extra(RUN, "release_gate", {"ok": True})
     s.touch_lease(RUN, 5, 3000)
     s.schedule(RUN, 5, 42.0)
@@ -54,7 +56,7 @@ def test_key_layout_and_canonical_bytes(fake_redis):
     assert r.hgetall(p + "extras") == {b"release_gate": b'{"ok":true}'}
     assert r.get(p + "version") == b"1"
     assert r.get(p + "lock") == f"w:{lease.token}".encode()
-    assert r.get(p + "fence") == r.get(p + "fence_seen") == str(lease.token).encode()
+    assert r.get(p + "fence") == str(lease.token).encode() and r.get(p + "fence_seen") == b"1"
     assert r.get(p + "lease") == b"5" and 0 < r.pttl(p + "lease") <= 3000
     assert 0 < r.pttl(p + "lock") <= 5000
     assert r.smembers("soakq:runs:active") == {b"r1"}

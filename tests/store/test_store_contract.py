@@ -291,10 +291,37 @@ def test_commit_iteration_duplicate_changes_nothing(harness):
     assert store.get_iteration(RUN, 0) == {"i": 0}
     assert store.get_state(RUN) == ({"n": 1}, 1)
     # DUPLICATE wins over a stale lease: a re-driven body after its lock lapsed is a no-op.
-    assert store.release_lock(RUN, lease)
+    assert not store.release_lock(RUN, lease)  # the commit released it
     late = store.commit_iteration(RUN, 0, {"i": "dup"}, {"n": 99}, lease, 0)
     assert late is CommitOutcome.DUPLICATE
     assert store.get_state(RUN) == ({"n": 1}, 1)
+
+
+def test_commit_releases_the_lock_and_writes_the_record_only_if_unchanged(harness):
+    store = _created(harness)
+    record = store.get_record(RUN)
+    assert record is not None
+    lease = store.acquire_lock(RUN, "w", TTL_MS)
+    assert lease is not None
+    planned = {**record, "drive": {"iteration": 2}}
+    outcome = store.commit_iteration(RUN, 1, {"i": 1}, {"n": 1}, lease, 0, record=(record, planned))
+    assert outcome is CommitOutcome.COMMITTED and outcome.committed
+    assert store.get_record(RUN) == planned
+    assert store.read_run(RUN) == (planned, {"n": 1}, 1)
+    assert not store.release_lock(RUN, lease)  # released by the commit
+    # Someone annotates the record between the read and the commit: the commit still lands,
+    # the record keeps the annotation and the caller is told.
+    lease = store.acquire_lock(RUN, "w", TTL_MS)
+    assert lease is not None
+    noted = store.update_record(RUN, {"watchdog": ["a note"]})
+    stale = {**planned, "drive": {"iteration": 3}}
+    outcome = store.commit_iteration(RUN, 2, {"i": 2}, {"n": 2}, lease, 1, record=(planned, stale))
+    assert outcome is CommitOutcome.COMMITTED_RECORD_CHANGED and outcome.committed
+    assert store.get_record(RUN) == noted
+    assert store.get_state(RUN) == ({"n": 2}, 2) and store.get_iteration(RUN, 2) == {"i": 2}
+    assert store.acquire_lock(RUN, "x", TTL_MS) is not None
+    with pytest.raises(KeyError):
+        store.read_run("nope")
 
 
 def test_commit_iteration_refusals_write_no_doc(harness):
@@ -312,9 +339,9 @@ def test_commit_iteration_refusals_write_no_doc(harness):
 
 def test_iterations_in_numeric_order(harness):
     store = _created(harness)
-    lease = store.acquire_lock(RUN, "w", TTL_MS)
-    assert lease is not None
     for version, i in enumerate([2, 0, 10, 1]):
+        lease = store.acquire_lock(RUN, "w", TTL_MS)
+        assert lease is not None
         outcome = store.commit_iteration(RUN, i, {"i": i}, {"v": version + 1}, lease, version)
         assert outcome is CommitOutcome.COMMITTED
     assert [d["i"] for d in store.iterations(RUN)] == [0, 1, 2, 10]
