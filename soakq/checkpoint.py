@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from soakq.artifacts import CHECKPOINT, iteration_file, iteration_files, run_dir
+from soakq.documents import check_record
 from soakq.errors import InputError
 from soakq.jsonio import read_json, write_json
 from soakq.states import RunStatus
@@ -41,15 +42,17 @@ class Checkpoint:
     @property
     def iteration(self) -> int:
         """Iterations committed (0 before the first)."""
-        return int(self.state["iteration"])
+        return int(self.state["iteration"])  # validated by read_checkpoint
 
 
 def write_checkpoint(store: RunStore, run_id: str, artifacts_root: str | os.PathLike[str]) -> None:
     """Write ``CHECKPOINT.json`` for a run that has not ended (a finished run needs none)."""
-    record = store.get_record(run_id)
-    if record is None or RunStatus(record["status"]).terminal:
+    try:
+        record, state, version = store.read_run(run_id)  # as stored: the checkpoint's bytes
+    except KeyError:
         return
-    state, version = store.get_state(run_id)
+    if check_record(record, run_id).status.terminal:
+        return
     doc = {"format": FORMAT, "record": record, "state": state, "version": version}
     write_json(run_dir(artifacts_root, run_id) / CHECKPOINT, doc)
 

@@ -88,7 +88,7 @@ class Drive(_Doc):
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> Drive | None:
-        """The record's drive (None before the first start)."""
+        """The drive of a record document (None before the first start)."""
         doc = record.get("drive")
         return None if not doc else cls.model_validate(doc)
 
@@ -165,6 +165,16 @@ def load_record(store: RunStore, run_id: str) -> tuple[RunRecord, dict[str, Any]
     if doc is None:
         raise StoreError(f"run {run_id!r} not found")
     return check_record(doc, run_id), doc
+
+
+def load_run(store: RunStore, run_id: str) -> tuple[RunRecord, RunState] | None:
+    """The run's record and state, validated, read together; None when the run does not
+    exist. StoreError when either is not the one schema."""
+    try:
+        record, state, _ = store.read_run(run_id)
+    except KeyError:
+        return None
+    return check_record(record, run_id), check_state(state, run_id)
 
 
 def load_state(store: RunStore, run_id: str) -> tuple[RunState, dict[str, Any], int]:

@@ -12,11 +12,11 @@ from typing import Any
 
 from soakq.artifacts import export_run, run_dir, write_iteration
 from soakq.config import RunSpec
+from soakq.documents import load_record, load_run, load_state
 from soakq.errors import ConfigError, StoreError
 from soakq.iteration import measure_iteration, measure_symbol
 from soakq.lifecycle import Timing, after_commit, planner, send_start, should_start
-from soakq.runner import FinalizeResult, FinalizeStatus, Ready, finalize, load_spec, start_run
-from soakq.states import RunStatus
+from soakq.runner import FinalizeResult, FinalizeStatus, Ready, finalize, start_run
 from soakq.store import MemoryStore, RunStore
 
 Progress = Callable[[int, Mapping[str, Any]], None]
@@ -58,12 +58,12 @@ def run_iteration_local(
 ) -> FinalizeResult:
     """Header (every symbol) then body, in this thread."""
     started = clock()
-    state, _ = store.get_state(spec.run_id)
+    overrides = load_state(store, spec.run_id)[0].overrides
     results: list[Mapping[str, Any]]
     if spec.live:  # one step: the handshake, the wait and the report for every symbol
-        results = list(measure_iteration(spec, iteration, state["overrides"]))
+        results = list(measure_iteration(spec, iteration, overrides))
     else:
-        results = [measure_symbol(spec, iteration, s, state["overrides"]) for s in spec.symbols]
+        results = [measure_symbol(spec, iteration, s, overrides) for s in spec.symbols]
     return finalize(
         store,
         spec.run_id,
@@ -125,11 +125,10 @@ class LocalExecutor:
             wait = due - self.clock()
             if wait > 0:
                 self.sleep(wait)
-            spec, record = load_spec(store, run_id)
-            state, _ = store.get_state(run_id)
-            if not should_start(record, state, iteration):
+            loaded = load_run(store, run_id)
+            if loaded is None or not should_start(*loaded, iteration):
                 continue
-            result = run_iteration_local(store, spec, iteration, clock=self.clock)
+            result = run_iteration_local(store, loaded[0].spec, iteration, clock=self.clock)
             if result.status not in (FinalizeStatus.COMMITTED, FinalizeStatus.DUPLICATE):
                 raise StoreError(f"iteration {iteration} was not committed ({result.status})")
             write_iteration(store, run_id, iteration, self.root, doc=result.doc)
@@ -159,8 +158,7 @@ def run_embedded(
     ex = LocalExecutor(store, artifacts_root, report=report, clock=clock, sleep=sleep)
     send_start(store, ex, spec.run_id, 1, now=now)
     ex.run(progress)
-    record = store.get_record(spec.run_id)
-    assert record is not None
-    if not RunStatus(record["status"]).terminal:
-        raise StoreError(f"run {spec.run_id} stopped {record['status']} with nothing left to run")
-    return record, run_dir(artifacts_root, spec.run_id)
+    record, doc = load_record(store, spec.run_id)
+    if not record.status.terminal:
+        raise StoreError(f"run {spec.run_id} stopped {record.status} with nothing left to run")
+    return doc, run_dir(artifacts_root, spec.run_id)

@@ -22,22 +22,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from soakq.documents import Drive
+from soakq.documents import Drive, RunRecord, RunState, WatchdogEvent, load_record, load_run
 from soakq.runner import (
     FinalizeResult,
     FinalizeStatus,
     Ready,
     Successor,
     close_if_finished,
-    load_spec,
     mark_lost,
 )
-from soakq.states import RunStatus
 from soakq.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -104,10 +101,10 @@ def note_tick(store: RunStore, now: float, every_s: float) -> None:
     store.put_heartbeat(TICK_HEARTBEAT, {"at_ts": now, "every_s": every_s}, ttl_ms)
 
 
-def should_start(record: Mapping[str, Any], state: Mapping[str, Any], iteration: int) -> bool:
+def should_start(record: RunRecord, state: RunState, iteration: int) -> bool:
     """Whether a start of ``iteration`` still has work: the run takes work and has committed
     exactly the iterations before it (a late or repeated start does nothing)."""
-    return bool(RunStatus(record["status"]).accepts_work) and state["iteration"] == iteration - 1
+    return record.status.accepts_work and state.iteration == iteration - 1
 
 
 # -- starting iterations ---------------------------------------------------------------------
@@ -134,10 +131,9 @@ def send_start(
     )
     changes: dict[str, Any] = {"drive": drive.as_json()}
     if reason:
-        record = store.get_record(run_id) or {}
-        events = list(record.get("watchdog", []))
-        events.append({"attempt": attempt, "at_ts": now, "iteration": iteration, "reason": reason})
-        changes["watchdog"] = events
+        record, _ = load_record(store, run_id)
+        event = WatchdogEvent(attempt=attempt, at_ts=now, iteration=iteration, reason=reason)
+        changes["watchdog"] = [e.model_dump() for e in (*record.watchdog, event)]
     store.update_record(run_id, changes)
     ex.enqueue_start(run_id, iteration, attempt, due - now)
 
@@ -173,8 +169,8 @@ def planned_drive(iteration: int, due_ts: float, now: float, timing: Timing) -> 
 
 
 def planner(timing: Timing) -> Successor:
-    """``runner.finalize``'s ``successor``: the planned drive as a record field."""
-    return lambda iteration, due_ts, now: planned_drive(iteration, due_ts, now, timing).as_json()
+    """``runner.finalize``'s ``successor``: the planned drive."""
+    return lambda iteration, due_ts, now: planned_drive(iteration, due_ts, now, timing)
 
 
 def successor_action(due_ts: float, now: float, timing: Timing) -> SuccessorKind:
@@ -200,12 +196,12 @@ def drive_due(store: RunStore, ex: Executor, now: float, limit: int = 100) -> li
     """Claim the due iterations (atomically) and start them; return what was started."""
     sent = []
     for run_id, iteration in store.claim_due(now, limit):
-        record = store.get_record(run_id)
-        if record is None or not RunStatus(record["status"]).accepts_work:
+        loaded = load_run(store, run_id)
+        if loaded is None or not loaded[0].status.accepts_work:
             continue
-        state, _ = store.get_state(run_id)
-        drive = Drive.of(record)
-        if state["iteration"] >= iteration or (drive and drive.in_flight(iteration, now)):
+        record, state = loaded
+        drive = record.drive
+        if state.iteration >= iteration or (drive and drive.in_flight(iteration, now)):
             continue
         send_start(store, ex, run_id, iteration, now=now, attempt=next_attempt(drive, iteration))
         sent.append((run_id, iteration))
@@ -226,7 +222,7 @@ def after_commit(
         assert result.next_iteration is not None and result.next_due_ts is not None
         nxt, due = result.next_iteration, result.next_due_ts
         if result.drive is not None:  # recorded by the commit: start it, or park it for the tick
-            if result.drive["enqueued_ts"] is None:
+            if result.drive.enqueued_ts is None:
                 store.schedule(run_id, nxt, due)
             else:
                 ex.enqueue_start(run_id, nxt, 0, max(0.0, due - now), result.ready)
@@ -246,8 +242,8 @@ def after_commit(
         return
     if result.status == FinalizeStatus.DUPLICATE:
         close_if_finished(store, run_id)  # the first delivery may have died before
-    record = store.get_record(run_id) or {"status": "lost"}
-    if RunStatus(record["status"]).terminal:
+    loaded = load_run(store, run_id)
+    if loaded is None or loaded[0].status.terminal:
         ex.publish(run_id)
     else:
         drive_due(store, ex, now)
@@ -269,7 +265,7 @@ def watchdog_action(
     done: int,
     planned: int,
     stopped: bool,
-    drive: Mapping[str, Any] | None,
+    drive: Drive | None,
     now: float,
     deadline_s: float,
     max_redrives: int,
@@ -284,14 +280,14 @@ def watchdog_action(
     if stopped or done >= planned:
         return Action("complete", reason=f"{done}/{planned} iterations committed, not closed")
     nxt = done + 1
-    if drive is not None and drive.get("iteration") == nxt:
-        attempt = int(drive["attempt"])
-        if now < drive["deadline_ts"]:
-            started = drive.get("enqueued_ts")
+    if drive is not None and drive.iteration == nxt:
+        attempt = drive.attempt
+        if now < drive.deadline_ts:
+            started = drive.enqueued_ts
             if (
                 started is not None
                 and leased != nxt
-                and now >= max(started, drive.get("due_ts", started)) + lease_ttl_s
+                and now >= max(started, drive.due_ts) + lease_ttl_s
                 and attempt < max_redrives
             ):
                 # Its worker died (or its message was lost): no task of the iteration has held
@@ -304,7 +300,7 @@ def watchdog_action(
                     "(lease lapsed)",
                 )
             return Action("wait")
-        if drive.get("enqueued_ts") is None:
+        if drive.enqueued_ts is None:
             return Action(
                 "drive",
                 nxt,
@@ -336,22 +332,21 @@ def watchdog(store: RunStore, ex: Executor, now: float) -> list[tuple[str, Actio
     t = ex.timing
     taken = []
     for run_id in store.active_runs():
-        record = store.get_record(run_id)
-        if record is None or not RunStatus(record["status"]).accepts_work:
+        loaded = load_run(store, run_id)
+        if loaded is None or not loaded[0].status.accepts_work:
             continue
-        spec, _ = load_spec(store, run_id)
-        state, _ = store.get_state(run_id)
-        done = int(state["iteration"])
+        record, state = loaded
+        spec, done = record.spec, state.iteration
         if done:
-            last = store.get_iteration(run_id, done) or {}
+            last = store.get_iteration(run_id, done) or {}  # an ITER_SUMMARY document
             last_ts = parse_iso(last.get("runtime", {}).get("finished_at"))
         else:
-            last_ts = parse_iso(record.get("runtime", {}).get("submitted_at"))
+            last_ts = parse_iso(record.runtime.get("submitted_at"))
         action = watchdog_action(
             done=done,
             planned=spec.iterations,
-            stopped=bool(state.get("stop")),
-            drive=record.get("drive"),
+            stopped=state.stop is not None,
+            drive=record.drive,
             now=now,
             deadline_s=t.deadline_s,
             max_redrives=t.max_redrives,

@@ -18,7 +18,15 @@ from enum import StrEnum
 from typing import Any
 
 from soakq.config import RunSpec
-from soakq.documents import check_record, check_state, load_record
+from soakq.documents import (
+    Drive,
+    RunRecord,
+    RunState,
+    check_record,
+    check_state,
+    load_record,
+    load_run,
+)
 from soakq.errors import ExitCode, SoakqError, StoreError
 from soakq.iteration import finalize_iteration, initial_state
 from soakq.rules.release_gate import failed_gate, run_gate
@@ -61,7 +69,7 @@ class FinalizeResult:
     completed: bool = False
     doc: JsonDict | None = None  # the document this call committed
     ready: Ready | None = None  # what starting the successor needs
-    drive: JsonDict | None = None  # the successor's drive, when the commit recorded it
+    drive: Drive | None = None  # the successor's drive, when the commit recorded it
 
 
 def load_spec(store: RunStore, run_id: str) -> tuple[RunSpec, dict[str, Any]]:
@@ -138,8 +146,8 @@ def transition(
 
 
 #: Plans the drive of the successor a commit leaves due: (next iteration, its due time, now) ->
-#: the ``drive`` document to write with the commit (soakq/lifecycle.py, ``planner``).
-Successor = Callable[[int, float, float], JsonDict]
+#: the drive to record with the commit (soakq/lifecycle.py, ``planner``).
+Successor = Callable[[int, float, float], Drive]
 
 
 def finalize(
@@ -193,7 +201,7 @@ def finalize(
         finished = step.stop is not None or iteration >= spec.iterations
         due = now + spec.interval_s
         drive = None if finished or successor is None else successor(iteration + 1, due, now)
-        update = None if drive is None else (record_doc, {**record_doc, "drive": drive})
+        update = None if drive is None else (record_doc, {**record_doc, "drive": drive.as_json()})
         outcome = store.commit_iteration(
             run_id, iteration, doc, new_state, lease, version, record=update
         )
@@ -210,7 +218,7 @@ def finalize(
     if record.status == RunStatus.QUEUED:
         transition(store, run_id, RunStatus.RUNNING, clock=clock)
     if finished:
-        complete_run(store, run_id, clock=clock, known=(spec, new_state))
+        complete_run(store, run_id, clock=clock, known=(spec, check_state(new_state, run_id)))
         return FinalizeResult(FinalizeStatus.COMMITTED, completed=True, doc=doc)
     return FinalizeResult(
         FinalizeStatus.COMMITTED,
@@ -222,9 +230,9 @@ def finalize(
     )
 
 
-def outcome_of(spec: RunSpec, state: Mapping[str, Any], status: RunStatus) -> dict[str, Any]:
-    stop = state.get("stop") or {}
-    reason = stop.get("reason")
+def outcome_of(spec: RunSpec, state: RunState, status: RunStatus) -> dict[str, Any]:
+    """The record's ``outcome`` for a run ending with ``status`` after ``state``."""
+    reason = None if state.stop is None else state.stop.reason
     if status == RunStatus.SUCCEEDED:
         code = ExitCode.OK
     elif reason == StopReason.KPI_GATE:
@@ -232,9 +240,9 @@ def outcome_of(spec: RunSpec, state: Mapping[str, Any], status: RunStatus) -> di
     else:
         code = ExitCode.FAILED
     return {
-        "detail": stop.get("detail", ""),
+        "detail": "" if state.stop is None else state.stop.detail,
         "exit_code": int(code),
-        "iterations_completed": state["iteration"],
+        "iterations_completed": state.iteration,
         "iterations_planned": spec.iterations,
         "stop_reason": reason,
     }
@@ -255,30 +263,29 @@ def complete_run(
     run_id: str,
     *,
     clock: Clock = time.time,
-    known: tuple[RunSpec, Mapping[str, Any]] | None = None,
+    known: tuple[RunSpec, RunState] | None = None,
 ) -> dict[str, Any]:
     """Close the run: run-level release gate on its window, final status. Idempotent.
     ``known``: the spec and the final state, when the caller holds them (the body that
     committed the last iteration); else they are read."""
     if known is None:
-        spec, record = load_spec(store, run_id)
-        if RunStatus(record["status"]).terminal:
-            return record
-        state: Mapping[str, Any] = store.get_state(run_id)[0]
+        loaded = _loaded(store, run_id)
+        if loaded[0].status.terminal:
+            return store.get_record(run_id) or {}
+        spec, state = loaded[0].spec, loaded[1]
     else:
         spec, state = known
-    gate = release_gate_of(spec, store.iterations(run_id)) if state["iteration"] else None
+    gate = release_gate_of(spec, store.iterations(run_id)) if state.iteration else None
     if gate is not None and not store.put_extra(run_id, "release_gate", gate):
         gate = store.get_extra(run_id, "release_gate") or gate  # a racing closer's, first
-    status = RunStatus.FAILED if state.get("stop") else RunStatus.SUCCEEDED
+    status = RunStatus.FAILED if state.stop is not None else RunStatus.SUCCEEDED
     outcome = outcome_of(spec, state, status)
     outcome["release_gate"] = None if gate is None else gate["verdict"]
     now = clock()
 
     def changes(record: JsonDict, _state: JsonDict) -> JsonDict:
-        runtime = dict(record.get("runtime", {}))
-        runtime["finished_at"] = iso(now)
-        return {"outcome": outcome, "runtime": runtime}
+        runtime = check_record(record, run_id).runtime
+        return {"outcome": outcome, "runtime": {**runtime, "finished_at": iso(now)}}
 
     done = transition(store, run_id, status, changes, clock=lambda: now)
     return done.record or store.get_record(run_id) or {}
@@ -287,12 +294,18 @@ def complete_run(
 def close_if_finished(store: RunStore, run_id: str, *, clock: Clock = time.time) -> bool:
     """Close a run whose last iteration is committed when whoever committed it died before
     closing it (``complete_run`` is idempotent). True when the run is finished."""
-    spec, _ = load_spec(store, run_id)
-    state, _ = store.get_state(run_id)
-    if not (state.get("stop") or state["iteration"] >= spec.iterations):
+    record, state = _loaded(store, run_id)
+    if state.stop is None and state.iteration < record.spec.iterations:
         return False
     complete_run(store, run_id, clock=clock)
     return True
+
+
+def _loaded(store: RunStore, run_id: str) -> tuple[RunRecord, RunState]:
+    loaded = load_run(store, run_id)
+    if loaded is None:
+        raise StoreError(f"run {run_id!r} not found")
+    return loaded
 
 
 def _end_early(
@@ -303,14 +316,12 @@ def _end_early(
     def changes(record: JsonDict, state: JsonDict) -> JsonDict:
         # Computed from the record and state the transition applies to, so the outcome counts
         # exactly the iterations committed before the run ended (none can follow it).
-        spec = RunSpec.model_validate(record["spec"])
-        outcome = outcome_of(spec, state, status)
+        typed = check_record(record, run_id)
+        outcome = outcome_of(typed.spec, check_state(state, run_id), status)
         outcome.update(
             stop_reason=str(why), detail=detail, exit_code=int(ExitCode.FAILED), release_gate=None
         )
-        runtime = dict(record.get("runtime", {}))
-        runtime["finished_at"] = iso(now)
-        return {"outcome": outcome, "runtime": runtime}
+        return {"outcome": outcome, "runtime": {**typed.runtime, "finished_at": iso(now)}}
 
     return transition(store, run_id, status, changes, clock=lambda: now).applied
 
@@ -325,8 +336,8 @@ def interrupt_run(store: RunStore, run_id: str, *, detail: str, clock: Clock = t
     Tasks take no more work on it; ``resume_record`` puts it back (docs/resume.md)."""
 
     def changes(record: JsonDict, state: JsonDict) -> JsonDict:
-        spec = RunSpec.model_validate(record["spec"])
-        outcome = outcome_of(spec, state, RunStatus.INTERRUPTED)
+        spec = check_record(record, run_id).spec
+        outcome = outcome_of(spec, check_state(state, run_id), RunStatus.INTERRUPTED)
         outcome.update(
             stop_reason=str(StopReason.INTERRUPTED),
             detail=detail,
@@ -363,8 +374,8 @@ def mark_lost(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.
     return _end_early(store, run_id, RunStatus.LOST, StopReason.LOST, reason, clock)
 
 
-def exit_code_of(record: Mapping[str, Any]) -> int:
-    status = RunStatus(record["status"])
-    if not status.terminal:
+def exit_code_of(record: RunRecord) -> int:
+    """The process exit code a run's end stands for (a run that has not ended: FAILED)."""
+    if not record.status.terminal or record.outcome.exit_code is None:
         return int(ExitCode.FAILED)
-    return int(record.get("outcome", {}).get("exit_code", ExitCode.FAILED))
+    return record.outcome.exit_code

@@ -27,6 +27,7 @@ from celery.worker import WorkController
 from soakq.artifacts import export_run, run_dir, run_json
 from soakq.checkpoint import Checkpoint, RunLock, clear_after, write_checkpoint
 from soakq.config import RunSpec
+from soakq.documents import load_record, load_run, load_state
 from soakq.errors import ConfigError, StoreError
 from soakq.jsonio import write_json
 from soakq.runner import (
@@ -37,7 +38,6 @@ from soakq.runner import (
     start_run,
 )
 from soakq.settings import Settings
-from soakq.states import RunStatus
 from workers import names
 from workers.app import context_of, make_app
 from workers.celeryconfig import worker_settings
@@ -250,8 +250,8 @@ class EmbeddedWorker:
         with self._cv:
             while self._running and time.monotonic() < deadline:
                 self._cv.wait(timeout=0.05)
-        record = store.get_record(run_id)
-        if record is not None and not RunStatus(record["status"]).terminal:
+        loaded = load_run(store, run_id)
+        if loaded is not None and not loaded[0].status.terminal:
             write_checkpoint(store, run_id, root)
             export_run(store, run_id, root)
 
@@ -272,21 +272,20 @@ class EmbeddedWorker:
                     # in-memory driver would (a SoakqError keeps its exit code, a bad path is 2).
                     raise self._failure
                 self._cv.wait(timeout=tick_every or 0.05)
-            state, _ = store.get_state(spec.run_id)
-            while shown < state["iteration"]:
+            state, _, _ = load_state(store, spec.run_id)
+            while shown < state.iteration:
                 shown += 1
                 doc = store.get_iteration(spec.run_id, shown)
                 if progress is not None and doc is not None:
                     progress(shown, doc)
-            record = store.get_record(spec.run_id)
-            assert record is not None
+            record, raw = load_record(store, spec.run_id)
             # Whatever ends a run publishes its directory, and the report task marks it
             # published: once that mark is read and no task is running, the directory is complete.
-            published = (record.get("published") or {}).get("status") == record["status"]
-            if RunStatus(record["status"]).terminal and published:
+            published = record.published is not None and record.published.status == record.status
+            if record.status.terminal and published:
                 with self._cv:
                     if self._running == 0:
-                        return record, run_dir(root, spec.run_id)
+                        return raw, run_dir(root, spec.run_id)
             if tick_every is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + tick_every
                 self.app.send_task(names.SCHEDULE_TICK)

@@ -16,6 +16,7 @@ from celery import Celery, chord, group
 from soakq import lifecycle, runner
 from soakq.artifacts import export_run, iteration_file, run_dir
 from soakq.config import RunSpec
+from soakq.documents import check_record, load_run
 from soakq.errors import TransientStoreError
 from soakq.states import RunStatus
 from soakq.store import RunStore
@@ -104,18 +105,19 @@ def publish(app: Any, store: RunStore, run_id: str) -> None:
     that task then says so in the record (``published``, which RUN.json leaves out) for whoever
     waits on the files. A weekly run that ended without a release gate gets its failed gate
     here, when it ends."""
-    record = store.get_record(run_id)
-    if record is None:
+    doc = store.get_record(run_id)
+    if doc is None:
         return
-    status = RunStatus(record["status"])
-    weekly = record.get("runtime", {}).get("execution") == "weekly"
-    if status.terminal and weekly and store.get_extra(run_id, "release_gate") is None:
-        store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
+    record = check_record(doc, run_id)
+    weekly = record.runtime.get("execution") == "weekly"
+    if record.status.terminal and weekly and store.get_extra(run_id, "release_gate") is None:
+        store.put_extra(run_id, "release_gate", gate_for(doc, store.iterations(run_id)))
     out = export_run(store, run_id, artifacts_of(app), report=False)
-    if record.get("runtime", {}).get("report", True) and iteration_file(out, 1).exists():
-        app.send_task(names.RUN_REPORT, args=[run_id, record["status"]], ignore_result=True)
+    status = str(record.status)
+    if record.runtime.get("report", True) and iteration_file(out, 1).exists():
+        app.send_task(names.RUN_REPORT, args=[run_id, status], ignore_result=True)
     else:
-        note_published(store, run_id, record["status"])
+        note_published(store, run_id, status)
 
 
 def render_report(app: Any, store: RunStore, run_id: str, status: str) -> None:
@@ -148,11 +150,11 @@ def note_published(store: RunStore, run_id: str, status: str) -> None:
 def launch(app: Any, store: RunStore, run_id: str, iteration: int, attempt: int) -> str:
     """The start of ``iteration`` (attempt ``attempt``): send its chord, unless the run moved on
     or ended. Run by the start task, or inline by the previous chord body (CeleryExecutor)."""
-    spec, record = runner.load_spec(store, run_id)
-    state, _ = store.get_state(run_id)
-    if not lifecycle.should_start(record, state, iteration):
+    loaded = load_run(store, run_id)
+    if loaded is None or not lifecycle.should_start(*loaded, iteration):
         return "skipped"
-    send_chord(app, store, runner.Ready(spec, state["overrides"]), run_id, iteration, attempt)
+    record, state = loaded
+    send_chord(app, store, runner.Ready(record.spec, state.overrides), run_id, iteration, attempt)
     return "started"
 
 

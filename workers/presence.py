@@ -20,6 +20,7 @@ from typing import Any
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from soakq.documents import RunRecord, RunState
 from soakq.lifecycle import HEARTBEAT_TICKS
 
 #: How to start what is missing, as the one line says it.
@@ -68,16 +69,13 @@ def no_worker_line(run_id: str, missing: list[str], default_queue: str, where: s
     )
 
 
-def parked_iteration(record: Mapping[str, Any], state: Mapping[str, Any]) -> int | None:
+def parked_iteration(record: RunRecord, state: RunState) -> int | None:
     """The next iteration of a run that has not ended when it waits in the due set for beat's
     tick (a paced run between iterations), else None. Pure."""
-    if record.get("outcome"):
+    drive, nxt = record.drive, state.iteration + 1
+    if record.status.terminal or drive is None:
         return None
-    drive = record.get("drive") or {}
-    nxt = int(state["iteration"]) + 1
-    if drive.get("iteration") == nxt and drive.get("enqueued_ts") is None:
-        return nxt
-    return None
+    return nxt if drive.iteration == nxt and drive.enqueued_ts is None else None
 
 
 @dataclass
@@ -114,9 +112,9 @@ class Lookout:
     def ping_every_s(self) -> float:
         return min(PING_EVERY_S, max(0.5, self.grace_s / 3))
 
-    def check(
-        self, record: Mapping[str, Any], state: Mapping[str, Any], *, progressed: bool
-    ) -> str | None:
+    def check(self, waiting: int | None, *, progressed: bool) -> str | None:
+        """``waiting``: the iteration the run waits for beat's tick to start, if any
+        (``parked_iteration``); ``progressed``: an iteration completed since the last poll."""
         now = self.clock()
         if progressed:  # an iteration completed: somebody works on the run
             self._absent_since = None
@@ -137,7 +135,6 @@ class Lookout:
         if self.heartbeat() is not None:
             self._tick_seen = now
             return None
-        waiting = parked_iteration(record, state)
         silent = now - (self.started if self._tick_seen is None else self._tick_seen)
         if waiting is not None and silent >= HEARTBEAT_TICKS * self.tick_every_s:
             return (

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from soakq.config import RunSpec
+from soakq.documents import RunRecord, load_record, load_run
 from soakq.errors import ConfigError, Pending, StoreError
 from soakq.runner import start_run
 from soakq.states import RunStatus, StopReason
@@ -48,8 +49,8 @@ class RedisSubmitter(Submitter):
         now = time.time()
         run_id = spec.run_id
         if not start_run(self.store, spec, now=now, mode="distributed", report=False):
-            record = self.store.get_record(run_id) or {}
-            if record.get("spec") != spec.as_json():
+            record, _ = load_record(self.store, run_id)
+            if record.spec.as_json() != spec.as_json():
                 raise ConfigError(
                     f"run {run_id} is in Redis with another config; choose another --sweep-id"
                 )
@@ -64,26 +65,25 @@ class RedisSubmitter(Submitter):
     def next_done(self) -> tuple[str, RunFacts]:
         while True:
             for run_id in list(self._pending):
-                record = self.store.get_record(run_id)
-                if record is None:  # pruned before we read it: runs are deterministic, redo it
+                loaded = load_run(self.store, run_id)
+                if loaded is None:  # pruned before we read it: runs are deterministic, redo it
                     self._pending.remove(run_id)
                     self.submit(self._specs[run_id])
                     continue
-                status = RunStatus(record["status"])
-                if not status.terminal:
+                record, state = loaded
+                if not record.status.terminal:
                     continue
                 if _redo(record):
                     raise StoreError(
-                        f"run {run_id} ended {status} ({record.get('outcome', {}).get('detail')});"
+                        f"run {run_id} ended {record.status} ({record.outcome.detail});"
                         " run the same sweep again to redo it"
                     )
                 self._pending.remove(run_id)
                 self._progress = time.monotonic()
-                state, _ = self.store.get_state(run_id)
                 facts = facts_of(
                     self.store.iterations(run_id),
                     self.store.get_extra(run_id, "release_gate"),
-                    state["overrides"],
+                    state.overrides,
                 )
                 return run_id, facts
             if time.monotonic() - self._progress > self.grace_s:
@@ -94,8 +94,7 @@ class RedisSubmitter(Submitter):
             time.sleep(self.poll_s)
 
 
-def _redo(record: dict[str, Any]) -> bool:
+def _redo(record: RunRecord) -> bool:
     """A run the sweep cannot judge (cancelled, lost, or never started): run it again."""
-    status = RunStatus(record["status"])
-    not_started = (record.get("outcome") or {}).get("stop_reason") == StopReason.NOT_STARTED
-    return status in (RunStatus.CANCELLED, RunStatus.LOST) or not_started
+    not_started = record.outcome.stop_reason == StopReason.NOT_STARTED
+    return record.status in (RunStatus.CANCELLED, RunStatus.LOST) or not_started

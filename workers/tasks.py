@@ -29,10 +29,10 @@ from soakq import lifecycle, runner
 from soakq.artifacts import write_iteration
 from soakq.checkpoint import write_checkpoint
 from soakq.config import RunSpec
+from soakq.documents import check_record, load_state
 from soakq.errors import TransientStoreError
 from soakq.iteration import measure_iteration, measure_symbol
 from soakq.runner import FinalizeResult, FinalizeStatus
-from soakq.states import RunStatus
 from soakq.store import RunStore
 from workers import names
 from workers.beat import gate_for, parse_slot, weekly_run_id, weekly_slot, weekly_spec
@@ -110,11 +110,11 @@ def live_measure(self: Task, run_id: str, iteration: int) -> list[dict[str, Any]
     """Handshake for ``iteration`` with the overrides in force, wait, read the bot's report."""
     store, ws = store_of(self.app), settings_of(self.app)
     spec, _ = runner.load_spec(store, run_id)
-    state, _ = store.get_state(run_id)
+    state, _, _ = load_state(store, run_id)
     # The lease is renewed for the whole window: the watchdog must not take a live step that
     # waits for the bot for a dead one.
     with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
-        return measure_iteration(spec, iteration, state["overrides"])
+        return measure_iteration(spec, iteration, state.overrides)
 
 
 @shared_task(name=names.ITERATION_FINALIZE, max_retries=8, **IDEMPOTENT)
@@ -231,16 +231,15 @@ def release_gate_check(self: Task, slot: str | None = None) -> dict[str, Any]:
     when = parse_slot(slot) if slot else weekly_slot(time.time(), max_late_s=None)
     assert when is not None
     run_id = weekly_run_id(when)
-    record = store.get_record(run_id)
-    if record is None:
+    doc = store.get_record(run_id)
+    if doc is None:
         log.error("release gate: no weekly run %s", run_id)
         return {"run_id": run_id, "verdict": "MISSING"}
-    if not RunStatus(record["status"]).terminal:
-        log.info(
-            "release gate: weekly run %s still %s; recorded when it ends", run_id, record["status"]
-        )
+    status = check_record(doc, run_id).status
+    if not status.terminal:
+        log.info("release gate: weekly run %s still %s; recorded when it ends", run_id, status)
         return {"run_id": run_id, "verdict": "PENDING"}
-    store.put_extra(run_id, "release_gate", gate_for(record, store.iterations(run_id)))
+    store.put_extra(run_id, "release_gate", gate_for(doc, store.iterations(run_id)))
     publish(app, store, run_id)
     gate = store.get_extra(run_id, "release_gate") or {}
     return {"run_id": run_id, "verdict": gate.get("verdict")}

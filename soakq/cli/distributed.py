@@ -11,9 +11,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from soakq.errors import ConfigError, InputError, StoreRefused, TransientStoreError
+
+if TYPE_CHECKING:
+    from soakq.config import RunSpec
+    from soakq.documents import RunRecord, RunState
 
 POLL_S = 0.2  # how often `--wait` / `watch` look at the run record
 PUBLISH_GRACE_S = 120.0  # how long a follower waits for the workers' files once the run ended
@@ -69,6 +73,15 @@ def check_reachable(settings: Any) -> None:
     ConfigError (a Celery worker would retry for ever, a traceback each time)."""
     _, store = _connect(settings)
     store.close()
+
+
+def _loaded(store: Any, run_id: str) -> tuple[RunRecord, RunState]:
+    """The run's record and state, typed and validated (soakq/documents.py)."""
+    from soakq.documents import check_record, check_state
+
+    record = _record(store, run_id)
+    state, _ = store.get_state(run_id)
+    return check_record(record, run_id), check_state(state, run_id)
 
 
 def _record(store: Any, run_id: str) -> dict[str, Any]:
@@ -167,15 +180,13 @@ def _not_started(settings: Any, store: Any, run_id: str, exc: BaseException) -> 
     ) from None
 
 
-def _lookout(settings: Any, app: Any, store: Any, record: dict[str, Any]) -> Any:
-    """What the follower of ``record``'s run watches for: a worker on its queues, beat's tick."""
-    from soakq.config import RunSpec
+def _lookout(settings: Any, app: Any, store: Any, spec: RunSpec) -> Any:
+    """What the follower of ``spec``'s run watches for: a worker on its queues, beat's tick."""
     from soakq.lifecycle import TICK_HEARTBEAT
     from workers.app import settings_of
     from workers.presence import Lookout, consumers, run_queues
     from workers.store import redacted
 
-    spec = RunSpec.model_validate(record["spec"])
     default_queue = str(app.conf.task_default_queue)
     return Lookout(
         run_id=spec.run_id,
@@ -198,44 +209,44 @@ def _follow(settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: floa
     from soakq.cli.output import RunProgress, verdict_lines
     from soakq.errors import ExitCode
     from soakq.runner import exit_code_of
-    from soakq.states import RunStatus
+    from workers.presence import parked_iteration
 
-    record = _record(store, run_id)
-    total = int(record["spec"]["iterations"])
-    lookout = _lookout(settings, app, store, record)
+    record, state = _loaded(store, run_id)
+    total = record.spec.iterations
+    lookout = _lookout(settings, app, store, record.spec)
     deadline = time.monotonic() + timeout_s
     grace_until: float | None = None
     shown = 0
     with RunProgress(total, run_id) as bar:
         while True:
-            record = _record(store, run_id)  # read before the state: no iteration is missed
-            state, _ = store.get_state(run_id)
-            progressed = shown < state["iteration"]
-            while shown < state["iteration"]:
+            record, state = _loaded(store, run_id)  # one read: no iteration is missed
+            progressed = shown < state.iteration
+            while shown < state.iteration:
                 shown += 1
                 doc = store.get_iteration(run_id, shown)
                 if doc is not None:
                     bar.update(shown, doc)
-            if RunStatus(record["status"]).terminal and _published(record, grace_until):
+            ended = record.status.terminal
+            if ended and _published(record, grace_until):
                 break
-            if RunStatus(record["status"]).terminal and grace_until is None:
+            if ended and grace_until is None:
                 grace_until = time.monotonic() + PUBLISH_GRACE_S
-            if not RunStatus(record["status"]).terminal:
-                stuck = lookout.check(record, state, progressed=progressed)
+            if not ended:
+                stuck = lookout.check(parked_iteration(record, state), progressed=progressed)
                 if stuck is not None:
                     print(stuck, file=sys.stderr, flush=True)
                     return int(ExitCode.PENDING)
             if time.monotonic() > deadline:
                 print(
-                    f"run {run_id}: still {record['status']} after {timeout_s:g}s "
+                    f"run {run_id}: still {record.status} after {timeout_s:g}s "
                     f"({shown}/{total} iterations); `soakq watch {run_id}` follows it again"
                 )
                 return int(ExitCode.PENDING)
             time.sleep(POLL_S)
-    docs = store.iterations(run_id)
-    final = dict(docs[-1], run=run_aggregates(docs, record)) if docs else None
+    doc, docs = _record(store, run_id), store.iterations(run_id)
+    final = dict(docs[-1], run=run_aggregates(docs, doc)) if docs else None
     gate = store.get_extra(run_id, "release_gate")
-    for line in verdict_lines(record, final, gate, None):
+    for line in verdict_lines(doc, final, gate, None):
         print(line)
     print(
         f"artifacts: written by the workers under their SOAKQ_ARTIFACTS_DIR; "
@@ -244,9 +255,9 @@ def _follow(settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: floa
     return exit_code_of(record)
 
 
-def _published(record: dict[str, Any], grace_until: float | None) -> bool:
+def _published(record: RunRecord, grace_until: float | None) -> bool:
     """The workers wrote the run directory for this final status (or we stop waiting for it)."""
-    if (record.get("published") or {}).get("status") == record["status"]:
+    if record.published is not None and record.published.status == record.status:
         return True
     return grace_until is not None and time.monotonic() > grace_until
 
@@ -338,7 +349,6 @@ def sweep_distributed(settings: Any, plan: Any, directory: Path, *, wait: bool) 
 @_redis_trouble
 def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
     from soakq.jsonio import dumps
-    from soakq.states import RunStatus
 
     app, store = _connect(settings)
     record = _record(store, run_id)
@@ -347,37 +357,34 @@ def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
 
         print(dumps(run_json(record)), end="")
         return 0
-    state, _ = store.get_state(run_id)
-    o = record.get("outcome", {})
-    drive = record.get("drive") or {}
+    typed, state = _loaded(store, run_id)
+    o, drive = typed.outcome, typed.drive
     line = (
-        f"run {run_id}: {record['status']} ({state['iteration']}/"
-        f"{record['spec']['iterations']} iterations, release gate "
-        f"{o.get('release_gate') or 'none'})"
+        f"run {run_id}: {typed.status} ({state.iteration}/{typed.spec.iterations} iterations, "
+        f"release gate {o.release_gate or 'none'})"
     )
-    notes = [] if RunStatus(record["status"]).terminal else _notes(settings, app, store, record)
+    ended = typed.status.terminal
+    notes = [] if ended else _notes(settings, app, store, typed.spec)
     nobody = any(n.startswith("waiting for a worker") for n in notes)  # not "in flight", then
-    if not nobody and drive and drive.get("iteration", 0) > state["iteration"] and not o:
-        if drive.get("enqueued_ts") is None:  # parked in the due set for the tick
-            due_in = float(drive.get("due_ts", 0.0)) - time.time()
+    if not nobody and not ended and drive is not None and drive.iteration > state.iteration:
+        if drive.enqueued_ts is None:  # parked in the due set for the tick
+            due_in = drive.due_ts - time.time()
             when = f"in {due_in:.0f} s" if due_in >= 0 else f"{-due_in:.0f} s ago"
-            line += f"; iteration {drive['iteration']} due {when}"
+            line += f"; iteration {drive.iteration} due {when}"
         else:
-            line += f"; iteration {drive['iteration']} attempt {drive.get('attempt', 0)} in flight"
+            line += f"; iteration {drive.iteration} attempt {drive.attempt} in flight"
     print("; ".join([line, *notes]))
-    if o.get("stop_reason"):
-        print(f"stopped: {o['stop_reason']}: {o.get('detail', '')}")
+    if o.stop_reason:
+        print(f"stopped: {o.stop_reason}: {o.detail or ''}")
     return 0
 
 
-def _notes(settings: Any, app: Any, store: Any, record: dict[str, Any]) -> list[str]:
+def _notes(settings: Any, app: Any, store: Any, spec: RunSpec) -> list[str]:
     """`status` of a run that has not ended: nobody consumes its queues, beat does not tick."""
-    from soakq.config import RunSpec
     from soakq.lifecycle import TICK_HEARTBEAT
     from workers.app import settings_of
     from workers.presence import consumers, run_queues, status_notes
 
-    spec = RunSpec.model_validate(record["spec"])
     return status_notes(
         found=consumers(app, settings.ping_timeout_s),
         queues=run_queues(str(app.conf.task_default_queue), spec.bot_queue),

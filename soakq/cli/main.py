@@ -375,6 +375,7 @@ def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:
 def embedded_verdict(record: Any, directory: Path) -> int:
     """Print the closing lines of an embedded run; its exit code."""
     from soakq.cli.output import verdict_lines
+    from soakq.documents import check_record
     from soakq.jsonio import read_json
     from soakq.runner import exit_code_of
 
@@ -384,7 +385,7 @@ def embedded_verdict(record: Any, directory: Path) -> int:
     gate = read_json(gate_path) if gate_path.exists() else None
     for line in verdict_lines(record, final, gate, str(directory)):
         print(line)
-    return exit_code_of(record)
+    return exit_code_of(check_record(record, str(record.get("run_id"))))
 
 
 @app.command()

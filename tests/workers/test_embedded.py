@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from soakq_worker_harness import assert_same_artifacts, spec_for
 
+from soakq.documents import check_record
 from soakq.engine import run_embedded
 from soakq.runner import exit_code_of
 
@@ -39,7 +40,8 @@ def test_embedded_hard_gate_stop_matches_too(tmp_path: Path) -> None:
     spec = spec_for(profile="aggressive", iterations=6, mode="volatile", kpi_gate="hard")
     record, celery_dir = run_embedded_celery(spec, tmp_path / "celery")
     twin_record, twin_dir = run_embedded(spec, tmp_path / "memory")
-    assert record["status"] == "failed" and exit_code_of(record) == 3 == exit_code_of(twin_record)
+    assert record["status"] == "failed" and exit_code_of(check_record(record, spec.run_id)) == 3
+    assert exit_code_of(check_record(twin_record, spec.run_id)) == 3
     assert_same_artifacts(celery_dir, twin_dir)
 
 

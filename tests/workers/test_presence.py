@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from soakq_worker_harness import spec_for
 
+from soakq.documents import RunRecord, RunState, check_record, check_state
+from soakq.iteration import initial_state
 from workers.presence import (
     Lookout,
     parked_iteration,
@@ -15,9 +18,31 @@ from workers.presence import (
 )
 
 WHERE = "SOAKQ_REDIS_URL=redis://h:6379/0"
-RUNNING = {"status": "running", "drive": {"iteration": 2, "enqueued_ts": 5.0}}
-PARKED = {"status": "running", "drive": {"iteration": 2, "enqueued_ts": None, "due_ts": 9.0}}
-AFTER_1 = {"iteration": 1}
+RUNNING: Any = {"status": "running", "drive": {"iteration": 2, "enqueued_ts": 5.0}}
+PARKED: Any = {"status": "running", "drive": {"iteration": 2, "enqueued_ts": None, "due_ts": 9.0}}
+AFTER_1: Any = {"iteration": 1}
+
+
+def typed(record: dict[str, Any], state: dict[str, Any]) -> tuple[RunRecord, RunState]:
+    """A whole record and state around the fields a test gives."""
+    spec = spec_for(iterations=4, run_id="r1")
+    drive = record.get("drive")
+    if drive is not None:
+        drive = {"attempt": 0, "due_ts": 1.0, "deadline_ts": 600.0, **drive}
+    full_record = {
+        "run_id": "r1",
+        "spec": spec.as_json(),
+        "outcome": {},
+        "runtime": {},
+        **record,
+        "drive": drive,
+    }
+    full_state = {**initial_state(spec), **state}
+    return check_record(full_record, "r1"), check_state(full_state, "r1")
+
+
+def waiting(record: dict[str, Any], state: dict[str, Any]) -> int | None:
+    return parked_iteration(*typed(record, state))
 
 
 class Clock:
@@ -63,7 +88,7 @@ def lookout(
 def follow(look: Lookout, clock: Clock, until: float, record=RUNNING, state=AFTER_1, step=0.5):
     """Poll as the follower does until ``until``; the first line said and when, or None."""
     while clock.now <= until:
-        line = look.check(record, state, progressed=False)
+        line = look.check(waiting(record, state), progressed=False)
         if line is not None:
             return line, clock.now
         clock.now += step
@@ -113,7 +138,7 @@ def test_progress_means_somebody_works_and_no_ping_is_needed() -> None:
     clock = Clock()
     look, pings = lookout(clock, [{}])
     for _ in range(200):  # an iteration every half second for 100 s
-        assert look.check(RUNNING, AFTER_1, progressed=True) is None
+        assert look.check(waiting(RUNNING, AFTER_1), progressed=True) is None
         clock.now += 0.5
     assert pings == []
     # ...then nothing: pings resume, and the grace counts from the first unanswered one.
@@ -166,12 +191,12 @@ def test_beat_is_not_blamed_when_the_run_does_not_wait_for_it(record, heartbeat)
         (PARKED, AFTER_1, 2),
         (RUNNING, AFTER_1, None),  # sent (with a countdown or at once)
         (PARKED, {"iteration": 2}, None),  # committed since: the drive is old
-        ({**PARKED, "outcome": {"exit_code": 0}}, AFTER_1, None),  # the run ended
+        ({**PARKED, "status": "succeeded", "outcome": {"exit_code": 0}}, AFTER_1, None),  # ended
         ({"status": "queued"}, {"iteration": 0}, None),
     ],
 )
 def test_parked_iteration(record, state, want) -> None:
-    assert parked_iteration(record, state) == want
+    assert waiting(record, state) == want
 
 
 def test_status_notes() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from soakq.documents import Drive
 from soakq.lifecycle import Action, watchdog_action
 
 NOW = 10_000.0
@@ -13,14 +14,14 @@ NOW = 10_000.0
 
 def drive(
     iteration: int, attempt: int = 0, *, enqueued: float | None = NOW - 5, deadline: float = NOW - 1
-) -> dict[str, Any]:
-    return {
-        "attempt": attempt,
-        "deadline_ts": deadline,
-        "due_ts": NOW - 5,
-        "enqueued_ts": enqueued,
-        "iteration": iteration,
-    }
+) -> Drive:
+    return Drive(
+        attempt=attempt,
+        deadline_ts=deadline,
+        due_ts=NOW - 5,
+        enqueued_ts=enqueued,
+        iteration=iteration,
+    )
 
 
 CASES = [

@@ -59,7 +59,7 @@ def test_the_commit_records_the_drive_and_the_start_reads_nothing_back() -> None
     assert Drive.of(record) == Drive(
         iteration=2, attempt=0, due_ts=NOW, enqueued_ts=NOW, deadline_ts=NOW + 600.0
     )
-    assert result.drive == record["drive"]
+    assert result.drive is not None and result.drive.as_json() == record["drive"]
     assert result.doc == store.get_iteration("lc", 1)
     assert store.acquire_lock("lc", "next", 1000) is not None  # the commit released the lock
 
@@ -122,7 +122,7 @@ def test_a_body_that_dies_after_its_commit_is_redriven_by_the_lease_rule() -> No
         done=1,
         planned=3,
         stopped=False,
-        drive=record["drive"],
+        drive=Drive.of(record),
         now=NOW + TIMING.lease_ttl_s,
         deadline_s=TIMING.deadline_s,
         max_redrives=3,
