@@ -43,6 +43,7 @@ class Book:
     sched: Schedule
     live_step: Array  # (2, actions): first step each action's bid / ask rests (non-decreasing)
     price: Array  # (2, actions): log-price of each action's bid and ask
+    quoted: Array  # (2, steps): log-price of the bid / ask resting at each step (NaN: none yet)
     step_ms: float
     queue_floor: float
     queue_tau_ms: float
@@ -55,10 +56,10 @@ class Book:
         found = np.searchsorted(both.ravel(), st + sd * offset, side="right")
         return found - 1 - sd * self.live_step.shape[1]
 
-    def dist(self, sd: Array, st: Array, act: Array) -> Array:
+    def dist(self, sd: Array, st: Array) -> Array:
         """Distance of that quote from the current mid, bp (< 0: the mid moved through it)."""
         sign = 1.0 - 2.0 * sd
-        return sign * (self.market.mid[st] - self.price[sd, act])
+        return sign * (self.market.mid[st] - self.quoted[sd, st])
 
     def queue(self, sd: Array, st: Array, act: Array) -> Array:
         """Queue priority of that quote at that step."""
@@ -88,41 +89,54 @@ class Fills:
 
 
 def build_book(cfg: BookConfig, market: Market, sched: Schedule, half_spread_bps: float) -> Book:
-    """Where and when each action's quotes rest."""
-    step_ms = float(cfg.clock.step_ms)
+    """Where and when each action's quotes rest, and the price resting on each side per step.
+
+    An action's quote rests from the first step at or after its live time (FIFO per side, so
+    those steps never decrease) until the next action's does; before the first: none (NaN).
+    """
+    n, step_ms = cfg.clock.steps, float(cfg.clock.step_ms)
     live_step = np.ceil(sched.live_ms / step_ms).astype(np.int64)
     centre = market.mid[sched.step]  # the bot prices off the mid it sees then
-    price = np.stack((centre - half_spread_bps, centre + half_spread_bps))
-    return Book(market, sched, live_step, price, step_ms, cfg.bot.queue_floor, cfg.bot.queue_tau_ms)
+    acts = centre.size
+    price = np.empty((2, acts))
+    np.subtract(centre, half_spread_bps, out=price[0])
+    np.add(centre, half_spread_bps, out=price[1])
+    first = np.minimum(live_step, n)
+    counts = np.empty((2, acts + 1), dtype=np.int64)  # steps each action rests (none first)
+    counts[:, 0] = first[:, 0]
+    np.subtract(first[:, 1:], first[:, :-1], out=counts[:, 1:acts])
+    np.subtract(n, first[:, -1], out=counts[:, acts])
+    quoted = np.empty((2, n))
+    for s in (0, 1):
+        quoted[s] = np.repeat(np.concatenate(([np.nan], price[s])), counts[s])
+    bot = cfg.bot
+    return Book(market, sched, live_step, price, quoted, step_ms, bot.queue_floor, bot.queue_tau_ms)
 
 
 def _pack(st: Array, sd: Array, act: Array, kind: int, u: Array, x: Array, want: Array) -> tuple:
     return st, sd, act, np.full(st.size, kind), u, x, want
 
 
-def _quoted(book: Book, n: int) -> Array:
-    """(2, steps) log-price of the quote resting on each side at each step (NaN: none yet)."""
-    out = np.empty((2, n))
-    for s in (0, 1):
-        counts = np.diff(np.minimum(book.live_step[s], n), prepend=0, append=n)
-        out[s] = np.repeat(np.concatenate(([np.nan], book.price[s])), counts)
-    return out
-
-
-def _uninformed(book: Book, quoted: Array, regime: Regime, spec: SymbolSpec) -> tuple:
+def _uninformed(book: Book, regime: Regime, spec: SymbolSpec) -> tuple:
     """Fills by uninformed takers: ``u < 1 - exp(-lambda(delta) * queue * dt)``."""
     market = book.market
-    reach = market.reach  # the pre-filter (market.fill_reach); NaN compares False
-    hits = (np.flatnonzero(quoted[0] > reach[0]), np.flatnonzero(quoted[1] < reach[1]))
-    st = np.concatenate(hits)
-    sd = np.repeat(np.array([0, 1]), [hits[0].size, hits[1].size])
-    act = book.act_at(sd, st)
-    dist = book.dist(sd, st, act)
+    reach, quoted = market.reach, book.quoted  # the pre-filter (market.fill_reach); NaN: False
+    bids = np.flatnonzero(quoted[0] > reach[0])
+    st = np.concatenate((bids, np.flatnonzero(quoted[1] < reach[1])))
+    sd = np.zeros(st.size, dtype=np.int64)
+    sd[bids.size :] = 1
     dt_s = book.step_ms / 1000.0
+    # No quote is taken at more than max(max_fill_rate, crossed_rate) and 1 - exp(-x) <= x: a
+    # uniform above that (with a margin against rounding) fills nothing, whatever the queue.
+    cap_dt = max(regime.max_fill_rate_per_s, regime.crossed_rate_per_s) * dt_s * (1.0 + 1e-9)
+    u = market.u_fill[sd, st]
+    maybe = u < cap_dt
+    st, sd, u = st[maybe], sd[maybe], u[maybe]
+    act = book.act_at(sd, st)
+    dist = book.dist(sd, st)
     a_dt = regime.fill_a_per_s * spec.depth_scale * dt_s
     lam = np.minimum(a_dt * np.exp(-regime.fill_k_per_bp * dist), regime.max_fill_rate_per_s * dt_s)
     x = np.where(dist < 0.0, regime.crossed_rate_per_s * dt_s, lam)
-    u = market.u_fill[sd, st]
     keep = u < -np.expm1(-x * book.queue(sd, st, act))
     st, sd = st[keep], sd[keep]
     want = -regime.taker_size_mean * np.log(aux_uniform(market.aux[st], AUX_SIZE))
@@ -150,9 +164,9 @@ def _sweeps(book: Book) -> tuple:
     """A jump through a resting quote takes it with probability = its queue priority."""
     jumps = book.market.jump_steps
     st = np.repeat(jumps, 2)
-    sd = np.tile(np.array([0, 1]), jumps.size)
+    sd = np.arange(st.size) & 1
     act = book.act_at(sd, st)
-    hit = (act >= 0) & (book.dist(sd, st, act) < 0.0)
+    hit = (act >= 0) & (book.dist(sd, st) < 0.0)
     st, sd, act = st[hit], sd[hit], act[hit]
     u = book.market.u_fill[sd, st]
     keep = u < book.queue(sd, st, act)
@@ -165,13 +179,11 @@ def candidates(
     cfg: BookConfig, regime: Regime, spec: SymbolSpec, book: Book, shown: float
 ) -> tuple[Array, ...]:
     """All possible fills at the orders' original queue priority, in time order (see module)."""
-    n = cfg.clock.steps
-    quoted = _quoted(book, n)
     shown_ratio = shown / cfg.bot.informed_ref_clip  # informed go where the size is
     parts = (
         _sweeps(book),
         _informed(book, regime, shown_ratio),
-        _uninformed(book, quoted, regime, spec),
+        _uninformed(book, regime, spec),
     )
     cols = tuple(np.concatenate(col) for col in zip(*parts, strict=True))
     st, sd, _, kind = cols[:4]

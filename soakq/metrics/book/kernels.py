@@ -14,6 +14,7 @@ machine code costs more per process than the whole simulator spends in an embedd
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 INF = math.inf
 
 
-HOPS = 4  # the unconstrained chain is followed in Python 2**HOPS actions at a time
+HOPS = 3  # the unconstrained chain is followed in Python 2**HOPS actions at a time
 
 
 def dyadic(x: float) -> float:
@@ -38,7 +39,7 @@ def chain(nxt: np.ndarray, n: int) -> np.ndarray:
     """
     levels = [nxt]
     for _ in range(HOPS):
-        levels.append(levels[-1][levels[-1]])
+        levels.append(np.take(levels[-1], levels[-1]))
     far = levels[-1].data
     stride = []
     a = 0
@@ -47,8 +48,28 @@ def chain(nxt: np.ndarray, n: int) -> np.ndarray:
         a = far[a]
     path = np.array(stride, dtype=np.int64)
     for table in reversed(levels[:-1]):
-        path = np.stack((path, table[path]), axis=1).ravel()
+        both = np.empty(2 * path.size, dtype=np.int64)
+        both[0::2] = path
+        both[1::2] = np.take(table, path)
+        path = both
     return path[: int(np.searchsorted(path, n))]
+
+
+def _chain_budget(
+    code: np.ndarray, n: int, path: np.ndarray, interval: float, tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Along the chain: the budget's theoretical arrival time before each action (a running
+    maximum, exact for dyadic ``interval``) and the earliest step the budget allows it."""
+    want = np.minimum(code[path] >> 1, n)
+    price = (code[path] & 1).astype(bool)
+    at = np.arange(path.size) * interval
+    ahead = np.empty(path.size)
+    ahead[:1] = 0.0
+    np.subtract(want[:-1], at[:-1], out=ahead[1:])
+    tats = np.maximum.accumulate(ahead)
+    tats += at
+    earliest = tats - np.where(price, tolerance, tolerance - interval)
+    return tats, earliest
 
 
 def walk_schedule(
@@ -76,36 +97,30 @@ def walk_schedule(
     np.minimum(nxt[:n], n, out=nxt[:n])
     nxt[n] = n
     path = chain(nxt, n)
-    want = nxt[path]
-    at = np.arange(path.size) * interval
-    ahead = np.empty(path.size)
-    ahead[:1] = 0.0
-    np.subtract(want[:-1], at[:-1], out=ahead[1:])
-    tats = np.maximum.accumulate(ahead)
-    tats += at
-    earliest = tats - np.where(code[path] & 1, tolerance, tolerance - interval)
-    late = np.flatnonzero((earliest > want) & ~urgent[path])
+    tats, earliest = _chain_budget(code, n, path, interval, tolerance)
+    late = np.flatnonzero((earliest > nxt[path]) & ~urgent[path]).tolist()
     pos = np.full(n, -1, dtype=np.int64)
     pos[path] = np.arange(path.size)
     table, where, blocked, ceil = code.data, pos.data, urgent.data, math.ceil
+    chain_tat, chain_earliest = tats.data, earliest.data
     reserve = tolerance - interval
     out: list[np.ndarray] = []
     off: list[int] = []  # actions off the chain since the last jump ahead
     a, tat = 0, 0.0
     while a < n:
         j = where[a]
-        if j >= 0 and tats[j] == tat:  # back on the chain with the same budget: jump ahead
+        if j >= 0 and chain_tat[j] == tat:  # back on the chain, same budget: jump ahead
             if off:
                 out.append(np.array(off, dtype=np.int64))
                 off = []
-            k = int(np.searchsorted(late, j))
-            if k == late.size:
+            k = bisect_left(late, j)
+            if k == len(late):
                 out.append(path[j:])
                 break
-            v = int(late[k])
+            v = late[k]
             out.append(path[j : v + 1])
-            a = ceil(earliest[v])
-            tat = max(float(tats[v]), a) + interval
+            a = ceil(chain_earliest[v])
+            tat = max(chain_tat[v], a) + interval
             continue
         off.append(a)  # off the chain: one step of walk_reference
         c = table[a]
@@ -240,7 +255,6 @@ def fill_loop(
     risk manager checks after each fill: beyond ``hard`` it hedges at once, beyond ``soft`` once
     the breach has lasted ``hold_ms`` (checked at the next fill and at the end).
     """
-    c_step, c_side, c_act, c_kind, c_u, c_x, c_want = cand
     res = LoopResult()
     take, took_size, took_born = res.taken.append, res.size.append, res.born_ms.append
     rearm, repost = res.rearmed_act.append, res.repost_act.append
@@ -250,14 +264,14 @@ def fill_loop(
     inv = t_prev = area = 0.0
     over_since = INF
     last_fill = [-INF, -INF]
-    for i in range(len(c_step)):
-        n, s, a = c_step[i], c_side[i], c_act[i]
+    for i, (n, s, a, kind, u, x, want) in enumerate(zip(*cand, strict=True)):
         t = n * step_ms
-        born = live[s][a]
+        side_live = live[s]
+        born = side_live[a]
         if last_fill[s] >= born:  # already filled: a re-post, wait_ms + latency after that fill
             born = last_fill[s] + wait_ms + act_latency[a]
             q = 1.0 - (1.0 - p.queue_floor) * math.exp((born - t) / p.queue_tau_ms)
-            if t < born or c_u[i] >= _refill_prob(c_kind[i], c_x[i], q):
+            if t < born or u >= _refill_prob(kind, x, q):
                 continue
         if t - over_since >= hold_ms:  # a soft breach outlasted its hold before this fill
             res.area = area
@@ -269,7 +283,7 @@ def fill_loop(
         shown = clip * (1.0 - skew * adds) if adds > 0.0 else clip
         if shown <= 0.0:
             continue
-        size = shown if c_kind[i] < 2 or c_want[i] > shown else c_want[i]
+        size = shown if kind < 2 or want > shown else want
         area += abs(inv) * (t - t_prev)
         t_prev = t
         inv += size if s == 0 else -size
@@ -277,7 +291,7 @@ def fill_loop(
         took_size(size)
         took_born(born)
         last_fill[s] = t
-        if a + 1 < n_act and live[s][a + 1] <= t + wait_ms + act_latency[a]:
+        if a + 1 < n_act and side_live[a + 1] <= t + wait_ms + act_latency[a]:
             rearm(a)
         else:
             repost(a)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -83,7 +84,8 @@ def fill_reach(
     is at most A), so ``u < A * dt * exp(-k * delta)``, i.e. ``delta < log(A * dt / u) / k``, is
     necessary: an exact pre-filter that needs no knowledge of the bot's quotes.
     """
-    a_dt = max(regime.fill_a_per_s * spec.depth_scale, regime.crossed_rate_per_s) * step_ms / 1e3
+    dt_s = step_ms / 1e3
+    a_dt = max(regime.fill_a_per_s * spec.depth_scale, regime.crossed_rate_per_s) * dt_s
     reach = np.log(u_fill)
     np.subtract(math.log(a_dt), reach, out=reach)
     reach *= 1.0 / regime.fill_k_per_bp  # the depth each taker reaches
@@ -200,15 +202,24 @@ def _signal(rng: np.random.Generator, cfg: BookConfig) -> list[float]:
     shocks = rng.standard_normal(ticks) * math.sqrt(1.0 - rho * rho)
     shocks[0] /= math.sqrt(1.0 - rho * rho)  # start in the stationary distribution
     chunk = max(1, int(27.0 / decay))
+    down, up = _ar1_weights(decay, min(chunk, ticks))
     out = np.empty(ticks)
     carry = 0.0
     for start in range(0, ticks, chunk):
         e = shocks[start : start + chunk]
-        k = np.arange(e.size)
-        x = np.exp(-decay * k) * (rho * carry + np.cumsum(e * np.exp(decay * k)))
+        x = down[: e.size] * (rho * carry + np.cumsum(e * up[: e.size]))
         out[start : start + e.size] = x
         carry = float(x[-1])
-    return np.clip(out / bot.signal_full_scale, -1.0, 1.0).tolist()
+    out /= bot.signal_full_scale
+    np.clip(out, -1.0, 1.0, out=out)
+    return out.tolist()
+
+
+@lru_cache(maxsize=8)
+def _ar1_weights(decay: float, size: int) -> tuple[Array, Array]:
+    """``exp(-decay * k)`` and ``exp(decay * k)`` for k < size (cached: config constants)."""
+    k = np.arange(size)
+    return np.exp(-decay * k), np.exp(decay * k)
 
 
 def position_target(signal: list[float], *, cap: float, step_cap: float) -> list[float]:

@@ -76,9 +76,10 @@ def quantile(values: Array, q: float) -> float:
         return 0.0
     pos = q * (values.size - 1)
     lo = int(pos)
-    hi = min(lo + 1, values.size - 1)
-    part = np.partition(values, (lo, hi))
-    return float(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+    part = np.partition(values, lo)
+    low = part[lo]
+    high = part[lo + 1 :].min() if lo + 1 < values.size else low  # the next order statistic
+    return float(low + (high - low) * (pos - lo))
 
 
 def markouts(
@@ -109,8 +110,12 @@ def _messages(sched: Schedule, fills: Fills) -> tuple[Array, Array, float]:
     latencies = np.concatenate((lat.ravel(), lat[0, fills.repost_act], lat[0, fills.hedge_act]))
     n_act = sched.step.size
     cancel_ages = (sched.decided_ms[1:] - sched.live_ms[:, :-1]).ravel()
-    emptied = np.bincount(fills.rearmed_act, minlength=n_act)[: n_act - 1]
-    price_cancels = float(np.sum((2 - emptied) * sched.price_driven[: n_act - 1]))
+    # Both sides of every price-driven action but the last, less the sides a fill had emptied.
+    driven = sched.price_driven
+    emptied = fills.rearmed_act[fills.rearmed_act < n_act - 1]
+    price_cancels = float(
+        2 * np.count_nonzero(driven[: n_act - 1]) - np.count_nonzero(driven[emptied])
+    )
     placed = 2 * n_act + fills.repost_act.size
     return latencies, np.maximum(cancel_ages, 0.0), price_cancels / placed if placed else 0.0
 

@@ -54,46 +54,76 @@ class Schedule:
 
 
 def timer_steps(phase: Array, duration_ms: float, step_ms: float) -> Array:
-    """``floor(duration / step + phase)``, at least 1: a timer checked on market-data steps."""
-    return np.maximum(1, (duration_ms / step_ms + phase).astype(np.int64))
+    """(steps,) int32: ``floor(duration / step + phase)``, at least 1: a timer checked on steps."""
+    out = (phase + duration_ms / step_ms).astype(np.int32)
+    np.maximum(out, 1, out=out)
+    return out
 
 
-def trigger_table(
-    mid: Array, n: int, *, tol_bps: float, tail: Array, gap: Array
-) -> tuple[Array, Array]:
-    """Per step a: ``2 * next + price`` and the step the mid left the band around ``mid[a]``.
+@lru_cache(maxsize=4)
+def step_index(n: int) -> Array:
+    """(n + 1,) int64 ``0, 1, ..., n``, read-only (shared by every call)."""
+    idx = np.arange(n + 1, dtype=np.int64)
+    idx.flags.writeable = False
+    return idx
 
-    The next action after one at a comes at the first step the mid is more than ``tol_bps`` from
-    ``mid[a]`` (price = 1), or at ``a + tail[a]`` (age, price = 0), whichever is first, but not
-    before ``a + gap[a]``. The mid is scanned at most ``min(len(mid) - n, 16)`` steps ahead; the
-    exit step is past that when it stayed inside.
+
+@dataclass(frozen=True)
+class Triggers:
+    """What the market implies for the next action after one at each step (see trigger_table)."""
+
+    code: Array  # (steps,) int64: 2 * step of the next action wanted + price (1: the mid moved)
+    exit_j: Array  # (steps,) int8: steps until the mid left the band (width + 1: it stayed in)
+    width: int  # how many steps ahead the mid was scanned
+
+
+def exit_steps(mid: Array, n: int, tol_bps: float, width: int) -> Array:
+    """(n,) int8: per step a, the first j in 1..width with ``|mid[a + j] - mid[a]| > tol_bps``.
+
+    Compared as ``mid[a + j] > mid[a] + tol`` or ``< mid[a] - tol``; ``width + 1`` when the mid
+    stayed inside. One pass of two comparisons per j, descending so the first exit wins.
     """
-    width = int(min(tail.max(), mid.size - n, MAX_SCAN_STEPS))
     base = mid[:n]
-    hi, lo = base + tol_bps, base - tol_bps
-    exit_j = np.full(n, width + 1, dtype=np.int64)  # past the scan: the mid stayed inside
+    hi = base + tol_bps
+    lo = base - tol_bps
+    exit_j = np.full(n, width + 1, dtype=np.int8)
     above, below = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
-    for j in range(width, 0, -1):  # descending: the first exit wins
+    for j in range(width, 0, -1):
         ahead = mid[j : n + j]
         np.greater(ahead, hi, out=above)
         np.less(ahead, lo, out=below)
         above |= below
         np.copyto(exit_j, j, where=above)
-    price = exit_j <= tail
-    wait = np.maximum(np.minimum(exit_j, tail), gap)
-    idx = np.arange(n)
-    return (idx + wait) * 2 + price, idx + exit_j
+    return exit_j
 
 
-def urgent_steps(exit_step: Array, jump_steps: Array, tail: Array) -> Array:
+def trigger_table(mid: Array, n: int, *, tol_bps: float, tail: Array, gap: Array) -> Triggers:
+    """Per step a: ``2 * next + price`` and how soon the mid left the band around ``mid[a]``.
+
+    The next action after one at a comes at the first step the mid is more than ``tol_bps`` from
+    ``mid[a]`` (price = 1), or at ``a + tail[a]`` (age, price = 0), whichever is first, but not
+    before ``a + gap[a]``. The mid is scanned at most ``min(len(mid) - n, 16)`` steps ahead; the
+    exit is past that when it stayed inside.
+    """
+    width = int(min(tail.max(), mid.size - n, MAX_SCAN_STEPS))
+    exit_j = exit_steps(mid, n, tol_bps, width)
+    code = np.minimum(exit_j, tail, dtype=np.int64)
+    np.maximum(code, gap, out=code)
+    code += step_index(n)[:n]
+    code <<= 1
+    code += exit_j <= tail  # price: the mid left the band before the age refresh
+    return Triggers(code, exit_j, width)
+
+
+def urgent_steps(trig: Triggers, jump_steps: Array, tail: Array) -> Array:
     """Per step: is its next action forced by a jump (its trigger step is a jump step)?"""
-    urgent = np.zeros(exit_step.size, dtype=bool)
+    urgent = np.zeros(trig.exit_j.size, dtype=bool)
     if jump_steps.size == 0:
         return urgent
-    width = int(tail.max())
-    a = (jump_steps[:, None] - np.arange(1, width + 1)).ravel()
+    a = (jump_steps[:, None] - np.arange(1, trig.width + 1)).ravel()
     a = a[a >= 0]
-    hit = (exit_step[a] <= a + tail[a]) & np.isin(exit_step[a], jump_steps)
+    exit_j = trig.exit_j[a]
+    hit = (exit_j <= tail[a]) & np.isin(a + exit_j, jump_steps)
     urgent[a[hit]] = True
     return urgent
 
@@ -113,7 +143,7 @@ def schedule_quotes(
     n, step_ms = clock.steps, float(clock.step_ms)
     phase = market.phase
     tail = timer_steps(phase, tail_age_ms, step_ms)
-    code, exit_step = trigger_table(
+    trig = trigger_table(
         market.mid,
         n,
         tol_bps=regime.requote_bps,
@@ -125,8 +155,8 @@ def schedule_quotes(
     per_step = replace_rate_per_min * step_ms / 60_000.0
     depth = max(2.0, replace_rate_per_min * bot.burst_s / 60.0)
     steps = kernels.walk_schedule(
-        code,
-        urgent_steps(exit_step, market.jump_steps, tail),
+        trig.code,
+        urgent_steps(trig, market.jump_steps, tail),
         n,
         interval=kernels.dyadic(2.0 / per_step),
         tolerance=kernels.dyadic((depth - 2.0) / per_step),
@@ -142,18 +172,20 @@ def schedule_quotes(
     return Schedule(
         step=steps,
         decided_ms=decided_ms,
-        price_driven=exit_step[steps] <= steps + tail[steps],
+        price_driven=(trig.code[steps] & 1).astype(bool),
         latency_ms=latency,
         live_ms=live,
     )
 
 
-@lru_cache(maxsize=1)
-def _normal_quantiles() -> Array:
-    """Standard normal quantiles at the midpoints of 2**JITTER_BITS equal probability bins."""
+@lru_cache(maxsize=8)
+def _jitter_table(sigma: float) -> Array:
+    """``exp(sigma * z)`` at the standard normal quantiles z of the midpoints of 2**JITTER_BITS
+    equal probability bins: the lognormal jitter of one message, by its 12-bit uniform."""
     size = 1 << JITTER_BITS
     inv = NormalDist().inv_cdf
-    return np.array([inv((i + 0.5) / size) for i in range(size)])
+    z = np.array([inv((i + 0.5) / size) for i in range(size)])
+    return np.exp(sigma * z)
 
 
 def action_latency(
@@ -179,8 +211,9 @@ def action_latency(
     fields = aux >> np.array(
         [[16 * AUX_LAT_1 + 16 - JITTER_BITS], [16 * AUX_LAT_2 + 16 - JITTER_BITS]], dtype=np.uint64
     )
-    z = _normal_quantiles()[fields & np.uint64((1 << JITTER_BITS) - 1)]
-    out = common * np.exp(regime.latency_sigma * z)
+    fields &= np.uint64((1 << JITTER_BITS) - 1)
+    out = _jitter_table(regime.latency_sigma)[fields]
+    out *= common
     # The venue handles a session's messages in order: the second message, sent
     # min_interval_ms after the first, completes no sooner than service_ms after it.
     np.maximum(out[1], out[0] + (bot.session_service_ms - min_interval_ms), out=out[1])
