@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from soakq_testkit import make_spec
 
 from soakq.checkpoint import (
     RunLock,
@@ -19,7 +21,9 @@ from soakq.checkpoint import (
     write_checkpoint,
 )
 from soakq.errors import InputError
+from soakq.iteration import initial_state
 from soakq.jsonio import write_json
+from soakq.runner import new_record
 from soakq.store import MemoryStore
 
 RUN = "r-1"
@@ -31,10 +35,17 @@ def _dir(root: Path) -> Path:
     return d
 
 
+def _documents(status: str, iteration: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A whole record and state, as a run's store holds them."""
+    spec = make_spec(iterations=4, run_id=RUN)
+    record = {**new_record(spec, now=1_800_000_000.0, mode="embedded"), "status": status}
+    return record, {**initial_state(spec), "iteration": iteration}
+
+
+@pytest.mark.usefixtures("clean_env")
 def test_checkpoint_round_trips_what_the_store_holds(tmp_path: Path) -> None:
     store = MemoryStore()
-    record = {"run_id": RUN, "status": "running", "spec": {"iterations": 4}}
-    state = {"iteration": 2, "overrides": {"tail_age_ms": 600}}
+    record, state = _documents("running", 2)
     assert store.restore_run(RUN, record, state, 7, [])
     _dir(tmp_path)
     write_checkpoint(store, RUN, tmp_path)
@@ -42,9 +53,10 @@ def test_checkpoint_round_trips_what_the_store_holds(tmp_path: Path) -> None:
     assert (cp.record, cp.state, cp.version, cp.iteration) == (record, state, 7, 2)
 
 
+@pytest.mark.usefixtures("clean_env")
 def test_a_finished_run_gets_no_checkpoint(tmp_path: Path) -> None:
     store = MemoryStore()
-    store.restore_run(RUN, {"run_id": RUN, "status": "succeeded"}, {"iteration": 1}, 1, [])
+    store.restore_run(RUN, *_documents("succeeded", 1), 1, [])
     _dir(tmp_path)
     write_checkpoint(store, RUN, tmp_path)
     assert not (tmp_path / "soak" / RUN / "CHECKPOINT.json").exists()
