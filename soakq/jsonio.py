@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -30,23 +31,27 @@ def positive_zero(obj: Any) -> Any:
     return obj
 
 
+#: Where a ``-0.0`` may be in encoded JSON (a number, or text that looks like one).
+_NEGATIVE_ZERO = re.compile(r"-0\.0(?![0-9])")
+
+
+def _encode(obj: Any, **kw: Any) -> str:
+    """``json.dumps(positive_zero(obj))``, skipping the copy when the plain encoding holds no
+    ``-0.0`` (it then has none to replace: the usual case, and the fast one)."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=True, allow_nan=False, **kw)
+    if _NEGATIVE_ZERO.search(text) is None:
+        return text
+    return json.dumps(positive_zero(obj), sort_keys=True, ensure_ascii=True, allow_nan=False, **kw)
+
+
 def dumps(obj: Any) -> str:
     """Pretty canonical form used for every artifact: sorted, ASCII, indent 2, trailing newline."""
-    return (
-        json.dumps(positive_zero(obj), sort_keys=True, ensure_ascii=True, allow_nan=False, indent=2)
-        + "\n"
-    )
+    return _encode(obj, indent=2) + "\n"
 
 
 def canonical(obj: Any) -> str:
     """Compact canonical form used for hashes and for storage."""
-    return json.dumps(
-        positive_zero(obj),
-        sort_keys=True,
-        ensure_ascii=True,
-        allow_nan=False,
-        separators=(",", ":"),
-    )
+    return _encode(obj, separators=(",", ":"))
 
 
 def sha256_of(obj: Any) -> str:

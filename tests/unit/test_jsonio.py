@@ -322,3 +322,28 @@ def test_read_json_messages_exactly(clean_env: Path) -> None:
     with pytest.raises(InputError) as err:
         read_json(bad)
     assert str(err.value).startswith(f"{bad}: cannot read (") and "utf-8" in str(err.value)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([-0.0, 0.0, -0.05, -1e-7])
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_the_fast_encoding_is_the_positive_zero_encoding(obj: Any) -> None:
+    # The writer skips the positive_zero copy when the plain text holds no -0.0: same bytes.
+    want = json.dumps(
+        jsonio.positive_zero(obj), sort_keys=True, ensure_ascii=True, separators=(",", ":")
+    )
+    assert jsonio.canonical(obj) == want
+    pretty = json.dumps(jsonio.positive_zero(obj), sort_keys=True, ensure_ascii=True, indent=2)
+    assert jsonio.dumps(obj) == pretty + "\n"
