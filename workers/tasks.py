@@ -150,15 +150,20 @@ def finalize(
 def after_finalize(
     app: Any, store: RunStore, run_id: str, iteration: int, result: FinalizeResult
 ) -> None:
-    """The iteration's file (and, embedded, the resume point), then what the life-cycle says
-    comes next (soakq/lifecycle.py); all repeatable, so a duplicate body redoes them safely."""
-    if result.status in (FinalizeStatus.COMMITTED, FinalizeStatus.DUPLICATE):
+    """The iteration's file and what the life-cycle says comes next (soakq/lifecycle.py); all
+    repeatable, so a duplicate body redoes them safely. On the workers the successor goes out
+    first and the file (an fsync) after it, off the iteration's critical path: a file lost to a
+    crash in between is rewritten when the run is published. Embedded, the file and the resume
+    point that refers back to it come first (docs/resume.md)."""
+    written = result.status in (FinalizeStatus.COMMITTED, FinalizeStatus.DUPLICATE)
+    embedded = getattr(app.conf, "soakq_embedded", False)
+    if written and embedded:
         write_iteration(store, run_id, iteration, artifacts_of(app), doc=result.doc)
-        if getattr(app.conf, "soakq_embedded", False):
-            # The resume point, after the file it points back to (docs/resume.md).
-            write_checkpoint(store, run_id, artifacts_of(app))
+        write_checkpoint(store, run_id, artifacts_of(app))
     ex = CeleryExecutor(app, store, inline_run=run_id)
     lifecycle.after_commit(store, ex, run_id, iteration, result, time.time())
+    if written and not embedded:
+        write_iteration(store, run_id, iteration, artifacts_of(app), doc=result.doc)
 
 
 @shared_task(name=names.RUN_REPORT, max_retries=8, **IDEMPOTENT)
