@@ -81,6 +81,10 @@ def effective_config(profile: str | None, env_json: str | None, cli_sets: Iterab
     return {**values, "_sources": sources}
 
 
+#: Names a run directory may not take: ``latest`` is the symlink to the newest run.
+RESERVED_RUN_IDS = frozenset({"latest"})
+
+
 def check_run_id(run_id: str, what: str = "--run-id") -> str:
     """``run_id`` if it is a safe directory name; else a ConfigError naming it as ``what`` (the
     flag, or e.g. ``status: run id`` for a command's argument)."""
@@ -88,6 +92,11 @@ def check_run_id(run_id: str, what: str = "--run-id") -> str:
         raise ConfigError(
             f"{what} {run_id!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit, without '..' or path separators"
+        )
+    if run_id in RESERVED_RUN_IDS:
+        raise ConfigError(
+            f"{what} {run_id!r}: reserved (artifacts/soak/{run_id} is the link to the newest "
+            "run); choose another run id"
         )
     return run_id
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from soakq.errors import ConfigError
@@ -27,8 +29,8 @@ class Settings(BaseSettings):
     bot_dir: Path | None = None  # the live bot's directory: the handshake (docs/live-bot.md)
     bot_name: str | None = None  # names the bot's Celery queue [default: from bot_dir]
     report_path: Path | None = None  # a bot that does not stamp its reports writes here
-    socket_timeout_s: float = Field(5.0, gt=0)
-    lock_ttl_ms: int = Field(30_000, gt=0)
+    socket_timeout_s: float = Field(5.0, gt=0, le=300, allow_inf_nan=False)
+    lock_ttl_ms: int = Field(30_000, gt=0, le=3_600_000)
     # How long a finished run's keys stay in Redis (its artifacts on disk stay for good).
     retention_days: float = Field(30.0, gt=0, le=36_500)
     # `submit --wait` / `watch`: how long no worker may consume the run's queues before the
@@ -81,6 +83,18 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("MM_RUNTIME_OVERRIDES_JSON")
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_database(cls, url: str | None) -> str | None:
+        """A database path, when the URL has one, is a whole number: redis-py would otherwise
+        fall back to database 0 without a word for ``/abc``."""
+        parts = urlsplit(url or "")
+        if parts.scheme in ("redis", "rediss"):  # others are refused where the URL is used
+            path = parts.path.strip("/")
+            if path and not path.isdigit():
+                raise ValueError(f"the database {path!r} must be a whole number (e.g. /0)")
+        return url
+
     @property
     def retention_s(self) -> int:
         return max(1, round(self.retention_days * 86_400))
@@ -100,6 +114,31 @@ _ENV_NAMES = {
 }
 
 
+#: Every environment name a field answers to (the one set names it in an error).
+_ENV_CHOICES = {
+    name: (
+        tuple(str(c) for c in field.validation_alias.choices)
+        if isinstance(field.validation_alias, AliasChoices)
+        else (f"SOAKQ_{name.upper()}",)
+    )
+    for name, field in Settings.model_fields.items()
+}
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    # Everything after the last '@' of the netloc is host[:port], even a port that is not one.
+    where = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{where}"))
+
+
 def load_settings() -> Settings:
     """Read the environment once; a bad value is a ConfigError naming the variable."""
     try:
@@ -107,5 +146,12 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
-        env = _ENV_NAMES.get(field, field)
-        raise ConfigError(f"environment {env}={err.get('input')!r}: {err['msg']}") from None
+        choices = _ENV_CHOICES.get(field) or next(
+            (c for c in _ENV_CHOICES.values() if field in c), ()
+        )
+        env = next((n for n in choices if n in os.environ), str(_ENV_NAMES.get(field, field)))
+        value = err.get("input")
+        if field == "redis_url" and isinstance(value, str):
+            value = redacted(value)
+        why = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"environment {env}={value!r}: {why}") from None

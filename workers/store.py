@@ -51,7 +51,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis import exceptions as rx
@@ -60,6 +59,7 @@ from redis.retry import Retry
 
 from soakq.errors import ConfigError, InputError, StoreError, StoreRefused, TransientStoreError
 from soakq.jsonio import canonical, loads
+from soakq.settings import redacted
 from soakq.states import TERMINAL, RunStatus, allowed_from
 from soakq.store import (
     Changes,
@@ -143,20 +143,6 @@ def _decode(raw: str, what: str) -> Any:
         raise StoreError(f"corrupt data in redis: {exc}") from None
 
 
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
-        return url
-    # Everything after the last '@' of the netloc is host[:port], even a port that is not one.
-    where = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{where}"))
-
-
 _redacted = redacted
 
 
@@ -176,6 +162,10 @@ def _guard(op: str) -> Iterator[None]:
             raise StoreRefused(
                 f"redis is out of memory ({op}: {exc}); raise maxmemory or free memory "
                 "(`soakq prune` removes finished runs)"
+            ) from exc
+        if "DB index is out of range" in str(exc):
+            raise StoreRefused(
+                f"redis refused {op}: {exc} (check the database number in SOAKQ_REDIS_URL)"
             ) from exc
         raise StoreError(f"redis failed {op}: {exc}") from exc
 

@@ -171,6 +171,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
                 "--older-than",
                 metavar="DAYS",
                 min=0.0,
+                max=36_500.0,
                 show_default=False,
                 help="Only runs that finished more than DAYS days ago (without prune they "
                 "expire after SOAKQ_RETENTION_DAYS).  [default: 0, every finished run]",

@@ -43,7 +43,7 @@ PARSER_ERRORS: list[tuple[list[str], str]] = [
     (["submit", "--source", "db"], "error: --source: 'db' is not one of book, kpi, file"),
     (["submit", "--seed", "-1"], "error: --seed: '-1' is too small: the minimum is 0"),
     (["worker", "--concurrency", "0"], "error: --concurrency: '0' is too small: the minimum is 1"),
-    (["prune", "--older-than", "-1"], "error: --older-than: '-1' is too small: the minimum is 0"),
+    (["prune", "--older-than", "-1"], "error: --older-than: '-1' is out of range: use 0 to 36500"),
     (["watch", "x", "--timeout", "abc"], "error: --timeout: 'abc' is not a number"),
     (
         ["submit", "--no-such-flag"],
@@ -450,3 +450,36 @@ def test_worker_starts_when_redis_answers(soakq_exe: str, redis_url: str, clean_
         proc.terminate()
         proc.wait(timeout=30)
     assert any(b"uxcheck@" in ln and b" ready." in ln for ln in seen), b"".join(seen)[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needles"),
+    [
+        # `latest` is the link to the newest run: a run by that name would overwrite another's.
+        (["submit", "--run-id", "latest"], {}, ["--run-id 'latest'", "reserved"]),
+        (["runs"], {"SOAKQ_REDIS_URL": "redis://127.0.0.1:1/abc"}, ["SOAKQ_REDIS_URL", "'abc'"]),
+        (
+            ["runs"],
+            {"SOAKQ_REDIS_URL": "redis://127.0.0.1:1/0", "SOAKQ_SOCKET_TIMEOUT_S": "inf"},
+            ["SOAKQ_SOCKET_TIMEOUT_S"],
+        ),
+        (
+            ["runs"],
+            {"SOAKQ_REDIS_URL": "redis://127.0.0.1:1/0", "SOAKQ_SOCKET_TIMEOUT_S": "1e9"},
+            ["SOAKQ_SOCKET_TIMEOUT_S", "300"],
+        ),
+        (["submit"], {"SOAKQ_MOCK_MODE": "wild"}, ["environment SOAKQ_MOCK_MODE='wild'"]),
+        (["submit"], {"SOAK_MOCK_MODE": "wild"}, ["environment SOAK_MOCK_MODE='wild'"]),
+        (
+            ["runs"],
+            {"SOAKQ_REDIS_URL": "redis://:hunter2@127.0.0.1:1/x"},
+            ["redis://:***@127.0.0.1:1/x"],
+        ),
+    ],
+)
+def test_settings_and_ids_that_cannot_work_are_one_line(
+    run_cli, clean_env: Path, args: list[str], env: dict[str, str], needles: list[str]
+) -> None:
+    proc = run_cli(*args, env=env, cwd=clean_env)
+    line = assert_clean_user_error(proc, *needles)
+    assert "hunter2" not in line

@@ -167,6 +167,16 @@ def test_redis_out_of_memory_at_the_first_message(
     client.close()
 
 
+@pytest.mark.redis
+def test_a_database_the_server_does_not_have_is_one_line_exit_2(
+    private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    env = base_env(tmp_path, SOAKQ_REDIS_URL=private_redis.url(db=99))
+    done = soakq_cli(env, "runs", timeout_s=30)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "DB index is out of range" in done.stderr and "SOAKQ_REDIS_URL" in done.stderr
+
+
 # -- workers ------------------------------------------------------------------------------------
 @pytest.mark.workers
 @pytest.mark.redis
