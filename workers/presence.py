@@ -106,7 +106,12 @@ class Lookout:
     _tick_seen: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Look afresh, as from the follower's start (after a Redis outage nothing was seen)."""
         self.started = self._next_ping = self.clock()
+        self._absent_since = self._tick_seen = None
 
     @property
     def ping_every_s(self) -> float:

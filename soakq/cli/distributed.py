@@ -217,25 +217,38 @@ def _follow(settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: floa
     deadline = time.monotonic() + timeout_s
     grace_until: float | None = None
     shown = 0
+    outage: float | None = None  # since when Redis has not answered the follower
     with RunProgress(total, run_id) as bar:
         while True:
-            record, state = _loaded(store, run_id)  # one read: no iteration is missed
-            progressed = shown < state.iteration
-            while shown < state.iteration:
-                shown += 1
-                doc = store.get_iteration(run_id, shown)
-                if doc is not None:
-                    bar.update(shown, doc)
-            ended = record.status.terminal
-            if ended and _published(record, grace_until):
-                break
-            if ended and grace_until is None:
-                grace_until = time.monotonic() + PUBLISH_GRACE_S
-            if not ended:
-                stuck = lookout.check(parked_iteration(record, state), progressed=progressed)
-                if stuck is not None:
-                    print(stuck, file=sys.stderr, flush=True)
+            try:
+                record, state = _loaded(store, run_id)  # one read: no iteration is missed
+                progressed = shown < state.iteration
+                while shown < state.iteration:
+                    doc = store.get_iteration(run_id, shown + 1)
+                    shown += 1
+                    if doc is not None:
+                        bar.update(shown, doc)
+                if outage is not None:
+                    print(f"run {run_id}: Redis answers again", file=sys.stderr, flush=True)
+                    lookout.restart()  # nothing could be seen meanwhile: look afresh
+                    outage = None
+                ended = record.status.terminal
+                if ended and _published(record, grace_until):
+                    break
+                if ended and grace_until is None:
+                    grace_until = time.monotonic() + PUBLISH_GRACE_S
+                if not ended:
+                    stuck = lookout.check(parked_iteration(record, state), progressed=progressed)
+                    if stuck is not None:
+                        print(stuck, file=sys.stderr, flush=True)
+                        return int(ExitCode.PENDING)
+            except TransientStoreError as exc:
+                # A Redis restart or pause: the workers ride it out, and so does the follower.
+                outage = _redis_outage(settings, run_id, outage, exc)
+                if outage is None:
                     return int(ExitCode.PENDING)
+                time.sleep(POLL_S)
+                continue
             if time.monotonic() > deadline:
                 print(
                     f"run {run_id}: still {record.status} after {timeout_s:g}s "
@@ -253,6 +266,37 @@ def _follow(settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: floa
         f"`soakq export {run_id}` writes them here"
     )
     return exit_code_of(record)
+
+
+#: How long a follower keeps asking a Redis that stopped answering before it gives up (exit 5:
+#: the run itself goes on; `soakq watch` follows it again).
+REDIS_OUTAGE_S = 120.0
+
+
+def _redis_outage(
+    settings: Any, run_id: str, since: float | None, exc: TransientStoreError
+) -> float | None:
+    """Say once that Redis stopped answering; the outage's start, or None once it has lasted
+    ``REDIS_OUTAGE_S`` (said in one more line)."""
+    now = time.monotonic()
+    why = " ".join(str(exc.__cause__ or exc).split()).rstrip(".")
+    if since is None:
+        print(
+            f"run {run_id}: {_where(settings)} stopped answering ({why}); still following for up "
+            f"to {REDIS_OUTAGE_S:g} s (the run goes on)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return now
+    if now - since < REDIS_OUTAGE_S:
+        return since
+    print(
+        f"run {run_id}: {_where(settings)} has not answered for {REDIS_OUTAGE_S:g} s; "
+        f"`soakq watch {run_id}` follows the run again once it does",
+        file=sys.stderr,
+        flush=True,
+    )
+    return None
 
 
 def _published(record: RunRecord, grace_until: float | None) -> bool:

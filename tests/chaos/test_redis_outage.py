@@ -8,6 +8,11 @@ the run through the outage.
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,14 +91,38 @@ def test_redis_paused_20s_mid_run(
     spec = spec_for(iterations=10, interval_s=0.5, mode="volatile", run_id="through-a-pause")
     c.submit(spec)
     wait_for(lambda: c.store.get_state(spec.run_id)[0]["iteration"] >= 2, "iteration 2", 60)
-    private_redis.pause()
+    # A follower, as an operator runs it: it must ride the outage out too.
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "soakq", "watch", spec.run_id, "--timeout", "300"],
+        env=c.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        time.sleep(20)  # the outage itself
-        alive(c)
+        # The follower has read the run (it prints the iterations committed so far) before
+        # Redis stops: a Redis that never answered it is a configuration problem, exit 2.
+        assert watcher.stdout is not None
+        ready, _, _ = select.select([watcher.stdout], [], [], 60)
+        assert ready and watcher.stdout.readline(), watcher.communicate()
+        private_redis.pause()
+        try:
+            time.sleep(20)  # the outage itself
+            alive(c)
+            assert watcher.poll() is None, watcher.communicate()
+        finally:
+            private_redis.resume()
+        record = c.wait_run(spec.run_id, limit_s=120)
+        out, err = watcher.communicate(timeout=180)
     finally:
-        private_redis.resume()
-    record = c.wait_run(spec.run_id, limit_s=120)
+        if watcher.poll() is None:
+            os.killpg(watcher.pid, signal.SIGKILL)
+            watcher.wait(timeout=10)
     assert record["status"] == "succeeded"
+    assert watcher.returncode == 0, (out, err)
+    assert "stopped answering" in err and "answers again" in err, err
+    assert "Traceback" not in err
     alive(c)
     assert "redis unavailable" in c.log("beat", None)
     state, version = c.store.get_state(spec.run_id)
