@@ -100,9 +100,17 @@ def _refuse_evicting_redis(sender: Any = None, instance: Any = None, **_: Any) -
 
 
 def _default_app() -> Celery:
+    """The app `celery -A workers.app` loads. A bad setting is one line and exit 2 here too:
+    this runs at import, before any soakq command could say it (and Celery would print the
+    import's traceback)."""
+    from soakq.errors import ConfigError
     from soakq.settings import load_settings
 
-    return make_app(load_settings())
+    try:
+        return make_app(load_settings())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 app: Any = _default_app()

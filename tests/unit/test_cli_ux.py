@@ -10,6 +10,7 @@ import re
 import select
 import socket
 import subprocess
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -483,3 +484,26 @@ def test_settings_and_ids_that_cannot_work_are_one_line(
     proc = run_cli(*args, env=env, cwd=clean_env)
     line = assert_clean_user_error(proc, *needles)
     assert "hunter2" not in line
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["worker", "-n", "bad@%h"], {"SOAKQ_MAX_REDRIVES": "abc"}),
+        (["beat", "-S", "workers.beat_scheduler:Scheduler"], {"SOAKQ_TICK_INTERVAL_S": "abc"}),
+    ],
+)
+def test_celery_commands_say_a_bad_setting_in_one_line(
+    clean_env: Path, args: list[str], env: dict[str, str]
+) -> None:
+    # The README's `celery -A workers.app worker|beat` import the app before soakq can speak.
+    full = {**os.environ, **env, "SOAKQ_REDIS_URL": "redis://127.0.0.1:1/0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", *args],
+        env=full,
+        cwd=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_clean_user_error(proc, f"environment {next(iter(env))}")
