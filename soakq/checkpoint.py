@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from soakq.artifacts import CHECKPOINT, iteration_file, iteration_files, run_dir
-from soakq.documents import check_record
-from soakq.errors import InputError
+from soakq.documents import check_record, check_state
+from soakq.errors import ConfigError, InputError, StoreError
 from soakq.jsonio import read_json, write_json
+from soakq.params import validate_overrides
 from soakq.states import RunStatus
 from soakq.store import RunStore
 
@@ -66,14 +67,33 @@ def read_checkpoint(directory: Path) -> Checkpoint:
             "before checkpoints, and distributed runs, which Redis keeps, have none)"
         )
     doc = read_json(path)
-    try:
-        if doc["format"] != FORMAT:
-            raise InputError(f"{path}: checkpoint format {doc['format']!r}; this soakq reads 1")
-        cp = Checkpoint(dict(doc["record"]), dict(doc["state"]), int(doc["version"]))
-        cp.iteration  # noqa: B018 - validates the state
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{path}: not a soakq checkpoint ({exc!r} is missing or wrong)") from None
-    return cp
+    if not isinstance(doc, dict) or not {"format", "record", "state", "version"} <= set(doc):
+        raise InputError(f"{path}: not a soakq checkpoint (format, record, state, version)")
+    if doc["format"] != FORMAT:
+        raise InputError(f"{path}: checkpoint format {doc['format']!r}; this soakq reads 1")
+    version = doc["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise InputError(f"{path}: version {version!r} is not a whole number >= 0")
+    run_id = directory.name
+    try:  # the record and state it restores have the one schema (soakq/documents.py)
+        record = check_record(doc["record"], run_id) if isinstance(doc["record"], dict) else None
+        state = check_state(doc["state"], run_id) if isinstance(doc["state"], dict) else None
+        if record is None or state is None:
+            raise InputError(f"{path}: record and state must be JSON objects")
+        validate_overrides(state.overrides, layer=f"{path}: state.overrides")
+    except StoreError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except ConfigError as exc:  # names the file already
+        raise InputError(str(exc)) from None
+    # ...and they agree with each other and with the directory they were found in.
+    if record.run_id != run_id or record.spec.run_id != run_id:
+        raise InputError(f"{path}: it is the checkpoint of run {record.run_id!r}, not {run_id!r}")
+    if state.iteration > record.spec.iterations:
+        raise InputError(
+            f"{path}: state.iteration {state.iteration} is beyond the run's "
+            f"{record.spec.iterations} planned iterations"
+        )
+    return Checkpoint(dict(doc["record"]), dict(doc["state"]), version)
 
 
 def committed_docs(directory: Path, iterations: int) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ how a listing reads a run directory (docs/resume.md)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def _dir(root: Path) -> Path:
 
 def _documents(status: str, iteration: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """A whole record and state, as a run's store holds them."""
-    spec = make_spec(iterations=4, run_id=RUN)
+    spec = make_spec(iterations=12, run_id=RUN)
     record = {**new_record(spec, now=1_800_000_000.0, mode="embedded"), "status": status}
     return record, {**initial_state(spec), "iteration": iteration}
 
@@ -66,10 +67,11 @@ def test_a_finished_run_gets_no_checkpoint(tmp_path: Path) -> None:
     ("doc", "said"),
     [
         ({"format": 2, "record": {}, "state": {"iteration": 0}, "version": 0}, "format 2"),
-        ({"format": 1, "record": {}, "state": {}, "version": 0}, "not a soakq checkpoint"),
+        ({"format": 1, "record": {}, "state": {}, "version": 0}, "record of run r-1"),
         ({"format": 1, "record": {}, "state": {"iteration": 0}}, "not a soakq checkpoint"),
     ],
 )
+@pytest.mark.usefixtures("clean_env")
 def test_unusable_checkpoints_are_named(tmp_path: Path, doc: dict, said: str) -> None:
     d = _dir(tmp_path)
     write_json(d / "CHECKPOINT.json", doc)
@@ -140,6 +142,7 @@ def test_the_lock_is_exclusive_and_dies_with_its_process(tmp_path: Path) -> None
     assert not is_running(tmp_path, RUN)
 
 
+@pytest.mark.usefixtures("clean_env")
 def test_local_run_calls_an_abandoned_embedded_run_interrupted(tmp_path: Path) -> None:
     d = _dir(tmp_path)
     doc = {
@@ -149,9 +152,8 @@ def test_local_run_calls_an_abandoned_embedded_run_interrupted(tmp_path: Path) -
         "runtime": {"execution": "embedded"},
         "status": "running",
     }
-    write_json(
-        d / "CHECKPOINT.json", {"format": 1, "record": {}, "state": {"iteration": 5}, "version": 5}
-    )
+    record, state = _documents("running", 5)
+    write_json(d / "CHECKPOINT.json", {"format": 1, "record": record, "state": state, "version": 5})
     view = local_run(tmp_path, doc)
     assert (view.status, view.completed, view.planned, view.release_gate) == (
         "interrupted",
@@ -176,6 +178,7 @@ def test_local_run_calls_an_abandoned_embedded_run_interrupted(tmp_path: Path) -
     assert local_run(tmp_path, done) == type(view)("succeeded", 12, 12, "PASSED")
 
 
+@pytest.mark.usefixtures("clean_env")
 def test_local_run_reads_a_running_run_from_its_checkpoint(tmp_path: Path) -> None:
     d = _dir(tmp_path)
     doc = {
@@ -185,10 +188,8 @@ def test_local_run_reads_a_running_run_from_its_checkpoint(tmp_path: Path) -> No
         "runtime": {"execution": "embedded"},
         "status": "queued",  # as RUN.json says from the start until the end
     }
-    write_json(
-        d / "CHECKPOINT.json",
-        {"format": 1, "record": {"status": "running"}, "state": {"iteration": 4}, "version": 4},
-    )
+    record, state = _documents("running", 4)
+    write_json(d / "CHECKPOINT.json", {"format": 1, "record": record, "state": state, "version": 4})
     lock = RunLock(tmp_path, RUN)
     assert lock.acquire()
     try:
@@ -246,3 +247,24 @@ def test_a_lock_taken_on_a_released_file_is_not_the_lock(
     b = RunLock(tmp_path, RUN)
     assert b.acquire()
     b.release()
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize(
+    ("tamper", "said"),
+    [
+        (lambda r, s: r.update(status="bogus"), "status"),
+        (lambda r, s: s["overrides"].update(tail_age_ms=99999), "tail_age_ms=99999 is out of"),
+        (lambda r, s: r["spec"].update(iterations=3), "beyond the run's 3 planned"),
+        (lambda r, s: r.update(run_id="other"), "checkpoint of run 'other', not 'r-1'"),
+        (lambda r, s: s.update(iteration="x"), "state of run r-1: iteration"),
+    ],
+)
+def test_a_checkpoint_that_contradicts_itself_is_refused(tmp_path: Path, tamper, said) -> None:
+    d = _dir(tmp_path)
+    record, state = _documents("interrupted", 6)
+    tamper(record, state)
+    write_json(d / "CHECKPOINT.json", {"format": 1, "record": record, "state": state, "version": 6})
+    with pytest.raises(InputError, match=re.escape(said)) as exc:
+        read_checkpoint(d)
+    assert str(d / "CHECKPOINT.json") in str(exc.value)
