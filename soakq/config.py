@@ -371,7 +371,7 @@ def build_spec(
         "min_fills": default_min_fills() if prof.min_fills is None else prof.min_fills,
         **live,
     }
-    fields["run_id"] = check_run_id(run_id) if run_id else derived_run_id(fields)
+    fields["run_id"] = derived_run_id(fields) if run_id is None else check_run_id(run_id)
     try:
         return RunSpec.model_validate(fields)
     except ValidationError as exc:  # one line: the first problem, named by its field

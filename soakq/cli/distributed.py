@@ -201,10 +201,13 @@ def _lookout(settings: Any, app: Any, store: Any, spec: RunSpec) -> Any:
     )
 
 
-def _follow(settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: float) -> int:
-    """Print each iteration as it is committed, then the verdict; exit with the run's code.
-    Exit 1 with one line (the run goes on) when it cannot move: no worker consumes its queues,
-    or its next iteration waits for a tick and beat does not tick (workers.presence)."""
+def _follow(
+    settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: float, shown: int = 0
+) -> int:
+    """Print each iteration after the first ``shown`` as it is committed, then the verdict;
+    exit with the run's code. Exit 5 with one line (the run goes on) when it cannot move: no
+    worker consumes its queues, its next iteration waits for a tick and beat does not tick
+    (workers.presence), or Redis has not answered for ``REDIS_OUTAGE_S``."""
     from soakq.artifacts import run_aggregates
     from soakq.cli.output import RunProgress, verdict_lines
     from soakq.errors import ExitCode
@@ -216,7 +219,6 @@ def _follow(settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: floa
     lookout = _lookout(settings, app, store, record.spec)
     deadline = time.monotonic() + timeout_s
     grace_until: float | None = None
-    shown = 0
     outage: float | None = None  # since when Redis has not answered the follower
     with RunProgress(total, run_id) as bar:
         while True:
@@ -263,7 +265,7 @@ def _follow(settings: Any, app: Any, store: Any, run_id: str, *, timeout_s: floa
         print(line)
     print(
         f"artifacts: written by the workers under their SOAKQ_ARTIFACTS_DIR; "
-        f"`soakq export {run_id}` writes them here"
+        f"`soakq export {run_id}` writes them under --artifacts"
     )
     return exit_code_of(record)
 
@@ -352,7 +354,7 @@ def resume_distributed(
     from soakq.cli.output import run_line
 
     print(f"{run_line(spec, 'distributed')}: resumed after {done}/{spec.iterations}", flush=True)
-    return _follow(settings, app, store, spec.run_id, timeout_s=float("inf"))
+    return _follow(settings, app, store, spec.run_id, timeout_s=float("inf"), shown=done)
 
 
 @_redis_trouble
