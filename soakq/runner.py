@@ -264,15 +264,15 @@ def complete_run(
     *,
     clock: Clock = time.time,
     known: tuple[RunSpec, RunState] | None = None,
-) -> dict[str, Any]:
+) -> None:
     """Close the run: run-level release gate on its window, final status. Idempotent.
     ``known``: the spec and the final state, when the caller holds them (the body that
     committed the last iteration); else they are read."""
     if known is None:
-        loaded = _loaded(store, run_id)
-        if loaded[0].status.terminal:
-            return store.get_record(run_id) or {}
-        spec, state = loaded[0].spec, loaded[1]
+        record, state = _loaded(store, run_id)
+        if record.status.terminal:
+            return
+        spec = record.spec
     else:
         spec, state = known
     gate = release_gate_of(spec, store.iterations(run_id)) if state.iteration else None
@@ -287,8 +287,7 @@ def complete_run(
         runtime = check_record(record, run_id).runtime
         return {"outcome": outcome, "runtime": {**runtime, "finished_at": iso(now)}}
 
-    done = transition(store, run_id, status, changes, clock=lambda: now)
-    return done.record or store.get_record(run_id) or {}
+    transition(store, run_id, status, changes, clock=lambda: now)
 
 
 def close_if_finished(store: RunStore, run_id: str, *, clock: Clock = time.time) -> bool:

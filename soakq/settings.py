@@ -104,27 +104,6 @@ class Settings(BaseSettings):
         return self.source or ("book" if self.use_mock else "file")
 
 
-_ENV_NAMES = {
-    name: (
-        field.validation_alias.choices[0]  # type: ignore[union-attr]
-        if isinstance(field.validation_alias, AliasChoices)
-        else f"SOAKQ_{name.upper()}"
-    )
-    for name, field in Settings.model_fields.items()
-}
-
-
-#: Every environment name a field answers to (the one set names it in an error).
-_ENV_CHOICES = {
-    name: (
-        tuple(str(c) for c in field.validation_alias.choices)
-        if isinstance(field.validation_alias, AliasChoices)
-        else (f"SOAKQ_{name.upper()}",)
-    )
-    for name, field in Settings.model_fields.items()
-}
-
-
 def redacted(url: str) -> str:
     """``url`` without its password, for messages."""
     try:
@@ -139,19 +118,37 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{where}"))
 
 
+def _env_names(model: type[BaseSettings], loc: str) -> tuple[str, ...]:
+    """Every environment name of the field an error's ``loc`` names (a field or an alias)."""
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias
+        names = (
+            tuple(str(c) for c in alias.choices)
+            if isinstance(alias, AliasChoices)
+            else (f"SOAKQ_{name.upper()}",)
+        )
+        if loc == name or loc in names:
+            return names
+    return (loc,)
+
+
+def environment_error(exc: ValidationError, model: type[BaseSettings]) -> ConfigError:
+    """The first problem of reading ``model`` from the environment, as one line naming the
+    variable actually set (of a field's aliases) and its value (a URL without its password)."""
+    err = exc.errors()[0]
+    loc = str(err["loc"][0]) if err["loc"] else "?"
+    names = _env_names(model, loc)
+    env = next((n for n in names if n in os.environ), names[0])
+    value = err.get("input")
+    if loc == "redis_url" and isinstance(value, str):
+        value = redacted(value)
+    why = str(err["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"environment {env}={value!r}: {why}")
+
+
 def load_settings() -> Settings:
     """Read the environment once; a bad value is a ConfigError naming the variable."""
     try:
         return Settings()
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        choices = _ENV_CHOICES.get(field) or next(
-            (c for c in _ENV_CHOICES.values() if field in c), ()
-        )
-        env = next((n for n in choices if n in os.environ), str(_ENV_NAMES.get(field, field)))
-        value = err.get("input")
-        if field == "redis_url" and isinstance(value, str):
-            value = redacted(value)
-        why = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"environment {env}={value!r}: {why}") from None
+        raise environment_error(exc, Settings) from None

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from soakq.jsonio import canonical, loads
 from soakq.states import IllegalTransition, RunStatus, transition
 
 JsonDict = dict[str, Any]
+_V = TypeVar("_V")
 #: What a transition writes besides the status: top-level record fields, computed from the
 #: record and the run state as they are at the moment the transition applies.
 Changes = Callable[[JsonDict, JsonDict], JsonDict]
@@ -373,15 +374,22 @@ class MemoryStore:
             raw, (state, version) = self._records[run_id], self._states[run_id]
         return loads(raw), loads(state), version
 
-    def _holder(self, run_id: str) -> Lease | None:
-        held = self._locks.get(run_id)
+    def _until(self, ttl_ms: int) -> float:
+        """When an entry set now with ``ttl_ms`` lapses (on ``clock``)."""
+        return self._clock() + ttl_ms / 1000.0
+
+    def _live(self, table: dict[str, tuple[_V, float]], key: str) -> _V | None:
+        """``table[key]``'s value unless absent or lapsed (a lapsed entry is dropped)."""
+        held = table.get(key)
         if held is None:
             return None
-        lease, expires = held
-        if self._clock() >= expires:
-            del self._locks[run_id]
+        if self._clock() >= held[1]:
+            del table[key]
             return None
-        return lease
+        return held[0]
+
+    def _holder(self, run_id: str) -> Lease | None:
+        return self._live(self._locks, run_id)
 
     def acquire_lock(self, run_id: str, owner: str, ttl_ms: int) -> Lease | None:
         with self._mu:
@@ -390,14 +398,14 @@ class MemoryStore:
             token = self._fence.get(run_id, 0) + 1
             self._fence[run_id] = token
             lease = Lease(owner, token)
-            self._locks[run_id] = (lease, self._clock() + ttl_ms / 1000.0)
+            self._locks[run_id] = (lease, self._until(ttl_ms))
             return lease
 
     def extend_lock(self, run_id: str, lease: Lease, ttl_ms: int) -> bool:
         with self._mu:
             if self._holder(run_id) != lease:
                 return False
-            self._locks[run_id] = (lease, self._clock() + ttl_ms / 1000.0)
+            self._locks[run_id] = (lease, self._until(ttl_ms))
             return True
 
     def release_lock(self, run_id: str, lease: Lease) -> bool:
@@ -483,14 +491,11 @@ class MemoryStore:
     # -- liveness, publishing, retention ---------------------------------------------------
     def touch_lease(self, run_id: str, iteration: int, ttl_ms: int) -> None:
         with self._mu:
-            self._leases[run_id] = (int(iteration), self._clock() + ttl_ms / 1000.0)
+            self._leases[run_id] = (int(iteration), self._until(ttl_ms))
 
     def leased_iteration(self, run_id: str) -> int | None:
         with self._mu:
-            held = self._leases.get(run_id)
-            if held is None or self._clock() >= held[1]:
-                return None
-            return held[0]
+            return self._live(self._leases, run_id)
 
     def unpublished(self) -> list[str]:
         with self._mu:
@@ -498,30 +503,26 @@ class MemoryStore:
 
     def try_mutex(self, name: str, owner: str, ttl_ms: int) -> bool:
         with self._mu:
-            held = self._mutexes.get(name)
-            if held is not None and self._clock() < held[1]:
+            if self._live(self._mutexes, name) is not None:
                 return False
-            self._mutexes[name] = (owner, self._clock() + ttl_ms / 1000.0)
+            self._mutexes[name] = (owner, self._until(ttl_ms))
             return True
 
     def release_mutex(self, name: str, owner: str) -> bool:
         with self._mu:
-            held = self._mutexes.get(name)
-            if held is None or held[0] != owner or self._clock() >= held[1]:
+            if self._live(self._mutexes, name) != owner:
                 return False
             del self._mutexes[name]
             return True
 
     def put_heartbeat(self, name: str, doc: JsonDict, ttl_ms: int) -> None:
         with self._mu:
-            self._heartbeats[name] = (canonical(doc), self._clock() + ttl_ms / 1000.0)
+            self._heartbeats[name] = (canonical(doc), self._until(ttl_ms))
 
     def get_heartbeat(self, name: str) -> JsonDict | None:
         with self._mu:
-            held = self._heartbeats.get(name)
-            if held is None or self._clock() >= held[1]:
-                return None
-        return loads(held[0])
+            raw = self._live(self._heartbeats, name)
+        return None if raw is None else loads(raw)
 
     def note_published(self, run_id: str, published: JsonDict) -> None:
         with self._mu:

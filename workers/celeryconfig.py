@@ -20,8 +20,7 @@ from typing import Any
 from kombu import Queue
 from pydantic import Field, ValidationError, model_validator
 
-from soakq.errors import ConfigError
-from soakq.settings import Settings
+from soakq.settings import Settings, environment_error
 from workers import names
 
 #: kombu/Celery retry policy: one immediate reconnect, nothing more (see celery_config).
@@ -77,9 +76,7 @@ def worker_settings(base: Settings | None = None) -> WorkerSettings:
     try:
         ws = WorkerSettings()
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "settings"
-        raise ConfigError(f"environment SOAKQ_{field.upper()}: {err['msg']}") from None
+        raise environment_error(exc, WorkerSettings) from None
     if base is None:
         return ws
     return ws.model_copy(update={name: getattr(base, name) for name in Settings.model_fields})

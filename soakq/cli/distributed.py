@@ -76,25 +76,32 @@ def check_reachable(settings: Any) -> None:
 
 
 def _loaded(store: Any, run_id: str) -> tuple[RunRecord, RunState]:
-    """The run's record and state, typed and validated (soakq/documents.py)."""
-    from soakq.documents import check_record, check_state
+    """The run's record and state, typed and validated, in one read (soakq/documents.py)."""
+    from soakq.config import check_run_id
+    from soakq.documents import load_run
 
-    record = _record(store, run_id)
-    state, _ = store.get_state(run_id)
-    return check_record(record, run_id), check_state(state, run_id)
+    check_run_id(run_id, what="run id")
+    loaded = load_run(store, run_id)
+    if loaded is None:
+        raise _unknown(store, run_id)
+    return loaded
 
 
 def _record(store: Any, run_id: str) -> dict[str, Any]:
+    """The run's record document as stored (what RUN.json and the verdict lines are made of)."""
     from soakq.config import check_run_id
 
     check_run_id(run_id, what="run id")
     record: dict[str, Any] | None = store.get_record(run_id)
     if record is None:
-        raise InputError(
-            f"run {run_id!r} is not in Redis ({store.runs_key}); "
-            "`soakq runs` lists the runs it knows"
-        )
+        raise _unknown(store, run_id)
     return record
+
+
+def _unknown(store: Any, run_id: str) -> InputError:
+    return InputError(
+        f"run {run_id!r} is not in Redis ({store.runs_key}); `soakq runs` lists the runs it knows"
+    )
 
 
 def check_live_budget(spec: Any) -> None:
@@ -397,11 +404,10 @@ def status_distributed(settings: Any, run_id: str, *, as_json: bool) -> int:
     from soakq.jsonio import dumps
 
     app, store = _connect(settings)
-    record = _record(store, run_id)
     if as_json:  # the RUN.json document: one schema, embedded or distributed
         from soakq.artifacts import run_json
 
-        print(dumps(run_json(record)), end="")
+        print(dumps(run_json(_record(store, run_id))), end="")
         return 0
     typed, state = _loaded(store, run_id)
     o, drive = typed.outcome, typed.drive

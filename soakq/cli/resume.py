@@ -35,8 +35,6 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         from soakq.checkpoint import committed_docs, local_run, read_checkpoint
         from soakq.cli.main import _artifacts, _settings
         from soakq.config import check_run_id
-        from soakq.documents import check_record, check_state
-        from soakq.errors import StoreError
         from soakq.jsonio import read_json
         from soakq.states import RunStatus
 
@@ -57,12 +55,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
                 f"run {run_id}: {view.status} in another process or on the workers; "
                 "only an interrupted run is resumed"
             )
-        checkpoint = read_checkpoint(directory)
-        try:  # the record and state it restores must have the one schema (soakq/documents.py)
-            check_record(checkpoint.record, run_id)
-            check_state(checkpoint.state, run_id)
-        except StoreError as exc:
-            raise InputError(f"{directory / 'CHECKPOINT.json'}: {exc}") from None
+        checkpoint = read_checkpoint(directory)  # checked whole: schemas, bounds, run id
         docs = committed_docs(directory, checkpoint.iteration)
         if settings.redis_url:
             from soakq.cli.distributed import resume_distributed
