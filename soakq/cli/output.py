@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from rich import box
 from rich.console import Console
@@ -37,13 +37,28 @@ def iteration_line(i: int, total: int, doc: Mapping[str, Any]) -> str:
     return f"iteration {i}/{total} {s['kpi_verdict']:<4} {kpis}{tail}"
 
 
-class RunProgress:
+class TerminalBar:
+    """A rich progress bar shown while the ``with`` block runs, on a terminal only
+    (``_bar`` None otherwise: the subclass prints plain lines)."""
+
+    _bar: Progress | None = None
+
+    def __enter__(self) -> Self:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+class RunProgress(TerminalBar):
     """A progress bar on a terminal, plain lines otherwise."""
 
     def __init__(self, total: int, label: str) -> None:
         self.total = total
         self.tty = sys.stdout.isatty()
-        self._bar: Progress | None = None
         if self.tty:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -54,15 +69,6 @@ class RunProgress:
                 console=out,
             )
             self._task = self._bar.add_task(label, total=total, verdict="")
-
-    def __enter__(self) -> RunProgress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
     def update(self, i: int, doc: Mapping[str, Any]) -> None:
         if self._bar is not None:

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from soakq.cli.output import TerminalBar, out
 
 
 def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
@@ -179,14 +182,10 @@ def comparison_line(doc: dict[str, Any], cmp: dict[str, Any]) -> str:
     return line
 
 
-class SweepProgress:
+class SweepProgress(TerminalBar):
     """A progress bar over runs on a terminal; a line per finished run otherwise."""
 
     def __init__(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        from soakq.cli.output import out
-
         self.total = total
         self._bar = (
             Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out)
@@ -194,15 +193,6 @@ class SweepProgress:
             else None
         )
         self._task = self._bar.add_task("runs", total=total) if self._bar else None
-
-    def __enter__(self) -> SweepProgress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
     def update(self, run: Any, facts: Any, done: int, total: int) -> None:
         if self._bar is not None and self._task is not None:
