@@ -142,18 +142,28 @@ def test_the_lock_is_exclusive_and_dies_with_its_process(tmp_path: Path) -> None
     assert not is_running(tmp_path, RUN)
 
 
-@pytest.mark.usefixtures("clean_env")
-def test_local_run_calls_an_abandoned_embedded_run_interrupted(tmp_path: Path) -> None:
-    d = _dir(tmp_path)
-    doc = {
+def _embedded_run_json(status: str) -> dict[str, Any]:
+    """The RUN.json of a 12-iteration embedded run, as written at its start."""
+    return {
         "config": {"iterations": 12},
         "outcome": {},
         "run_id": RUN,
         "runtime": {"execution": "embedded"},
-        "status": "running",
+        "status": status,
     }
-    record, state = _documents("running", 5)
-    write_json(d / "CHECKPOINT.json", {"format": 1, "record": record, "state": state, "version": 5})
+
+
+def _checkpoint_at(d: Path, iteration: int) -> None:
+    record, state = _documents("running", iteration)
+    doc = {"format": 1, "record": record, "state": state, "version": iteration}
+    write_json(d / "CHECKPOINT.json", doc)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_local_run_calls_an_abandoned_embedded_run_interrupted(tmp_path: Path) -> None:
+    d = _dir(tmp_path)
+    doc = _embedded_run_json("running")
+    _checkpoint_at(d, 5)
     view = local_run(tmp_path, doc)
     assert (view.status, view.completed, view.planned, view.release_gate) == (
         "interrupted",
@@ -181,15 +191,8 @@ def test_local_run_calls_an_abandoned_embedded_run_interrupted(tmp_path: Path) -
 @pytest.mark.usefixtures("clean_env")
 def test_local_run_reads_a_running_run_from_its_checkpoint(tmp_path: Path) -> None:
     d = _dir(tmp_path)
-    doc = {
-        "config": {"iterations": 12},
-        "outcome": {},
-        "run_id": RUN,
-        "runtime": {"execution": "embedded"},
-        "status": "queued",  # as RUN.json says from the start until the end
-    }
-    record, state = _documents("running", 4)
-    write_json(d / "CHECKPOINT.json", {"format": 1, "record": record, "state": state, "version": 4})
+    doc = _embedded_run_json("queued")  # as RUN.json says from the start until the end
+    _checkpoint_at(d, 4)
     lock = RunLock(tmp_path, RUN)
     assert lock.acquire()
     try:
@@ -202,21 +205,15 @@ def test_local_run_reads_a_running_run_from_its_checkpoint(tmp_path: Path) -> No
     assert local_run(tmp_path, stopped).status == "interrupted"
 
 
+@pytest.mark.usefixtures("clean_env")
 def test_a_run_handed_to_the_workers_is_not_interrupted_here(tmp_path: Path) -> None:
     """`soakq resume` with SOAKQ_REDIS_URL rewrites RUN.json (execution distributed); a stale
     checkpoint saying "interrupted" must not make it resumable a second time."""
     d = _dir(tmp_path)
-    doc = {
-        "config": {"iterations": 12},
-        "outcome": {},
-        "run_id": RUN,
-        "runtime": {"execution": "distributed"},
-        "status": "running",
-    }
-    write_json(
-        d / "CHECKPOINT.json",
-        {"format": 1, "record": {"status": "interrupted"}, "state": {"iteration": 4}, "version": 4},
-    )
+    doc = {**_embedded_run_json("running"), "runtime": {"execution": "distributed"}}
+    # A whole checkpoint (a partial one would be ignored as unreadable: the test could not fail).
+    record, state = _documents("interrupted", 4)
+    write_json(d / "CHECKPOINT.json", {"format": 1, "record": record, "state": state, "version": 4})
     assert local_run(tmp_path, doc).status == "running"
 
 
