@@ -57,20 +57,17 @@ def _mark_freeze(ax: Any, t: Trend) -> None:
         ax.axvline(e.iteration, color=color, lw=1.0, ls="--", zorder=1)
 
 
+def _edge_marks(ax: Any, xs: list[int], y: float, marker: str, color: str, **kw: Any) -> None:
+    """Markers at iterations ``xs``, at height ``y`` of the panel (0 bottom, 1 top)."""
+    if xs:
+        transform = ax.get_xaxis_transform()
+        ax.plot(xs, [y] * len(xs), transform=transform, ls="none", marker=marker, ms=6,
+                color=color, zorder=4, **kw)  # fmt: skip
+
+
 def _mark_guards(ax: Any, t: Trend) -> None:
     xs = sorted({e.iteration for e in t.guard_events})
-    if xs:
-        ax.plot(
-            xs,
-            [1.0] * len(xs),
-            transform=ax.get_xaxis_transform(),
-            ls="none",
-            marker="v",
-            ms=6,
-            color=GUARD_COLOR,
-            clip_on=False,
-            zorder=4,
-        )
+    _edge_marks(ax, xs, 1.0, "v", GUARD_COLOR, clip_on=False)
 
 
 def _op(op: str) -> str:
@@ -95,18 +92,7 @@ def _kpi_panel(ax: Any, t: Trend, metric: str) -> None:
     ax.plot(xs, ys, color="#555555", lw=1.0, zorder=2)
     colors = [VERDICT_COLORS.get(r.verdict, OTHER_COLOR) for r in t.rows]
     ax.scatter(xs, ys, c=colors, s=18, zorder=3, edgecolors="none")
-    missing = [r.iteration for r in t.rows if r.kpis[metric] is None]
-    if missing:
-        ax.plot(
-            missing,
-            [0.04] * len(missing),
-            transform=ax.get_xaxis_transform(),
-            ls="none",
-            marker="x",
-            ms=6,
-            color=HARD_COLOR,
-            zorder=4,
-        )
+    _edge_marks(ax, [r.iteration for r in t.rows if r.kpis[metric] is None], 0.04, "x", HARD_COLOR)
     level = t.levels.get(metric)
     unit = kpi_unit(metric)
     title = f"{metric} [{unit}]"
