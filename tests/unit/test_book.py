@@ -151,8 +151,10 @@ def test_parameters_change_the_bot_but_never_the_market_path(
     b = simulate(req(seed=4, mode="spike", overrides=AGGRESSIVE))
     assert a.metrics != b.metrics and a.quote_actions != b.quote_actions
     first, second = markets
-    for field in ("mid", "move_ahead", "u_fill", "reach", "aux", "phase", "burst_ms"):
+    for field in ("mid", "move_ahead", "u_fill", "aux", "phase", "burst_ms"):
         assert getattr(first, field).tobytes() == getattr(second, field).tobytes(), field
+    for field in ("at", "u", "reach"):
+        assert getattr(first.takers, field).tobytes() == getattr(second.takers, field).tobytes()
     assert first.signal == second.signal and first.latency_level == second.latency_level
     assert first.jump_count > 0
 
@@ -227,12 +229,14 @@ def test_uninformed_pre_filter_is_exact(mode: str, monkeypatch: pytest.MonkeyPat
     request = req(seed=21, mode=mode, overrides=AGGRESSIVE)
     fast = simulate(request).metrics
 
-    def everything(mid: np.ndarray, u_fill: np.ndarray, *_: Any) -> np.ndarray:
-        out = np.empty_like(u_fill)
-        out[0], out[1] = -np.inf, np.inf  # any bid is above, any ask below
-        return out
+    def everything(mid: np.ndarray, u_fill: np.ndarray, *_: Any) -> market_module.Takers:
+        n = u_fill.shape[1]
+        side = np.repeat(np.arange(2), n)
+        reach = np.where(side == 0, -np.inf, np.inf)  # any bid is above, any ask below
+        steps = np.tile(np.arange(n), 2)
+        return market_module.Takers(np.arange(2 * n), steps, side, u_fill.ravel(), reach, n)
 
-    monkeypatch.setattr(market_module, "fill_reach", everything)
+    monkeypatch.setattr(market_module, "uninformed_takers", everything)
     assert simulate(request).metrics == fast
 
 

@@ -119,19 +119,14 @@ def _pack(st: Array, sd: Array, act: Array, kind: int, u: Array, x: Array, want:
 
 def _uninformed(book: Book, regime: Regime, spec: SymbolSpec) -> tuple:
     """Fills by uninformed takers: ``u < 1 - exp(-lambda(delta) * queue * dt)``."""
-    market = book.market
-    reach, quoted = market.reach, book.quoted  # the pre-filter (market.fill_reach); NaN: False
-    bids = np.flatnonzero(quoted[0] > reach[0])
-    st = np.concatenate((bids, np.flatnonzero(quoted[1] < reach[1])))
-    sd = np.zeros(st.size, dtype=np.int64)
-    sd[bids.size :] = 1
+    takers = book.market.takers  # the exact pre-filter (market.uninformed_takers)
+    quoted = book.quoted.ravel()[takers.at]  # NaN (no quote yet): never within reach
+    within = np.empty(quoted.size, dtype=bool)
+    b, reach = takers.bids, takers.reach
+    np.greater(quoted[:b], reach[:b], out=within[:b])
+    np.less(quoted[b:], reach[b:], out=within[b:])
+    st, sd, u = takers.step[within], takers.side[within], takers.u[within]
     dt_s = book.step_ms / 1000.0
-    # No quote is taken at more than max(max_fill_rate, crossed_rate) and 1 - exp(-x) <= x: a
-    # uniform above that (with a margin against rounding) fills nothing, whatever the queue.
-    cap_dt = max(regime.max_fill_rate_per_s, regime.crossed_rate_per_s) * dt_s * (1.0 + 1e-9)
-    u = market.u_fill[sd, st]
-    maybe = u < cap_dt
-    st, sd, u = st[maybe], sd[maybe], u[maybe]
     act = book.act_at(sd, st)
     dist = book.dist(sd, st)
     a_dt = regime.fill_a_per_s * spec.depth_scale * dt_s
@@ -139,7 +134,7 @@ def _uninformed(book: Book, regime: Regime, spec: SymbolSpec) -> tuple:
     x = np.where(dist < 0.0, regime.crossed_rate_per_s * dt_s, lam)
     keep = u < -np.expm1(-x * book.queue(sd, st, act))
     st, sd = st[keep], sd[keep]
-    want = -regime.taker_size_mean * np.log(aux_uniform(market.aux[st], AUX_SIZE))
+    want = -regime.taker_size_mean * np.log(aux_uniform(book.market.aux[st], AUX_SIZE))
     return _pack(st, sd, act[keep], KIND_UNINFORMED, u[keep], x[keep], want)
 
 

@@ -40,8 +40,7 @@ class Market:
     jump_count: int
     gap_count: int
     u_fill: Array  # (2, steps) uniforms deciding uninformed fills and sweeps, [side, step]
-    reach: Array  # (2, steps) log-price the step's uninformed taker could reach: a bid above
-    # reach[0] or an ask below reach[1] may fill (see ``fill_reach``); others cannot
+    takers: Takers  # the (side, step)s whose uninformed taker could fill some quote
     aux: Array  # (steps,) uint64: 16-bit uniforms per step (taker size, jitters, informed)
     phase: Array  # (steps,) the bot's timer phase at each step, uniform in [0, 1)
     burst_ms: Array  # sorted start times of venue latency bursts (jumps and hiccups)
@@ -74,25 +73,46 @@ def aux_uniform(aux: Array, field: int) -> Array:
     return (bits.astype(np.float64) + 0.5) * (1.0 / 65536.0)
 
 
-def fill_reach(
-    mid: Array, u_fill: Array, regime: Regime, spec: SymbolSpec, step_ms: float
-) -> Array:
-    """(2, steps): the deepest quote each step's uninformed taker could fill, as a log-price.
+@dataclass(frozen=True)
+class Takers:
+    """The uninformed takers that could fill some quote (see ``uninformed_takers``), step order
+    within each side, bids first. Every other (side, step) fills nothing, whatever the quotes."""
 
-    A quote at distance delta fills with probability ``1 - exp(-lambda * q * dt) <= A * dt *
-    exp(-k * delta)`` (queue q <= 1, lambda <= A * exp(-k * delta), and a crossed quote's rate
-    is at most A), so ``u < A * dt * exp(-k * delta)``, i.e. ``delta < log(A * dt / u) / k``, is
-    necessary: an exact pre-filter that needs no knowledge of the bot's quotes.
+    at: Array  # flat index side * steps + step into (2, steps) arrays
+    step: Array
+    side: Array  # 0: the taker sells to the bot's bid, 1: buys from its ask
+    u: Array  # the taker's uniform (market.u_fill)
+    reach: Array  # the deepest quote it could fill: a bid above it, an ask below it (log-price)
+    bids: int  # how many of them face the bid (they come first)
+
+
+def uninformed_takers(
+    mid: Array, u_fill: Array, regime: Regime, spec: SymbolSpec, step_ms: float
+) -> Takers:
+    """The (side, step)s whose uninformed taker could fill a quote: an exact pre-filter.
+
+    No quote fills at more than ``cap = max(max_fill_rate, crossed_rate)`` per second, and
+    ``1 - exp(-x) <= x``, so a uniform ``u >= cap * dt`` fills nothing (kept with a 1e-9 margin
+    against rounding). A quote at distance delta fills with probability ``1 - exp(-lambda * q *
+    dt) <= A * dt * exp(-k * delta)`` (queue q <= 1, lambda <= A * exp(-k * delta), a crossed
+    quote's rate at most A), so ``delta < log(A * dt / u) / k`` is necessary too: the reach.
+    Neither needs the bot's quotes, so both are drawn with the market.
     """
     dt_s = step_ms / 1e3
+    cap_dt = max(regime.max_fill_rate_per_s, regime.crossed_rate_per_s) * dt_s * (1.0 + 1e-9)
+    at = np.flatnonzero(u_fill < cap_dt)
+    u = u_fill.ravel()[at]
+    n = u_fill.shape[1]
+    side = (at >= n).astype(np.int64)
+    step = at - n * side
     a_dt = max(regime.fill_a_per_s * spec.depth_scale, regime.crossed_rate_per_s) * dt_s
-    reach = np.log(u_fill)
+    reach = np.log(u)
     np.subtract(math.log(a_dt), reach, out=reach)
     reach *= 1.0 / regime.fill_k_per_bp  # the depth each taker reaches
-    n = u_fill.shape[1]
-    np.subtract(mid[:n], reach[0], out=reach[0])
-    np.add(mid[:n], reach[1], out=reach[1])
-    return reach
+    bids = int(np.searchsorted(at, n))
+    np.subtract(mid[step[:bids]], reach[:bids], out=reach[:bids])
+    np.add(mid[step[bids:]], reach[bids:], out=reach[bids:])
+    return Takers(at, step, side, u, reach, bids)
 
 
 def build_market(
@@ -138,7 +158,7 @@ def build_market(
         jump_count=int(np.count_nonzero(in_run)),
         gap_count=int(np.count_nonzero(sizes[in_run] >= cfg.gap_threshold_bps)),
         u_fill=u_fill,
-        reach=fill_reach(mid, u_fill, regime, spec, float(clock.step_ms)),
+        takers=uninformed_takers(mid, u_fill, regime, spec, float(clock.step_ms)),
         aux=aux,
         phase=phase,
         burst_ms=burst_ms,
