@@ -46,9 +46,9 @@ def chain(nxt: np.ndarray, n: int) -> np.ndarray:
     while a < n:
         stride.append(a)
         a = far[a]
-    path = np.array(stride, dtype=np.int64)
+    path = np.array(stride, dtype=np.int32)
     for table in reversed(levels[:-1]):
-        both = np.empty(2 * path.size, dtype=np.int64)
+        both = np.empty(2 * path.size, dtype=np.int32)
         both[0::2] = path
         both[1::2] = np.take(table, path)
         path = both
@@ -92,14 +92,14 @@ def walk_schedule(
     budget state) does it step in Python. ``interval`` and ``tolerance`` must be ``dyadic``:
     then both orders of summation give the same bits.
     """
-    nxt = np.empty(n + 1, dtype=np.int64)
+    nxt = np.empty(n + 1, dtype=np.int32)
     np.right_shift(code, 1, out=nxt[:n])
     np.minimum(nxt[:n], n, out=nxt[:n])
     nxt[n] = n
     path = chain(nxt, n)
     tats, earliest = _chain_budget(code, n, path, interval, tolerance)
     late = np.flatnonzero((earliest > nxt[path]) & ~urgent[path]).tolist()
-    pos = np.full(n, -1, dtype=np.int64)
+    pos = np.full(n, -1, dtype=np.int32)
     pos[path] = np.arange(path.size)
     table, where, blocked, ceil = code.data, pos.data, urgent.data, math.ceil
     chain_tat, chain_earliest = tats.data, earliest.data

@@ -62,8 +62,8 @@ def timer_steps(phase: Array, duration_ms: float, step_ms: float) -> Array:
 
 @lru_cache(maxsize=4)
 def step_index(n: int) -> Array:
-    """(n + 1,) int64 ``0, 1, ..., n``, read-only (shared by every call)."""
-    idx = np.arange(n + 1, dtype=np.int64)
+    """(n + 1,) int32 ``0, 1, ..., n``, read-only (shared by every call)."""
+    idx = np.arange(n + 1, dtype=np.int32)
     idx.flags.writeable = False
     return idx
 
@@ -72,7 +72,7 @@ def step_index(n: int) -> Array:
 class Triggers:
     """What the market implies for the next action after one at each step (see trigger_table)."""
 
-    code: Array  # (steps,) int64: 2 * step of the next action wanted + price (1: the mid moved)
+    code: Array  # (steps,) int32: 2 * step of the next action wanted + price (1: the mid moved)
     exit_j: Array  # (steps,) int8: steps until the mid left the band (width + 1: it stayed in)
     width: int  # how many steps ahead the mid was scanned
 
@@ -81,19 +81,22 @@ def exit_steps(mid: Array, n: int, tol_bps: float, width: int) -> Array:
     """(n,) int8: per step a, the first j in 1..width with ``|mid[a + j] - mid[a]| > tol_bps``.
 
     Compared as ``mid[a + j] > mid[a] + tol`` or ``< mid[a] - tol``; ``width + 1`` when the mid
-    stayed inside. One pass of two comparisons per j, descending so the first exit wins.
+    stayed inside. One pass per j: two comparisons and a running "still inside" mask, whose
+    count of steps is the exit.
     """
     base = mid[:n]
     hi = base + tol_bps
     lo = base - tol_bps
-    exit_j = np.full(n, width + 1, dtype=np.int8)
-    above, below = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
-    for j in range(width, 0, -1):
+    exit_j = np.ones(n, dtype=np.int8)
+    inside = np.ones(n, dtype=bool)  # still inside the band at every step so far
+    within = np.empty(n, dtype=bool)
+    for j in range(1, width + 1):
         ahead = mid[j : n + j]
-        np.greater(ahead, hi, out=above)
-        np.less(ahead, lo, out=below)
-        above |= below
-        np.copyto(exit_j, j, where=above)
+        np.less_equal(ahead, hi, out=within)
+        inside &= within
+        np.greater_equal(ahead, lo, out=within)
+        inside &= within
+        exit_j += inside  # the first exit is 1 + the number of steps it stayed inside
     return exit_j
 
 
@@ -107,7 +110,7 @@ def trigger_table(mid: Array, n: int, *, tol_bps: float, tail: Array, gap: Array
     """
     width = int(min(tail.max(), mid.size - n, MAX_SCAN_STEPS))
     exit_j = exit_steps(mid, n, tol_bps, width)
-    code = np.minimum(exit_j, tail, dtype=np.int64)
+    code = np.minimum(exit_j, tail, dtype=np.int32)
     np.maximum(code, gap, out=code)
     code += step_index(n)[:n]
     code <<= 1
