@@ -47,13 +47,12 @@ class Book:
     step_ms: float
     queue_floor: float
     queue_tau_ms: float
+    offset: int  # past every step and every bid's live step
+    lives: Array  # both sides' live steps in one sorted array, the ask's shifted by offset
 
     def act_at(self, sd: Array, st: Array) -> Array:
         """Action whose quote rests on side ``sd`` at step ``st`` (-1 before the first)."""
-        # Both sides' live steps in one sorted array: the ask's offset past every step.
-        offset = max(int(self.live_step[0, -1]), int(st.max(initial=0))) + 1
-        both = self.live_step + np.array([[0], [offset]])
-        found = np.searchsorted(both.ravel(), st + sd * offset, side="right")
+        found = np.searchsorted(self.lives, st + sd * self.offset, side="right")
         return found - 1 - sd * self.live_step.shape[1]
 
     def dist(self, sd: Array, st: Array) -> Array:
@@ -110,7 +109,20 @@ def build_book(cfg: BookConfig, market: Market, sched: Schedule, half_spread_bps
     for s in (0, 1):
         quoted[s] = np.repeat(np.concatenate(([np.nan], price[s])), counts[s])
     bot = cfg.bot
-    return Book(market, sched, live_step, price, quoted, step_ms, bot.queue_floor, bot.queue_tau_ms)
+    offset = max(int(live_step[0, -1]), n) + 1
+    lives = (live_step + np.array([[0], [offset]])).ravel()
+    return Book(
+        market,
+        sched,
+        live_step,
+        price,
+        quoted,
+        step_ms,
+        bot.queue_floor,
+        bot.queue_tau_ms,
+        offset,
+        lives,
+    )
 
 
 def _pack(st: Array, sd: Array, act: Array, kind: int, u: Array, x: Array, want: Array) -> tuple:
