@@ -23,7 +23,7 @@ import numpy as np
 INF = math.inf
 
 
-HOPS = 3  # the unconstrained chain is followed in Python 2**HOPS actions at a time
+HOPS = 5  # the unconstrained chain is followed in Python 2**HOPS actions at a time
 
 
 def dyadic(x: float) -> float:
