@@ -15,9 +15,9 @@ from soakq.config import RunSpec
 from soakq.jsonio import sha256_of
 from soakq.metrics.base import KPI_KEYS, MeasureRequest, get_source
 from soakq.params import normalize_overrides
-from soakq.rules.apply import apply_deltas
+from soakq.rules.apply import ApplyResult, apply_deltas
 from soakq.rules.freeze import FreezeState, unfreeze_on_fail, update_freeze
-from soakq.rules.guards import empty_ledger, guard, record_changes
+from soakq.rules.guards import GuardOutcome, empty_ledger, guard, record_changes
 from soakq.rules.kpi_gate import (
     GateReason,
     ReasonLevel,
@@ -137,45 +137,78 @@ class StepResult:
     stop_detail: str
 
 
-def finalize_iteration(
-    spec: RunSpec, state: Mapping[str, Any], iteration: int, results: list[Mapping[str, Any]]
-) -> StepResult:
-    """The chord-body step for ``iteration`` given the state after ``iteration - 1``."""
-    if state["iteration"] != iteration - 1:
-        raise ValueError(f"state is at iteration {state['iteration']}, cannot finalize {iteration}")
-    by_symbol = {r["symbol"]: r for r in flatten_results(list(results))}
-    missing = sorted(set(spec.symbols) - set(by_symbol))
-    errors = {s: r["error"] for s, r in sorted(by_symbol.items()) if "error" in r}
-    symbols = {s: dict(r["metrics"]) for s, r in sorted(by_symbol.items()) if "metrics" in r}
+@dataclass(frozen=True)
+class Measured:
+    """What the symbols of one iteration reported (chord-header results, one per symbol)."""
 
-    before = normalize_overrides(state["overrides"])
-    freeze = FreezeState.from_json(state.get("freeze"))
-    summary = aggregate({s: symbols.get(s, {}) for s in spec.symbols})
+    by_symbol: dict[str, Mapping[str, Any]]
+    metrics: dict[str, dict[str, Any]]  # per symbol that reported metrics, sorted
+    errors: dict[str, str]  # per symbol whose source failed, sorted
+    missing: list[str]  # symbols of the spec with no result at all
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors or self.missing)
+
+
+def collect(spec: RunSpec, results: list[Mapping[str, Any]]) -> Measured:
+    by_symbol = {r["symbol"]: r for r in flatten_results(list(results))}
+    ordered = sorted(by_symbol.items())
+    return Measured(
+        by_symbol=by_symbol,
+        metrics={s: dict(r["metrics"]) for s, r in ordered if "metrics" in r},
+        errors={s: r["error"] for s, r in ordered if "error" in r},
+        missing=sorted(set(spec.symbols) - set(by_symbol)),
+    )
+
+
+def _source_reasons(spec: RunSpec, m: Measured) -> list[GateReason]:
+    reasons = [source_error(s, "no result") for s in m.missing]
+    if spec.live and len(m.errors) > 1 and len(set(m.errors.values())) == 1:
+        # One report answers for every symbol: its one problem is said once.
+        reasons.append(source_error("all symbols", next(iter(m.errors.values()))))
+    else:
+        reasons += [source_error(s, err) for s, err in m.errors.items()]
+    return reasons
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The iteration's verdict, its error and FAIL streaks, and whether the run stops here."""
+
+    verdict: Verdict
+    reasons: list[GateReason]
+    live_error: bool  # a live bot's report was late, missing or invalid: no KPI verdict
+    error_text: str
+    error_streak: int
+    fail_streak: int
+    stop: StopReason | None
+    stop_detail: str
+
+
+def judge(
+    spec: RunSpec, state: Mapping[str, Any], m: Measured, summary: Mapping[str, Any]
+) -> Judgement:
+    """KPI gate and source errors -> verdict; the streaks and stop rules (docs/gates.md)."""
     gate = kpi_gate(
         summary,
         kpi_gate_levels(spec.profile_kpi_gate),
         required=KPI_KEYS,
         min_fills=spec.min_fills,
     )
-    source_reasons = [source_error(s, "no result") for s in missing]
-    if spec.live and len(errors) > 1 and len(set(errors.values())) == 1:
-        # One report answers for every symbol: its one problem is said once.
-        source_reasons.append(source_error("all symbols", next(iter(errors.values()))))
-    else:
-        source_reasons += [source_error(s, err) for s, err in errors.items()]
-    absent = {s: list(r["absent"]) for s, r in sorted(by_symbol.items()) if r.get("absent")}
+    source_reasons = _source_reasons(spec, m)
+    absent = {s: list(r["absent"]) for s, r in sorted(m.by_symbol.items()) if r.get("absent")}
     reasons = [*absent_reasons(list(gate.reasons), absent), *source_reasons]
     verdict = verdict_of(reasons)
-
-    stop: StopReason | None = None
-    stop_detail = ""
     # A live bot's late, missing or invalid report makes the iteration an error: no tuning,
     # the overrides carried over unchanged; only a streak of them stops the run. For the
     # other sources a metrics error stops the run at once.
     error_text = "; ".join(r.text for r in source_reasons)
-    live_error = spec.live and bool(errors or missing)
+    live_error = spec.live and m.failed
     error_streak = int(state.get("error_streak", 0)) + 1 if live_error else 0
-    if errors or missing:
+    stop: StopReason | None = None
+    stop_detail = ""
+    if m.failed:
         if not spec.live:
             stop, stop_detail = StopReason.METRICS_ERROR, error_text
         elif error_streak >= spec.consecutive_error_limit:
@@ -194,61 +227,101 @@ def finalize_iteration(
             stop_detail = f"{fail_streak} consecutive KPI FAILs (limit {spec.failure_limit}): " + (
                 stop_detail
             )
+    return Judgement(
+        verdict, reasons, live_error, error_text, error_streak, fail_streak, stop, stop_detail
+    )
 
-    # Tuning. A hard FAIL while frozen unfreezes first, so the tuner can react in this
-    # iteration; a stopping iteration changes nothing; a frozen run proposes nothing.
-    if not live_error:
+
+@dataclass(frozen=True)
+class Tuning:
+    """What the tuner proposed, the guards let through, and the overrides became."""
+
+    before: dict[str, Any]
+    proposal: Proposal
+    guarded: GuardOutcome
+    applied: ApplyResult
+    ledger: dict[str, Any]
+    freeze: FreezeState
+    history: list[dict[str, Any]]
+
+
+def _proposal(
+    spec: RunSpec,
+    j: Judgement,
+    freeze: FreezeState,
+    summary: Mapping[str, Any],
+    before: Mapping[str, Any],
+    history: list[dict[str, Any]],
+) -> Proposal:
+    if j.live_error:
+        return Proposal(note=f"iteration error: no tuning ({j.error_text})")
+    if j.stop is not None:
+        return Proposal(note=f"run stopped ({j.stop}): no change")
+    if not spec.auto_tune:
+        return Proposal(note="auto-tune off: no change")
+    if freeze.active:
+        return Proposal(note=f"frozen since iteration {freeze.frozen_at}: no change")
+    return propose(summary, before, history)
+
+
+def tune(
+    spec: RunSpec,
+    state: Mapping[str, Any],
+    iteration: int,
+    j: Judgement,
+    summary: Mapping[str, Any],
+) -> Tuning:
+    """Tuner -> guards -> apply -> freeze (docs/tuner.md).
+
+    A hard FAIL while frozen unfreezes first, so the tuner can react in this iteration; a
+    stopping iteration changes nothing; a frozen run proposes nothing.
+    """
+    before = normalize_overrides(state["overrides"])
+    freeze = FreezeState.from_json(state.get("freeze"))
+    if not j.live_error:
         freeze = unfreeze_on_fail(
             freeze,
             iteration=iteration,
-            verdict=verdict,
-            fail_reasons=tuple(r.text for r in hard_failures(reasons)),
+            verdict=j.verdict,
+            fail_reasons=tuple(r.text for r in hard_failures(j.reasons)),
         )
     history = [
         *state.get("recent", []),
-        history_entry(iteration, "ERROR" if live_error else str(verdict), summary),
+        history_entry(iteration, "ERROR" if j.live_error else str(j.verdict), summary),
     ]
-    if live_error:
-        proposal = Proposal(note=f"iteration error: no tuning ({error_text})")
-    elif stop is not None:
-        proposal = Proposal(note=f"run stopped ({stop}): no change")
-    elif not spec.auto_tune:
-        proposal = Proposal(note="auto-tune off: no change")
-    elif freeze.active:
-        proposal = Proposal(note=f"frozen since iteration {freeze.frozen_at}: no change")
-    else:
-        proposal = propose(summary, before, history)
+    proposal = _proposal(spec, j, freeze, summary, before, history)
+    ledger = state.get("ledger", empty_ledger())
     guarded = guard(
         proposal.deltas,
-        state.get("ledger", empty_ledger()),
+        ledger,
         iteration,
-        hard_fail=verdict == Verdict.FAIL,
+        hard_fail=j.verdict == Verdict.FAIL,
         minutes_per_iteration=spec.minutes_per_iteration,
         enabled=spec.guards,
     )
     applied = apply_deltas(before, guarded.accepted)
     ledger = record_changes(
-        state.get("ledger", empty_ledger()),
-        iteration,
-        applied.applied,
-        minutes_per_iteration=spec.minutes_per_iteration,
+        ledger, iteration, applied.applied, minutes_per_iteration=spec.minutes_per_iteration
     )
     # An error iteration measured nothing: it keeps an active freeze, but it breaks a stable
     # streak (iterations that prove stability must be consecutive).
-    new_freeze = (
-        (freeze if freeze.active else FreezeState(reason=freeze.reason))
-        if live_error
-        else update_freeze(
+    if j.live_error:
+        freeze = freeze if freeze.active else FreezeState(reason=freeze.reason)
+    else:
+        freeze = update_freeze(
             freeze,
             iteration=iteration,
-            verdict=verdict,
+            verdict=j.verdict,
             applied_any=bool(applied.applied),
             overrides_after=applied.overrides,
         )
-    )
-    after = applied.overrides
-    state_hash = sha256_of(after)
+    return Tuning(before, proposal, guarded, applied, ledger, freeze, history)
 
+
+def _summary_doc(
+    spec: RunSpec, summary: dict[str, Any], m: Measured, j: Judgement, t: Tuning
+) -> dict[str, Any]:
+    """The ITER_SUMMARY's ``summary``: aggregated KPIs, verdict, guards, freeze, meta."""
     mock_meta: dict[str, Any] = {"mock": spec.mock, "source": spec.source}
     if spec.mock:
         mock_meta.update(
@@ -259,29 +332,35 @@ def finalize_iteration(
         )
     summary.update(mock_meta)
     summary.update(
-        symbols=symbols,
-        kpi_verdict=str(verdict),
-        kpi_reasons=[r.as_json() for r in reasons],
+        symbols=m.metrics,
+        kpi_verdict=str(j.verdict),
+        kpi_reasons=[r.as_json() for r in j.reasons],
         kpi_gate_mode=spec.kpi_gate,
-        state_hash=state_hash,
+        state_hash=sha256_of(t.applied.overrides),
         guards_enabled=spec.guards,
-        oscillation_detected=guarded.flag("oscillation"),
-        velocity_violation=guarded.flag("velocity"),
-        cooldown_active=guarded.flag("cooldown"),
-        freeze_active=new_freeze.active,
-        freeze_reason=new_freeze.reason,
-        signature_hash=new_freeze.signature_hash,
+        oscillation_detected=t.guarded.flag("oscillation"),
+        velocity_violation=t.guarded.flag("velocity"),
+        cooldown_active=t.guarded.flag("cooldown"),
+        freeze_active=t.freeze.active,
+        freeze_reason=t.freeze.reason,
+        signature_hash=t.freeze.signature_hash,
         profile=spec.profile,
     )
-    if errors or missing:
-        summary["symbol_errors"] = {**errors, **{s: "no result" for s in missing}}
+    if m.failed:
+        summary["symbol_errors"] = {**m.errors, **{s: "no result" for s in m.missing}}
     if spec.live:
-        summary["iteration_status"] = "error" if live_error else "measured"
-        summary["iteration_error"] = error_text if live_error else None
-        summary["error_streak"] = error_streak
-        live = next((r.get("live") for r in by_symbol.values() if r.get("live")), None)
+        summary["iteration_status"] = "error" if j.live_error else "measured"
+        summary["iteration_error"] = j.error_text if j.live_error else None
+        summary["error_streak"] = j.error_streak
+        live = next((r.get("live") for r in m.by_symbol.values() if r.get("live")), None)
         summary["live_report"] = live
-    tuning = {
+    return summary
+
+
+def _tuning_doc(t: Tuning) -> dict[str, Any]:
+    """The ITER_SUMMARY's ``tuning``: proposal, guard decisions and what was applied."""
+    proposal, guarded, applied = t.proposal, t.guarded, t.applied
+    return {
         "applied_deltas": applied.applied,
         "changes": applied.changes,
         "guard_decisions": [d.as_json() for d in guarded.decisions],
@@ -289,21 +368,42 @@ def finalize_iteration(
         "fired_rules": list(proposal.fired),
         "kind": proposal.kind,
         "note": proposal.note,
-        "overrides_after": after,
-        "overrides_before": before,
+        "overrides_after": applied.overrides,
+        "overrides_before": t.before,
         "proposed_deltas": dict(proposal.deltas),
         "rationale": dict(proposal.rationale),
         "suppressed": guarded.suppressed,
         "trimmed": guarded.trimmed,
     }
-    doc = {"iteration": iteration, "run_id": spec.run_id, "summary": summary, "tuning": tuning}
-    new_state = {
-        "error_streak": error_streak,
-        "fail_streak": fail_streak,
-        "freeze": new_freeze.as_json(),
+
+
+def finalize_iteration(
+    spec: RunSpec, state: Mapping[str, Any], iteration: int, results: list[Mapping[str, Any]]
+) -> StepResult:
+    """The chord-body step for ``iteration`` given the state after ``iteration - 1``.
+
+    aggregate -> judge (KPI gate, source errors, stop rules) -> tune (tuner, guards, apply,
+    freeze) -> the ITER_SUMMARY document and the new state.
+    """
+    if state["iteration"] != iteration - 1:
+        raise ValueError(f"state is at iteration {state['iteration']}, cannot finalize {iteration}")
+    m = collect(spec, results)
+    summary = aggregate({s: m.metrics.get(s, {}) for s in spec.symbols})
+    j = judge(spec, state, m, summary)
+    t = tune(spec, state, iteration, j, summary)
+    doc = {
         "iteration": iteration,
-        "ledger": ledger,
-        "overrides": after,
-        "recent": history[-load_rules().harvest_window :],
+        "run_id": spec.run_id,
+        "summary": _summary_doc(spec, summary, m, j, t),
+        "tuning": _tuning_doc(t),
     }
-    return StepResult(doc, new_state, stop, stop_detail)
+    new_state = {
+        "error_streak": j.error_streak,
+        "fail_streak": j.fail_streak,
+        "freeze": t.freeze.as_json(),
+        "iteration": iteration,
+        "ledger": t.ledger,
+        "overrides": t.applied.overrides,
+        "recent": t.history[-load_rules().harvest_window :],
+    }
+    return StepResult(doc, new_state, j.stop, j.stop_detail)
