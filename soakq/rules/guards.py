@@ -81,6 +81,70 @@ def ledger_keep(minutes_per_iteration: float) -> int:
     )
 
 
+def _oscillation(
+    key: str, delta: Number, entries: list[dict[str, Any]], last_dir: int | None, iteration: int
+) -> str | None:
+    """Why a reversal of ``key`` is an oscillation, or None (not a reversal, or allowed)."""
+    if last_dir is None or _sign(delta) == last_dir or not entries:
+        return None
+    last = entries[-1]
+    if iteration - last["iteration"] <= OSCILLATION_WINDOW and _sign(last["delta"]) != _sign(delta):
+        return (
+            f"reverses the change of iteration {last['iteration']} "
+            f"({fmt(key, last['delta'])}) within {OSCILLATION_WINDOW} iterations"
+        )
+    reversals = [
+        e for e in entries if e.get("reversal") and iteration - e["iteration"] < REVERSAL_WINDOW
+    ]
+    if reversals:
+        return (
+            f"already reversed at iteration {reversals[-1]['iteration']}; "
+            f"at most 1 reversal per {REVERSAL_WINDOW} iterations"
+        )
+    return None
+
+
+def _cooldown(key: str, entries: list[dict[str, Any]], iteration: int) -> str | None:
+    """Why ``key`` is cooling down after a large change, or None."""
+    half_cap = PARAMS[key].velocity_per_h / 2
+    hot = [
+        e
+        for e in entries
+        if iteration - e["iteration"] <= COOLDOWN_ITERATIONS and abs(e["delta"]) >= half_cap - EPS
+    ]
+    if not hot:
+        return None
+    return (
+        f"changed by {fmt(key, hot[-1]['delta'])} at iteration {hot[-1]['iteration']} "
+        f"(>= half the hourly cap {fmt(key, half_cap)}); cooling down "
+        f"{COOLDOWN_ITERATIONS} iterations"
+    )
+
+
+def _velocity(
+    key: str, delta: Number, entries: list[dict[str, Any]], iteration: int, hour: int
+) -> tuple[Number | None, GuardDecision | None]:
+    """The delta the hourly budget allows (None: nothing left) and the decision, if any."""
+    p = PARAMS[key]
+    used = sum(abs(e["delta"]) for e in entries if iteration - e["iteration"] < hour)
+    left = p.velocity_per_h - used
+    if abs(delta) <= left + EPS:
+        return delta, None
+    allowed = _floor_to_precision(key, max(left, 0.0))
+    if allowed < p.min_step - EPS:
+        detail = (
+            f"hourly budget {fmt(key, p.velocity_per_h)} used "
+            f"({fmt(key, used)} in the last hour of iterations)"
+        )
+        return None, GuardDecision(key, "velocity", "suppressed", detail)
+    new_delta = p.normalize(_sign(delta) * allowed)
+    detail = (
+        f"{fmt(key, delta)} trimmed to {fmt(key, new_delta)}: "
+        f"{fmt(key, left)} left of the hourly budget {fmt(key, p.velocity_per_h)}"
+    )
+    return new_delta, GuardDecision(key, "velocity", "trimmed", detail)
+
+
 def guard(
     deltas: Mapping[str, Number],
     ledger: Mapping[str, Any],
@@ -90,7 +154,11 @@ def guard(
     minutes_per_iteration: float,
     enabled: bool = True,
 ) -> GuardOutcome:
-    """Filter ``deltas`` through the guards; ``hard_fail`` enables the safety bypass."""
+    """Filter ``deltas`` through the guards; ``hard_fail`` enables the safety bypass.
+
+    Per parameter, in order: deadband, oscillation, cooldown (both bypassed by a safety move
+    under a hard KPI failure), velocity (trims to the hourly budget). docs/tuner.md.
+    """
     if not enabled:
         return GuardOutcome(dict(deltas), {}, {}, ())
     accepted: dict[str, Number] = {}
@@ -98,102 +166,43 @@ def guard(
     trimmed: dict[str, str] = {}
     decisions: list[GuardDecision] = []
     hour = window_iterations(minutes_per_iteration)
-
-    def drop(key: str, name: str, detail: str) -> None:
-        suppressed[key] = name
-        decisions.append(GuardDecision(key, name, "suppressed", detail))
-
     for key in sorted(deltas):
         p = PARAMS[key]
         delta = deltas[key]
         if abs(delta) < p.min_step - EPS:
-            drop(key, "deadband", f"|{fmt(key, delta)}| below minimum step {fmt(key, p.min_step)}")
+            detail = f"|{fmt(key, delta)}| below minimum step {fmt(key, p.min_step)}"
+            suppressed[key] = "deadband"
+            decisions.append(GuardDecision(key, "deadband", "suppressed", detail))
             continue
         entries = _entries(ledger, key)
         bypass = hard_fail and p.is_safe_move(delta)
         last_dir = ledger.get("last_dir", {}).get(key)
-        reversal = last_dir is not None and _sign(delta) != last_dir
-
-        if reversal and entries:
-            last = entries[-1]
-            recent_reversals = [
-                e
-                for e in entries
-                if e.get("reversal") and iteration - e["iteration"] < REVERSAL_WINDOW
-            ]
-            reason = None
-            if iteration - last["iteration"] <= OSCILLATION_WINDOW and _sign(
-                last["delta"]
-            ) != _sign(delta):
-                reason = (
-                    f"reverses the change of iteration {last['iteration']} "
-                    f"({fmt(key, last['delta'])}) within {OSCILLATION_WINDOW} iterations"
-                )
-            elif recent_reversals:
-                reason = (
-                    f"already reversed at iteration {recent_reversals[-1]['iteration']}; "
-                    f"at most 1 reversal per {REVERSAL_WINDOW} iterations"
-                )
-            if reason is not None:
-                if not bypass:
-                    drop(key, "oscillation", reason)
-                    continue
-                decisions.append(
-                    GuardDecision(
-                        key,
-                        "oscillation",
-                        "bypassed",
-                        "safety move under hard KPI failure: " + reason,
-                    )
-                )
-
-        half_cap = p.velocity_per_h / 2
-        hot = [
-            e
-            for e in entries
-            if iteration - e["iteration"] <= COOLDOWN_ITERATIONS
-            and abs(e["delta"]) >= half_cap - EPS
-        ]
-        if hot:
-            reason = (
-                f"changed by {fmt(key, hot[-1]['delta'])} at iteration {hot[-1]['iteration']} "
-                f"(>= half the hourly cap {fmt(key, half_cap)}); cooling down "
-                f"{COOLDOWN_ITERATIONS} iterations"
-            )
+        checks = (
+            ("oscillation", _oscillation(key, delta, entries, last_dir, iteration)),
+            ("cooldown", _cooldown(key, entries, iteration)),
+        )
+        blocked = False
+        for name, reason in checks:
+            if reason is None:
+                continue
             if not bypass:
-                drop(key, "cooldown", reason)
-                continue
-            decisions.append(
-                GuardDecision(
-                    key, "cooldown", "bypassed", "safety move under hard KPI failure: " + reason
-                )
-            )
-
-        used = sum(abs(e["delta"]) for e in entries if iteration - e["iteration"] < hour)
-        left = p.velocity_per_h - used
-        if abs(delta) > left + EPS:
-            allowed = _floor_to_precision(key, max(left, 0.0))
-            if allowed < p.min_step - EPS:
-                drop(
-                    key,
-                    "velocity",
-                    f"hourly budget {fmt(key, p.velocity_per_h)} used "
-                    f"({fmt(key, used)} in the last hour of iterations)",
-                )
-                continue
-            new_delta = p.normalize(_sign(delta) * allowed)
+                suppressed[key] = name
+                decisions.append(GuardDecision(key, name, "suppressed", reason))
+                blocked = True
+                break
+            detail = "safety move under hard KPI failure: " + reason
+            decisions.append(GuardDecision(key, name, "bypassed", detail))
+        if blocked:
+            continue
+        allowed, decision = _velocity(key, delta, entries, iteration, hour)
+        if decision is not None:
+            decisions.append(decision)
+        if allowed is None:
+            suppressed[key] = "velocity"
+            continue
+        if decision is not None:
             trimmed[key] = "velocity"
-            decisions.append(
-                GuardDecision(
-                    key,
-                    "velocity",
-                    "trimmed",
-                    f"{fmt(key, delta)} trimmed to {fmt(key, new_delta)}: "
-                    f"{fmt(key, left)} left of the hourly budget {fmt(key, p.velocity_per_h)}",
-                )
-            )
-            delta = new_delta
-        accepted[key] = delta
+        accepted[key] = allowed
     return GuardOutcome(accepted, suppressed, trimmed, tuple(decisions))
 
 
