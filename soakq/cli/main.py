@@ -16,7 +16,7 @@ import click
 import typer
 
 from soakq.cli.output import err, out
-from soakq.errors import ExitCode, SoakqError
+from soakq.errors import ExitCode, InputError, SoakqError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,8 +112,21 @@ def _settings() -> Any:
     return load_settings()
 
 
-def _artifacts(settings: Any, artifacts: Path | None) -> Path:
-    return artifacts if artifacts is not None else Path(settings.artifacts_dir)
+def _artifacts(settings: Any, artifacts: Path | None, *, create: bool = False) -> Path:
+    """The artifacts root: ``--artifacts``, else SOAKQ_ARTIFACTS_DIR. ``create`` (the commands
+    that write there) makes it now, so an unusable root is refused naming where it came from."""
+    root = artifacts if artifacts is not None else Path(settings.artifacts_dir)
+    if create:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            what = "--artifacts" if artifacts is not None else "SOAKQ_ARTIFACTS_DIR"
+            why = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror or exc
+            why = str(why)[:1].lower() + str(why)[1:]
+            raise InputError(
+                f"{what} {root}: cannot hold the artifacts ({why}); give a writable directory"
+            ) from None
+    return root
 
 
 @app.command()
@@ -309,6 +322,7 @@ def submit(
                 settings, spec, root, wait=bool(wait), explicit_id=run_id is not None
             )
         )
+    root = _artifacts(settings, artifacts, create=True)
     raise typer.Exit(_submit_embedded(spec, root, explicit_id=run_id is not None))
 
 

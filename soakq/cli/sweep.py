@@ -98,6 +98,7 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         from soakq.sweep.local import LocalSubmitter, default_jobs
 
         n = jobs or default_jobs()
+        _artifacts(settings, artifacts, create=True)
         directory.mkdir(parents=True, exist_ok=True)
         submitter = LocalSubmitter(directory, n)
         try:

@@ -159,6 +159,20 @@ def test_status_unknown_run_is_exit_2(run_cli, clean_env: Path) -> None:
     assert "--run-id" not in line
 
 
+@pytest.mark.parametrize("under", ["", "x"])
+def test_unusable_artifacts_root_names_its_flag_or_variable(clean_env: Path, under: str) -> None:
+    """A file as the artifacts root (or under it) is refused before the run starts."""
+    blocker = clean_env / "a-file"
+    blocker.write_text("not a directory")
+    root = blocker / under if under else blocker
+    submit = ["submit", "--source", "kpi", "--iterations", "1"]
+    result = invoke([*submit, "--artifacts", str(root)])
+    assert_clean_user_error(result, "--artifacts", str(root), "not a directory")
+    result = invoke(submit, env={"SOAKQ_ARTIFACTS_DIR": str(root)})
+    assert_clean_user_error(result, "SOAKQ_ARTIFACTS_DIR", str(root))
+    assert blocker.read_text() == "not a directory"
+
+
 def test_runs_on_empty_dir(run_cli, clean_env: Path) -> None:
     proc = run_cli("runs", "--artifacts", str(clean_env / "none"))
     assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 1
