@@ -173,6 +173,9 @@ def _jumps(
 ) -> tuple[Array, Array, Array]:
     """Jumps (Poisson, ``per_step`` per step): (steps, absolute sizes, signed sizes)."""
     count = int(rng.poisson(max(0.0, per_step) * size))
+    if count == 0:  # draws of size 0 take nothing from the stream: skipping them changes nothing
+        none = np.empty(0)
+        return np.empty(0, dtype=np.int64), none, none
     at = np.unique(rng.integers(1, size, count))
     # Mean size jump_bps, never below half of it: a jump or gap is a real move, not noise.
     sizes = jump_bps * (0.5 + 0.5 * rng.exponential(1.0, at.size))
