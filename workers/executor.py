@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery, chord, group
+from celery.exceptions import SoftTimeLimitExceeded
 
 from soakq import lifecycle, runner
 from soakq.artifacts import export_run, iteration_file, run_dir
@@ -132,8 +133,8 @@ def render_report(app: Any, store: RunStore, run_id: str, status: str) -> None:
     if docs:
         try:
             write_report(run_dir(artifacts_of(app), run_id), docs, record)
-        except TransientStoreError:
-            raise  # retried by the task
+        except (TransientStoreError, SoftTimeLimitExceeded):
+            raise  # retried by the task: a report cut short by its time limit is late, not broken
         except Exception:  # the run's files are written; a broken chart must not hide them
             log.exception("run %s: the trend report failed; published without it", run_id)
     note_published(store, run_id, status)

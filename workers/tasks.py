@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from soakq import lifecycle, runner
 from soakq.artifacts import write_iteration
@@ -166,7 +167,11 @@ def after_finalize(
         write_iteration(store, run_id, iteration, artifacts_of(app), doc=result.doc)
 
 
-@shared_task(name=names.RUN_REPORT, max_retries=8, **IDEMPOTENT)
+@shared_task(
+    name=names.RUN_REPORT,
+    max_retries=8,
+    **{**IDEMPOTENT, "autoretry_for": (TransientStoreError, SoftTimeLimitExceeded)},
+)
 def report_run(self: Task, run_id: str, status: str) -> str:
     """Render a run's trend report (from the report queue), then mark its directory published."""
     render_report(self.app, store_of(self.app), run_id, status)
