@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from soakq_testkit import GOOD_KPIS
 
 from soakq.jsonio import read_json, sha256_of, write_json
 
@@ -204,6 +205,30 @@ def test_edge_report_at_a_fixed_path_fresh_used_old_not_missing_kpis_named(
     for kpi in ("risk_ratio", "maker_taker_ratio", "p95_latency_ms", "adverse_bps_p95"):
         assert any(f"the bot's report has no {kpi}" in t for t in texts), texts
     assert two["kpi_verdict"] == "FAIL"
+
+
+def test_a_fixed_report_nobody_rewrites_is_never_an_answer(tmp_path: Path, bot_dir: Path) -> None:
+    """No bot at all, and a good-looking report stamped 40 s ahead of the clock (a bot's clock
+    skew, or a file left behind): one unchanged file is never counted as a measurement."""
+    edge = tmp_path / "EDGE.json"
+    ahead = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() + 40))
+    write_json(edge, {"runtime": {"utc": ahead}, "symbols": {"BTCUSDT": dict(GOOD_KPIS)}})
+    proc = submit(
+        tmp_path,
+        bot_dir,
+        "--no-auto-tune",
+        "--iterations",
+        "6",
+        "--report-timeout",
+        "0.3",
+        "--report-path",
+        str(edge),
+    )
+    _, record, docs = run_files(tmp_path)
+    assert proc.returncode == 1 and record["status"] == "failed", proc.stdout + proc.stderr
+    assert [d["summary"]["iteration_status"] for d in docs] == ["error"] * 3
+    assert all("no fresh report EDGE.json" in d["summary"]["iteration_error"] for d in docs)
+    assert "release gate: PASSED" not in proc.stdout
 
 
 def test_an_error_iteration_breaks_the_streak_that_proves_stability(

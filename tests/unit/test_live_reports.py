@@ -11,7 +11,7 @@ from soakq.errors import ConfigError, MetricsError
 from soakq.jsonio import read_json, sha256_of, write_json
 from soakq.metrics.live.fieldmap import field_map, load_user_map
 from soakq.metrics.live.handshake import make_handshake, write_handshake
-from soakq.metrics.live.reports import is_fresh, read_kpis, stale_reason
+from soakq.metrics.live.reports import freshness_problem, read_kpis, stale_reason
 from soakq.profiles import load_profile
 
 OVR = load_profile("steady_safe").overrides
@@ -67,11 +67,15 @@ def test_stale_reason(doc: dict[str, Any], required: bool, stale: bool) -> None:
         (None, 101.0, True),
         (None, 99.0, False),
         ("garbage", 101.0, True),  # unparsable: the mtime decides
+        ("1970-01-01T00:02:50Z", 101.0, True),  # 170: 60 s ahead of now (110) is allowed
+        ("1970-01-01T00:02:51Z", 101.0, False),  # 171: a clock too far ahead (or a planted file)
+        ("2099-01-01T00:00:00Z", 101.0, False),
+        (None, 171.0, False),
     ],
 )
 def test_fixed_path_freshness(utc: str | None, mtime: float, fresh: bool) -> None:
     doc: dict[str, Any] = {"runtime": {"utc": utc}} if utc else {}
-    assert is_fresh(doc, mtime, 100.0) is fresh
+    assert (freshness_problem(doc, mtime, 100.0, 110.0) is None) is fresh
 
 
 def test_edge_report_fields_and_absent_kpis() -> None:

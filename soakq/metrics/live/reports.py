@@ -3,7 +3,8 @@
 Pure functions: the waiting loop (``soakq.metrics.live.source``) feeds them documents and times.
 A stamped report (``KPI_REPORT_<i>.json``) answers a handshake when its ``run_id``, ``iteration``
 and ``state_hash`` all match; a report from a fixed path (bots that do not stamp) answers when it
-is fresh: its ``runtime.utc`` (else the file's mtime) is later than the handshake write.
+is fresh: the bot rewrote it after the handshake write, and its ``runtime.utc`` (else the file's
+mtime) is later than that write and not ahead of this host's clock by more than a minute.
 """
 
 from __future__ import annotations
@@ -55,10 +56,26 @@ def runtime_utc_ts(doc: Mapping[str, Any]) -> float | None:
     return when.timestamp()
 
 
-def is_fresh(doc: Mapping[str, Any], mtime: float, written_ts: float) -> bool:
-    """A fixed-path report is fresh when ``runtime.utc`` (else its mtime) is after the handshake."""
+MAX_CLOCK_AHEAD_S = 60.0  # a report stamped further ahead of our clock is refused
+
+
+def freshness_problem(
+    doc: Mapping[str, Any], mtime: float, written_ts: float, now_ts: float
+) -> str | None:
+    """Why a fixed-path report rewritten since the handshake is still not this iteration's
+    answer (None: it is): its ``runtime.utc`` (else its mtime) must be after the handshake
+    write and no more than MAX_CLOCK_AHEAD_S ahead of now."""
     stamp = runtime_utc_ts(doc)
-    return (stamp if stamp is not None else mtime) > written_ts
+    when = stamp if stamp is not None else mtime
+    if when <= written_ts:
+        return "not fresh: written before this iteration's handshake"
+    if when > now_ts + MAX_CLOCK_AHEAD_S:
+        what = "runtime.utc" if stamp is not None else "its mtime"
+        return (
+            f"{what} is {when - now_ts:.0f} s ahead of this host's clock "
+            f"(at most {MAX_CLOCK_AHEAD_S:.0f} s allowed)"
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from soakq.metrics.live.handshake import (
     report_name,
     write_handshake,
 )
-from soakq.metrics.live.reports import is_fresh, read_kpis, stale_reason
+from soakq.metrics.live.reports import freshness_problem, read_kpis, stale_reason
 from soakq.rules.thresholds import fmt_num
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,12 @@ def measure_live(
 ) -> list[dict[str, Any]]:
     """Handshake, wait, read: one result per symbol (``metrics`` or ``error``, never zeros)."""
     assert spec.bot_dir is not None
+    fixed = spec.report_path is not None
+    path = Path(spec.report_path or "") if fixed else Path(spec.bot_dir) / report_name(iteration)
+    # A fixed-path report answers only once the bot has rewritten it after this handshake: the
+    # file as it stands now (a previous iteration's answer, or a dead bot's last) never counts,
+    # whatever time it claims.
+    before = _file_version(path) if fixed else None
     written_ts = clock()
     flat, hs = make_handshake(
         spec.run_id,
@@ -62,11 +68,17 @@ def measure_live(
             spec, f"cannot write the handshake in {spec.bot_dir}: {exc.strerror or exc}"
         )
     log.info("run %s iteration %s: handshake written (%s)", spec.run_id, iteration, hs.state_hash)
-    fixed = spec.report_path is not None
-    path = Path(spec.report_path or "") if fixed else Path(spec.bot_dir) / report_name(iteration)
     try:
         doc, info = _wait(
-            spec, hs, path, written_ts, fixed=fixed, clock=clock, sleep=sleep, poll_s=poll_s
+            spec,
+            hs,
+            path,
+            written_ts,
+            fixed=fixed,
+            before=before,
+            clock=clock,
+            sleep=sleep,
+            poll_s=poll_s,
         )
     except MetricsError as exc:
         log.warning("run %s iteration %s: %s", spec.run_id, iteration, exc)
@@ -81,6 +93,15 @@ def measure_live(
     ]
 
 
+def _file_version(path: Path) -> tuple[int, int] | None:
+    """(mtime_ns, size) of the file, None when there is none (or it cannot be read yet)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def _wait(
     spec: RunSpec,
     hs: Handshake,
@@ -88,12 +109,16 @@ def _wait(
     written_ts: float,
     *,
     fixed: bool,
+    before: tuple[int, int] | None,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     poll_s: float,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The answering report and facts about the wait; MetricsError at the deadline."""
-    seen: tuple[int, int] | None = None
+    """The answering report and facts about the wait; MetricsError at the deadline.
+
+    ``before``: the report file's (mtime_ns, size) when the handshake was written; a file still
+    like that is not read at all."""
+    seen = before
     stale: list[str] = []
     problem = ""
     while True:
@@ -111,8 +136,8 @@ def _wait(
                 doc, problem = None, f"invalid report: {exc}"
             if isinstance(doc, dict):
                 why = stale_reason(doc, hs, required=not fixed)
-                if why is None and fixed and not is_fresh(doc, st.st_mtime, written_ts):
-                    why = "not fresh: written before this iteration's handshake"
+                if why is None and fixed:
+                    why = freshness_problem(doc, st.st_mtime, written_ts, clock())
                 if why is None:
                     info = {
                         "report": path.name,
