@@ -11,7 +11,12 @@ from soakq.errors import ConfigError, MetricsError
 from soakq.jsonio import read_json, sha256_of, write_json
 from soakq.metrics.live.fieldmap import field_map, load_user_map
 from soakq.metrics.live.handshake import make_handshake, write_handshake
-from soakq.metrics.live.reports import freshness_problem, read_kpis, stale_reason
+from soakq.metrics.live.reports import (
+    freshness_problem,
+    read_kpis,
+    stale_reason,
+    window_problem,
+)
 from soakq.profiles import load_profile
 
 OVR = load_profile("steady_safe").overrides
@@ -76,6 +81,24 @@ def test_stale_reason(doc: dict[str, Any], required: bool, stale: bool) -> None:
 def test_fixed_path_freshness(utc: str | None, mtime: float, fresh: bool) -> None:
     doc: dict[str, Any] = {"runtime": {"utc": utc}} if utc else {}
     assert (freshness_problem(doc, mtime, 100.0, 110.0) is None) is fresh
+
+
+@pytest.mark.parametrize(
+    ("window", "problem"),
+    [
+        ({}, None),
+        ({"window_start_ts": 40.0, "window_end_ts": 100.0}, None),
+        ({"window_end_ts": 170}, None),  # 60 s ahead of now (110) is allowed
+        ({"window_start_ts": 101.0, "window_end_ts": 100.0}, "is after window_end_ts"),
+        ({"window_start_ts": 0.0, "window_end_ts": 171.0}, "ahead of this host's clock"),
+        ({"window_end_ts": "soon"}, "not a time"),
+        ({"window_start_ts": True}, "not a time"),
+        ({"window_start_ts": float("nan")}, "not a time"),
+    ],
+)
+def test_impossible_report_windows(window: dict[str, Any], problem: str | None) -> None:
+    got = window_problem(window, 110.0)
+    assert (got is None) if problem is None else (got is not None and problem in got)
 
 
 def test_edge_report_fields_and_absent_kpis() -> None:

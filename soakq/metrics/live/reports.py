@@ -9,6 +9,7 @@ mtime) is later than that write and not ahead of this host's clock by more than 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,6 +74,26 @@ def freshness_problem(
         what = "runtime.utc" if stamp is not None else "its mtime"
         return (
             f"{what} is {when - now_ts:.0f} s ahead of this host's clock "
+            f"(at most {MAX_CLOCK_AHEAD_S:.0f} s allowed)"
+        )
+    return None
+
+
+def window_problem(doc: Mapping[str, Any], now_ts: float) -> str | None:
+    """Why the report's measurement window (``window_start_ts`` / ``window_end_ts``, epoch
+    seconds, both optional) is impossible, or None: each a finite number, the start not after
+    the end, the end not more than MAX_CLOCK_AHEAD_S ahead of now."""
+    bounds = {k: doc.get(k) for k in ("window_start_ts", "window_end_ts")}
+    for key, value in bounds.items():
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (ok and math.isfinite(value)):
+            return f"{key} {value!r} is not a time in epoch seconds"
+    start, end = bounds["window_start_ts"], bounds["window_end_ts"]
+    if start is not None and end is not None and start > end:
+        return f"window_start_ts {start} is after window_end_ts {end}"
+    if end is not None and end > now_ts + MAX_CLOCK_AHEAD_S:
+        return (
+            f"window_end_ts is {end - now_ts:.0f} s ahead of this host's clock "
             f"(at most {MAX_CLOCK_AHEAD_S:.0f} s allowed)"
         )
     return None

@@ -23,7 +23,12 @@ from soakq.metrics.live.handshake import (
     report_name,
     write_handshake,
 )
-from soakq.metrics.live.reports import freshness_problem, read_kpis, stale_reason
+from soakq.metrics.live.reports import (
+    freshness_problem,
+    read_kpis,
+    stale_reason,
+    window_problem,
+)
 from soakq.rules.thresholds import fmt_num
 
 log = logging.getLogger(__name__)
@@ -135,7 +140,7 @@ def _wait(
             except InputError as exc:  # a bot writing in place: read it again when it changes
                 doc, problem = None, f"invalid report: {exc}"
             if isinstance(doc, dict):
-                why = stale_reason(doc, hs, required=not fixed)
+                why = stale_reason(doc, hs, required=not fixed) or window_problem(doc, clock())
                 if why is None and fixed:
                     why = freshness_problem(doc, st.st_mtime, written_ts, clock())
                 if why is None:
