@@ -15,7 +15,7 @@ from typing import Any
 from soakq.errors import SoakqError
 from soakq.jsonio import is_finite_number
 from soakq.params import KEYS, PARAMS, Number
-from soakq.rules.ranges import valid_range
+from soakq.rules.ranges import is_usable, ranges, valid_range
 from soakq.rules.thresholds import GateLevel, Threshold, kpi_gate_levels, release_thresholds
 
 TABLE_KPIS = ("net_bps", "risk_ratio", "maker_taker_ratio", "p95_latency_ms", "adverse_bps_p95")
@@ -74,7 +74,7 @@ class Row:
 
     iteration: int
     verdict: str
-    kpis: dict[str, float | None]  # None: missing or not finite
+    kpis: dict[str, float | None]  # None: unusable (missing, not finite, out of range)
     fills: int | None
     applied: dict[str, Number]
     suppressed: dict[str, str]  # param -> guard
@@ -82,7 +82,7 @@ class Row:
     flags: tuple[str, ...]  # guard names whose flag is set
     frozen: bool
     overrides_after: dict[str, Number]
-    # symbol -> KPI -> value (None: missing or not finite), from ``summary.symbols``
+    # symbol -> KPI -> value (None: unusable), from ``summary.symbols``
     symbols: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
@@ -180,7 +180,11 @@ class Trend:
         return None
 
 
-def _num(value: Any) -> float | None:
+def _num(value: Any, metric: str) -> float | None:
+    """The value as plotted and tabled; None when the KPI gate would call it unusable (missing,
+    not a finite number, or out of its valid range: docs/gates.md)."""
+    if metric in ranges():
+        return float(value) if is_usable(metric, value) else None
     return float(value) if is_finite_number(value) else None
 
 
@@ -190,8 +194,8 @@ def _row(doc: Mapping[str, Any]) -> Row:
     return Row(
         iteration=int(doc["iteration"]),
         verdict=str(s.get("kpi_verdict") or "n/a"),
-        kpis={k: _num(s.get(k)) for k in TABLE_KPIS},
-        fills=int(fills) if is_finite_number(fills) else None,
+        kpis={k: _num(s.get(k), k) for k in TABLE_KPIS},
+        fills=int(fills) if _num(fills, "fills") is not None else None,
         applied=dict(t.get("applied_deltas") or {}),
         suppressed=dict(t.get("suppressed") or {}),
         trimmed=dict(t.get("trimmed") or {}),
@@ -210,7 +214,7 @@ def _symbols(value: Any) -> dict[str, dict[str, float | None]]:
     for symbol in sorted(value):
         kpis = value[symbol]
         if isinstance(kpis, Mapping):
-            out[str(symbol)] = {k: _num(kpis.get(k)) for k in (*TABLE_KPIS, "fills")}
+            out[str(symbol)] = {k: _num(kpis.get(k), k) for k in (*TABLE_KPIS, "fills")}
     return out
 
 
@@ -221,7 +225,8 @@ def _exhausted_events(doc: Mapping[str, Any]) -> list[Event]:
     for e in doc["tuning"].get("exhausted") or []:
         if not isinstance(e, Mapping):
             continue
-        metric, value = str(e.get("metric", "")), _num(e.get("value"))
+        metric = str(e.get("metric", ""))
+        value = _num(e.get("value"), metric)
         shown = fmt_kpi(metric, value) if metric in KPI_DECIMALS else str(e.get("value"))
         pinned = ", ".join(str(k) for k in e.get("pinned") or [])
         text = (

@@ -62,8 +62,13 @@ class ValidRange:
 
 
 def _num(value: float) -> str:
-    """Stable short form of a finite number (``3``, ``0.5``, ``-0.001``)."""
-    return repr(int(value)) if float(value).is_integer() else repr(float(value))
+    """Stable short form of a finite number (``3``, ``0.5``, ``-0.001``, ``1e12``)."""
+    if float(value).is_integer():
+        digits = repr(int(value))
+        if abs(value) >= 1e6 and digits.lstrip("-").rstrip("0") == "1":  # a bound: 1e9, 1e12
+            return f"{'-' if value < 0 else ''}1e{len(digits.lstrip('-')) - 1}"
+        return digits if abs(value) < 1e16 else repr(float(value))
+    return repr(float(value))
 
 
 def _repr(value: Any) -> str:

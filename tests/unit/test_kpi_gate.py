@@ -38,11 +38,11 @@ DOC_LEVELS = {
     "adverse_bps_p95": ("<=", 4.0, 6.0),
 }
 RANGED = {  # what each gated metric may be, as the reasons say it
-    "net_bps": "any finite number",
+    "net_bps": "[-10000, 10000]",
     "risk_ratio": "[0, 1]",
     "maker_taker_ratio": "[0, 1]",
-    "p95_latency_ms": ">= 0",
-    "adverse_bps_p95": "any finite number",
+    "p95_latency_ms": "[0, 1e9]",
+    "adverse_bps_p95": "[-10000, 10000]",
 }
 
 
@@ -168,8 +168,8 @@ def test_fail_closed(metric: str, bad: Any, phrase: str) -> None:
         ("risk_ratio", 1.01, "risk_ratio 1.01 is out of range"),
         ("maker_taker_ratio", 7, "maker_taker_ratio 7 is out of range"),
         ("maker_taker_ratio", 93.3, "maker_taker_ratio 93.3 is out of range (a percentage?"),
-        ("p95_latency_ms", -3, "p95_latency_ms -3 is out of range; allowed >= 0"),
-        ("slippage_bps_p95", -0.5, "slippage_bps_p95 -0.5 is out of range; allowed >= 0"),
+        ("p95_latency_ms", -3, "p95_latency_ms -3 is out of range; allowed [0, 1e9]"),
+        ("slippage_bps_p95", -0.5, "slippage_bps_p95 -0.5 is out of range; allowed [0, 10000]"),
         ("cancel_ratio", 1.5, "cancel_ratio 1.5 is out of range"),
         ("order_age_p95_ms", -1, "order_age_p95_ms -1 is out of range"),
         ("snipes", 1.5, "snipes 1.5 is not a whole count"),
@@ -236,7 +236,7 @@ def test_insufficient_fills_reason() -> None:
 
 def test_negative_fills_say_so() -> None:
     (got,) = kpi_gate({**GOOD_KPIS, "fills": -5}, LEVELS).reasons
-    assert got.text == "fills -5 is out of range; allowed an integer >= 0 (fail closed)"
+    assert got.text == "fills -5 is out of range; allowed an integer [0, 1e12] (fail closed)"
     assert got.value == -5
 
 

@@ -26,13 +26,13 @@ TABLE = {
     "risk_ratio": (0.0, 1.0, False),
     "maker_taker_ratio": (0.0, 1.0, False),
     "cancel_ratio": (0.0, 1.0, False),
-    "p95_latency_ms": (0.0, None, False),
-    "order_age_p95_ms": (0.0, None, False),
-    "slippage_bps_p95": (0.0, None, False),
-    "fills": (0.0, None, True),
-    "snipes": (0.0, None, True),
-    "net_bps": (None, None, False),
-    "adverse_bps_p95": (None, None, False),
+    "p95_latency_ms": (0.0, 1e9, False),
+    "order_age_p95_ms": (0.0, 1e9, False),
+    "slippage_bps_p95": (0.0, 1e4, False),
+    "fills": (0.0, 1e12, True),
+    "snipes": (0.0, 1e12, True),
+    "net_bps": (-1e4, 1e4, False),
+    "adverse_bps_p95": (-1e4, 1e4, False),
 }
 
 
@@ -57,11 +57,16 @@ def test_table_is_the_contract() -> None:
         ("maker_taker_ratio", 93.3, False),  # a percentage is never a ratio
         ("cancel_ratio", 1.5, False),
         ("cancel_ratio", 0.5, True),
-        # >= 0, no upper bound
+        # >= 0, up to a bound no real figure reaches (1e9 ms, 1e4 bp, 1e12 fills)
         ("p95_latency_ms", 0.0, True),
         ("p95_latency_ms", -0.001, False),
         ("p95_latency_ms", -3, False),
         ("p95_latency_ms", 1e9, True),
+        ("p95_latency_ms", 1.0000001e9, False),
+        ("slippage_bps_p95", 10_000.5, False),
+        ("fills", 10**12, True),
+        ("fills", 10**12 + 1, False),
+        ("fills", 10**400, False),  # a JSON integer of 401 digits
         ("order_age_p95_ms", -1, False),
         ("slippage_bps_p95", -0.017, False),
         ("slippage_bps_p95", 0, True),
@@ -77,10 +82,14 @@ def test_table_is_the_contract() -> None:
         ("fills", -1.0, False),
         ("snipes", 2, True),
         ("snipes", 0.5, False),
-        # any sign
+        # any sign, within the whole price
         ("net_bps", -40.0, True),
-        ("net_bps", 1e6, True),
+        ("net_bps", 10_000, True),
+        ("net_bps", -10_000, True),
+        ("net_bps", 1e6, False),
+        ("net_bps", 1e308, False),  # finite, but would overflow the fill-weighted means
         ("adverse_bps_p95", -3.0, True),
+        ("adverse_bps_p95", -1e300, False),
     ],
 )
 def test_boundaries(metric: str, value: float, usable: bool) -> None:
@@ -129,12 +138,12 @@ def test_non_numbers_are_unusable_everywhere(metric: str, value: Any, phrase: st
             "100 is out of range (a percentage? a ratio is a fraction); allowed [0, 1]",
         ),
         ("risk_ratio", 100.5, "100.5 is out of range; allowed [0, 1]"),
-        ("p95_latency_ms", -3, "-3 is out of range; allowed >= 0"),
+        ("p95_latency_ms", -3, "-3 is out of range; allowed [0, 1e9]"),
         ("p95_latency_ms", 150.0, None),
-        ("fills", 0.001, "0.001 is not a whole count; allowed an integer >= 0"),
-        ("fills", -5, "-5 is out of range; allowed an integer >= 0"),
-        ("fills", -2.5, "-2.5 is not a whole count; allowed an integer >= 0"),
-        ("net_bps", math.nan, "not a finite number (nan); allowed any finite number"),
+        ("fills", 0.001, "0.001 is not a whole count; allowed an integer [0, 1e12]"),
+        ("fills", -5, "-5 is out of range; allowed an integer [0, 1e12]"),
+        ("fills", -2.5, "-2.5 is not a whole count; allowed an integer [0, 1e12]"),
+        ("net_bps", math.nan, "not a finite number (nan); allowed [-10000, 10000]"),
     ],
 )
 def test_explanations(metric: str, value: Any, text: str | None) -> None:
@@ -184,11 +193,11 @@ def test_range_problems() -> None:
     bad = {**good, "risk_ratio": -5, "snipes": 0.5}
     assert range_problems(bad, skip_missing=True) == {
         "risk_ratio": "-5 is out of range; allowed [0, 1]",
-        "snipes": "0.5 is not a whole count; allowed an integer >= 0",
+        "snipes": "0.5 is not a whole count; allowed an integer [0, 1e12]",
     }
     missing = range_problems(good, skip_missing=False)
     assert set(missing) == set(TABLE) - set(good)
-    assert missing["snipes"] == "missing; allowed an integer >= 0"
+    assert missing["snipes"] == "missing; allowed an integer [0, 1e12]"
     assert range_problems({**good, "cancel_ratio": None}, skip_missing=True) == {}
 
 

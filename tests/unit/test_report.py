@@ -216,6 +216,18 @@ def test_missing_kpis_show_as_na(run: Run) -> None:
     render_png(build_trend(docs, run.record))  # a gap in the chart, not an error
 
 
+def test_out_of_range_kpis_show_as_na_and_never_break_the_chart(run: Run) -> None:
+    """A finite but impossible value (a tampered or broken report) is unusable, as the gates
+    say, so the report shows it as n/a; plotted, 1.7e308 broke matplotlib's transforms."""
+    docs = copy.deepcopy(run.docs)
+    docs[0]["summary"]["net_bps"] = 1.7e308
+    docs[0]["summary"]["p95_latency_ms"] = -3.0
+    trend = build_trend(docs, run.record)
+    row = _table_rows(_section(render_markdown(trend), "Iterations"))[0]
+    assert row[2] == "n/a" and row[5] == "n/a"
+    assert render_png(trend).startswith(PNG_SIGNATURE)
+
+
 def test_file_source_is_not_marked_mock(run: Run) -> None:
     record = copy.deepcopy(run.record)
     record["spec"]["source"] = "file"

@@ -77,7 +77,7 @@ def test_file_per_symbol_report(clean_env: Path) -> None:
             1,
             "BTCUSDT.maker_taker_ratio 93.3 is out of range (a percentage?",
         ),
-        (json.dumps({**GOOD_KPIS, "p95_latency_ms": -3}), 1, "allowed >= 0"),
+        (json.dumps({**GOOD_KPIS, "p95_latency_ms": -3}), 1, "allowed [0, 1e9]"),
         (json.dumps({**GOOD_KPIS, "fills": 0.001}), 1, "fills 0.001 is not a whole count"),
         (json.dumps({**GOOD_KPIS, "fills": -4}), 1, "fills -4 is out of range"),
         (json.dumps({**GOOD_KPIS, "cancel_ratio": 1.2}), 1, "cancel_ratio 1.2 is out of range"),
@@ -260,7 +260,7 @@ def test_measure_symbol_turns_an_out_of_range_value_into_an_error(
     spec = make_spec(iterations=1)
     out = iteration_mod.measure_symbol(spec, 1, "BTCUSDT", {})
     assert out == {
-        "error": "kpi source: fills -2 is out of range; allowed an integer >= 0; "
+        "error": "kpi source: fills -2 is out of range; allowed an integer [0, 1e12]; "
         "maker_taker_ratio 93.3 is out of range (a percentage? a ratio is a fraction); "
         "allowed [0, 1]",
         "symbol": "BTCUSDT",
@@ -294,7 +294,7 @@ def test_negative_fills_in_a_run_fail_with_that_reason(clean_env: Path) -> None:
     assert s["kpi_verdict"] == "FAIL"
     assert "fills -5 is out of range" in s["symbol_errors"]["BTCUSDT"]
     assert record["outcome"]["stop_reason"] == "metrics_error"
-    assert "fills -5 is out of range; allowed an integer >= 0" in record["outcome"]["detail"]
+    assert "fills -5 is out of range; allowed an integer [0, 1e12]" in record["outcome"]["detail"]
 
 
 @pytest.mark.parametrize(("fills", "verdict"), [(19, "FAIL"), (20, "OK")])
