@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("MM_RUNTIME_OVERRIDES_JSON")
     )
 
+    @field_validator("artifacts_dir", "report_dir", "bot_dir", "report_path", mode="before")
+    @classmethod
+    def _nonempty_path(cls, value: object) -> object:
+        """An empty path would be the current directory: unset the variable for the default."""
+        if isinstance(value, str) and value == "":
+            raise ValueError("an empty path is not allowed (unset it for the default)")
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_database(cls, url: str | None) -> str | None:
@@ -136,13 +144,15 @@ def environment_error(exc: ValidationError, model: type[BaseSettings]) -> Config
     """The first problem of reading ``model`` from the environment, as one line naming the
     variable actually set (of a field's aliases) and its value (a URL without its password)."""
     err = exc.errors()[0]
-    loc = str(err["loc"][0]) if err["loc"] else "?"
+    why = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:  # a rule across fields: its message names them by their variables
+        return ConfigError(f"environment: {why}")
+    loc = str(err["loc"][0])
     names = _env_names(model, loc)
     env = next((n for n in names if n in os.environ), names[0])
     value = err.get("input")
     if loc == "redis_url" and isinstance(value, str):
         value = redacted(value)
-    why = str(err["msg"]).removeprefix("Value error, ")
     return ConfigError(f"environment {env}={value!r}: {why}")
 
 

@@ -62,9 +62,9 @@ class WorkerSettings(Settings):
     def _time_budget(self) -> WorkerSettings:
         if self.visibility_timeout_s <= self.task_time_limit_s + self.retry_countdown_s:
             raise ValueError(
-                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
-                f"task_time_limit_s + retry_countdown_s ({self.task_time_limit_s} + "
-                f"{self.retry_countdown_s}), or running tasks get redelivered"
+                f"SOAKQ_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s:g} s) must exceed "
+                f"SOAKQ_TASK_TIME_LIMIT_S + SOAKQ_RETRY_COUNTDOWN_S ({self.task_time_limit_s:g} + "
+                f"{self.retry_countdown_s:g} s), or running tasks get redelivered"
             )
         return self
 

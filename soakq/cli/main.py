@@ -16,6 +16,7 @@ import click
 import typer
 
 from soakq.cli.output import err, out
+from soakq.cli.params import PATH
 from soakq.errors import ExitCode, InputError, SoakqError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -201,7 +202,8 @@ def submit(
     artifacts: Annotated[
         Path | None,
         typer.Option(
-            help="Artifacts root directory.  [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]"
+            parser=PATH,
+            help="Artifacts root directory.  [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]",
         ),
     ] = None,
     run_id: Annotated[
@@ -238,15 +240,17 @@ def submit(
     report_dir: Annotated[
         Path | None,
         typer.Option(
+            parser=PATH,
             help="Replay recorded KPI_REPORT_<i>.json from DIR (no live bot).  "
-            "[default: SOAKQ_REPORT_DIR]"
+            "[default: SOAKQ_REPORT_DIR]",
         ),
     ] = None,
     bot_dir: Annotated[
         Path | None,
         typer.Option(
+            parser=PATH,
             help="Live bot directory: the handshake (docs/live-bot.md).  "
-            "[default: SOAKQ_BOT_DIR, else no live bot]"
+            "[default: SOAKQ_BOT_DIR, else no live bot]",
         ),
     ] = None,
     bot_name: Annotated[
@@ -259,14 +263,16 @@ def submit(
     report_path: Annotated[
         Path | None,
         typer.Option(
+            parser=PATH,
             help="The bot's fixed report file (bots that do not stamp their reports).  "
-            "[default: SOAKQ_REPORT_PATH, else stamped reports in the bot dir]"
+            "[default: SOAKQ_REPORT_PATH, else stamped reports in the bot dir]",
         ),
     ] = None,
     report_map: Annotated[
         Path | None,
         typer.Option(
-            help="Report field map (JSON) over the built-in one.  [default: the built-in one]"
+            parser=PATH,
+            help="Report field map (JSON) over the built-in one.  [default: the built-in one]",
         ),
     ] = None,
     window: Annotated[
@@ -407,7 +413,11 @@ def embedded_verdict(record: Any, directory: Path) -> int:
 def gate(
     path: Annotated[
         Path,
-        typer.Argument(metavar="PATH", help="A run directory, or one ITER_SUMMARY_<i>.json file."),
+        typer.Argument(
+            parser=PATH,
+            metavar="PATH",
+            help="A run directory, or one ITER_SUMMARY_<i>.json file.",
+        ),
     ],
 ) -> None:
     """Release gate: on a run directory its window (exit 0 PASSED, 1 FAILED, 4 INCONCLUSIVE);
@@ -425,7 +435,8 @@ def gate(
 @handles_errors
 def report(
     run_dir: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR", help="The run directory to report on.")
+        Path,
+        typer.Argument(parser=PATH, metavar="RUN_DIR", help="The run directory to report on."),
     ],
 ) -> None:
     """Write STEADY_TREND.md and trend.png for a run directory."""
@@ -440,9 +451,10 @@ def report(
 @handles_errors
 def freeze(
     input_: Annotated[
-        Path, typer.Option("--input", help="Run directory, or its runtime_overrides.json.")
+        Path,
+        typer.Option("--input", parser=PATH, help="Run directory, or its runtime_overrides.json."),
     ],
-    output: Annotated[Path, typer.Option(help="PRODUCTION_SNAPSHOT.json to write.")],
+    output: Annotated[Path, typer.Option(parser=PATH, help="PRODUCTION_SNAPSHOT.json to write.")],
     profile: Annotated[
         str | None,
         typer.Option(help="Profile the overrides belong to.  [default: the run's]"),

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from soakq.cli.params import PATH
 from soakq.errors import InputError
 
 
@@ -18,7 +19,10 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         run_id: Annotated[str, typer.Argument(help="The interrupted run (see `soakq runs`).")],
         artifacts: Annotated[
             Path | None,
-            typer.Option(help="Artifacts root [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]."),
+            typer.Option(
+                parser=PATH,
+                help="Artifacts root [default: SOAKQ_ARTIFACTS_DIR or ./artifacts].",
+            ),
         ] = None,
         wait: Annotated[
             bool,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from soakq.cli.params import PATH
 from soakq.errors import InputError, UserError
 
 WATCH_TIMEOUT_S = (1.0, 30 * 86_400.0)
@@ -22,7 +23,10 @@ RunIdArg = Annotated[
 ]
 ArtifactsOpt = Annotated[
     Path | None,
-    typer.Option(help="Artifacts root directory.  [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]"),
+    typer.Option(
+        parser=PATH,
+        help="Artifacts root directory.  [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]",
+    ),
 ]
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from soakq.cli.output import TerminalBar, out
+from soakq.cli.params import PATH
 
 
 def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
@@ -53,7 +54,10 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         ] = None,
         artifacts: Annotated[
             Path | None,
-            typer.Option(help="Artifacts root [default: SOAKQ_ARTIFACTS_DIR or ./artifacts]."),
+            typer.Option(
+                parser=PATH,
+                help="Artifacts root [default: SOAKQ_ARTIFACTS_DIR or ./artifacts].",
+            ),
         ] = None,
         sweep_id: Annotated[
             str | None,

@@ -476,6 +476,19 @@ def test_worker_starts_when_redis_answers(soakq_exe: str, redis_url: str, clean_
             {"SOAKQ_REDIS_URL": "redis://:hunter2@127.0.0.1:1/x"},
             ["redis://:***@127.0.0.1:1/x"],
         ),
+        # An empty path is the current directory: it wrote the handshake into it.
+        (["submit", "--iterations", "1"], {"SOAKQ_BOT_DIR": ""}, ["SOAKQ_BOT_DIR", "empty path"]),
+        (["runs"], {"SOAKQ_ARTIFACTS_DIR": ""}, ["SOAKQ_ARTIFACTS_DIR", "empty path"]),
+        (["submit", "--bot-dir", ""], {}, ["--bot-dir", "empty path"]),
+        (["submit", "--artifacts="], {}, ["--artifacts", "empty path"]),
+        (["freeze", "--input", "x", "--output", ""], {}, ["--output", "empty path"]),
+        (["gate", ""], {}, ["PATH", "empty path"]),
+        # A rule across settings names the variables, not the fields.
+        (
+            ["submit", "--iterations", "1"],
+            {"SOAKQ_REDIS_URL": "redis://127.0.0.1:1/0", "SOAKQ_VISIBILITY_TIMEOUT_S": "10"},
+            ["environment: SOAKQ_VISIBILITY_TIMEOUT_S (10 s) must exceed", "TIME_LIMIT_S"],
+        ),
     ],
 )
 def test_settings_and_ids_that_cannot_work_are_one_line(
