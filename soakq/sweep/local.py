@@ -5,7 +5,9 @@ code as the workers, byte-identical results) in a process of a pool of ``jobs``.
 written under ``<sweep dir>/soak/<run_id>/`` (without the trend report: a sweep has hundreds of
 runs; ``soakq report DIR`` draws one). A run whose directory already holds its finished record
 for the same spec is read back instead of run again, so an interrupted sweep re-run with the same
-config continues where it stopped.
+config continues where it stopped. Any other directory (a run cut off before its RUN.json, with
+the temporary files of the writes the kill interrupted, or another config's run) is emptied and
+the run is run again from scratch: same spec, same bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from soakq.artifacts import iteration_file, run_dir
 from soakq.config import RunSpec
+from soakq.errors import InputError
 from soakq.jsonio import read_json
 from soakq.sweep import RunFacts, Submitter, facts_of
 
@@ -36,8 +39,16 @@ def finished_facts(directory: Path, spec: RunSpec) -> RunFacts | None:
         if (gate or {}).get("verdict") != record["outcome"].get("release_gate"):
             return None  # cut off while it was written: run it again
         return facts_of(docs, gate, read_json(directory / "runtime_overrides.json"))
-    except (OSError, KeyError, TypeError, ValueError):
-        return None  # unreadable or partial: run it again (same bytes)
+    except (OSError, KeyError, TypeError, ValueError, InputError):
+        return None  # missing, unreadable or partial: run it again (same bytes)
+
+
+def clear_run(directory: Path) -> None:
+    """Remove every file a run left in its directory (its documents so far, the temporary
+    files of writes cut off by a kill), so that it is run again into an empty directory."""
+    for path in directory.iterdir():
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def run_one(spec_json: dict[str, Any], root: str) -> tuple[str, dict[str, Any]]:
@@ -47,9 +58,11 @@ def run_one(spec_json: dict[str, Any], root: str) -> tuple[str, dict[str, Any]]:
 
     spec = RunSpec.model_validate(spec_json)
     directory = run_dir(root, spec.run_id)
-    known = finished_facts(directory, spec) if directory.exists() else None
-    if known is not None:
-        return spec.run_id, known.as_json()
+    if directory.is_dir():
+        known = finished_facts(directory, spec)
+        if known is not None:
+            return spec.run_id, known.as_json()
+        clear_run(directory)  # not finished (or another config's): from scratch
     store = MemoryStore()
     run_embedded(spec, root, store=store, report=False)
     state, _ = store.get_state(spec.run_id)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -384,6 +386,80 @@ def test_a_run_directory_cut_off_mid_export_is_run_again(tmp_path: Path) -> None
     assert finished_facts(directory, spec) is None
     assert run_one(spec.as_json(), str(tmp_path)) == (run_id, facts)  # run again, same facts
     assert json.loads((directory / "RELEASE_GATE.json").read_text()) == gate
+
+
+def _without_runtime(obj: object) -> object:
+    """A JSON document with every ``runtime`` field (timestamps, worker, wall time) left out."""
+    if isinstance(obj, dict):
+        return {k: _without_runtime(v) for k, v in obj.items() if k != "runtime"}
+    if isinstance(obj, list):
+        return [_without_runtime(v) for v in obj]
+    return obj
+
+
+def _run_files(directory: Path) -> dict[str, object]:
+    """A run directory's files by name, JSON outside ``runtime``, the rest as bytes."""
+    return {
+        p.name: _without_runtime(json.loads(p.read_text()))
+        if p.suffix == ".json"
+        else p.read_bytes()
+        for p in sorted(directory.iterdir())
+    }
+
+
+def _leave_as_a_kill_does(
+    run: Path, iterations: int, *, finished_but_run_json: bool = False
+) -> None:
+    """What ``kill -9`` leaves in a run directory: the ITER_SUMMARY files written so far (or
+    every file but RUN.json, which is written last), no RUN.json, and the temporary file of
+    the atomic write it cut off."""
+    for path in run.iterdir():
+        m = re.fullmatch(r"ITER_SUMMARY_(\d+)\.json", path.name)
+        keep = path.name != "RUN.json" if finished_but_run_json else bool(m)
+        if not keep or (m and int(m.group(1)) > iterations):
+            path.unlink()
+    cut = "RUN.json" if finished_but_run_json else f"ITER_SUMMARY_{iterations + 1}.json"
+    (run / f".{cut}.k1ll3d.tmp").write_text('{"iteration": ')
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_continues_to_the_same_sweep(tmp_path: Path) -> None:
+    """A sweep killed with -9 leaves run directories without RUN.json, some with only a temporary
+    file, some mid-way; the same command redoes those runs from scratch (clearing what the kill
+    left) and ends with the SWEEP.json of an uninterrupted sweep (docs/sweeps.md)."""
+    args = ["sweep", *SWEEP[:4], "--seeds", "1-3", "--iterations", "8"]
+    args += ["--holdout-seeds", "101", "--jobs", "2"]
+    clean = _soakq(*args, "--artifacts", "a", cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    (reference,) = (tmp_path / "a" / "sweeps").iterdir()
+    killed = tmp_path / "b" / "sweeps" / reference.name
+    shutil.copytree(reference, killed, symlinks=True)
+    for name in ("SWEEP.json", "SWEEP.md", "sweep.png"):  # the kill came before the end
+        (killed / name).unlink()
+    soak = killed / "soak"
+    holdout = next(d.name for d in soak.iterdir() if ".h101" in d.name)
+    sid = reference.name
+    cut = {
+        f"{sid}.aggressive.volatile.s1.auto-tune": 0,  # only a temporary file
+        f"{sid}.aggressive.volatile.s2.no-auto-tune": 5,  # mid-way
+        holdout: 3,  # a hold-out run mid-way
+    }
+    for name, iterations in cut.items():
+        _leave_as_a_kill_does(soak / name, iterations)
+    last = f"{sid}.aggressive.volatile.s3.no-auto-tune"  # killed while writing RUN.json
+    _leave_as_a_kill_does(soak / last, 8, finished_but_run_json=True)
+    shutil.rmtree(soak / f"{sid}.aggressive.volatile.s3.auto-tune")  # never started
+    os.symlink("nowhere", soak / ".latest.999999.tmp")  # a cut-off repoint of `latest`
+
+    again = _soakq(*args, "--artifacts", "b", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""
+    assert _no_runtime(killed / "SWEEP.json") == _no_runtime(reference / "SWEEP.json")
+    assert (killed / "SWEEP.md").read_bytes() == (reference / "SWEEP.md").read_bytes()
+    for name in [*cut, last, f"{sid}.aggressive.volatile.s3.auto-tune"]:
+        # Run again from scratch: the files of the uninterrupted run and nothing else.
+        assert _run_files(soak / name) == _run_files(reference / "soak" / name), name
+    assert not [p for p in soak.glob("*/*") if p.name.endswith(".tmp")]
 
 
 @pytest.mark.slow
