@@ -8,11 +8,19 @@ for the same spec is read back instead of run again, so an interrupted sweep re-
 config continues where it stopped. Any other directory (a run cut off before its RUN.json, with
 the temporary files of the writes the kill interrupted, or another config's run) is emptied and
 the run is run again from scratch: same spec, same bytes.
+
+The pool stops whole: ``close`` with runs still going (an interrupt, an error) terminates its
+processes (SIGTERM, then SIGKILL), each wait bounded, so nothing is left behind running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -74,18 +82,44 @@ def run_one(spec_json: dict[str, Any], root: str) -> tuple[str, dict[str, Any]]:
     return spec.run_id, facts.as_json()
 
 
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+STOP_GRACE_S = 5.0  # how long terminated pool processes get to exit before SIGKILL
+
+
+def _pool_process_init() -> None:
+    """Pool initializer. Ctrl-C on a terminal reaches the whole process group, and a forked
+    process starts with the parent's handlers: a pool process ignores SIGINT (the parent decides
+    what an interrupt does) and ends on SIGTERM (how the parent stops it); then the two signals,
+    blocked while the parent forked it, are let through."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (blocked in this thread) until the block ends: a process forked
+    inside starts with them blocked, until ``_pool_process_init`` has set its handlers."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class LocalSubmitter(Submitter):
     """``jobs`` local processes; results come back as runs end."""
 
     def __init__(self, root: Path, jobs: int) -> None:
         self.root = str(root)
         self.jobs = jobs
-        self._pool = ProcessPoolExecutor(max_workers=jobs)
+        self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_pool_process_init)
         self._pending: set[Future[tuple[str, dict[str, Any]]]] = set()
         self._done: list[tuple[str, RunFacts]] = []
 
     def submit(self, spec: RunSpec) -> None:
-        self._pending.add(self._pool.submit(run_one, spec.as_json(), self.root))
+        with _stop_signals_deferred():  # the pool forks its processes on the first submit
+            self._pending.add(self._pool.submit(run_one, spec.as_json(), self.root))
 
     def next_done(self) -> tuple[str, RunFacts]:
         while not self._done:
@@ -95,10 +129,32 @@ class LocalSubmitter(Submitter):
                 self._done.append((run_id, RunFacts.from_json(facts)))
         return self._done.pop(0)
 
-    def close(self) -> None:
-        for fut in self._pending:
-            fut.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def _processes(self) -> list[Any]:
+        return list((self._pool._processes or {}).values())  # shutdown() forgets them
+
+    def close(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop the pool and wait (bounded) for its processes to exit. Runs still going (an
+        interrupt, an error) are cut off: SIGTERM, and SIGKILL after ``grace_s``; a cut-off run
+        left no RUN.json, so the next sweep runs it again."""
+        processes = self._processes()
+        # The pool's thread that feeds and reaps its processes: done before we return, so that
+        # the interpreter's exit does not race it (shutdown() forgets it too).
+        manager = getattr(self._pool, "_executor_manager_thread", None)
+        cut_off = any(not fut.done() for fut in self._pending)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if cut_off:
+            for p in processes:
+                with contextlib.suppress(ValueError):  # closed by the pool meanwhile: gone
+                    p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in processes:
+            with contextlib.suppress(ValueError):
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+                    p.join(1.0)
+        if isinstance(manager, threading.Thread):
+            manager.join(max(0.0, deadline - time.monotonic()) + 1.0)
 
 
 def default_jobs() -> int:

@@ -4,13 +4,16 @@ writes the same SWEEP content twice and refuses bad input in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -491,3 +494,118 @@ def test_ctrl_c_on_a_sweep_is_one_line_and_the_same_command_continues(tmp_path: 
     assert not (sweep / "SWEEP.json").exists()
     finished = [d for d in (sweep / "soak").iterdir() if (d / "RELEASE_GATE.json").exists()]
     assert len(finished) >= 2
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid`` now: pid -> start time (so a reused pid is not
+    taken for one of them), from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:  # fields: state, ppid, ... starttime is the 20th
+            found[int(stat.parent.name)] = fields[19]
+    return found
+
+
+def _alive(pid: int, started: str) -> bool:
+    """Whether that process still exists and is not a zombie."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[19] == started and fields[0] != "Z"
+
+
+def _line(proc: subprocess.Popen[str], prefix: str, timeout_s: float) -> None:
+    """Read proc's stdout until a line starts with ``prefix``; fail after ``timeout_s``."""
+    import selectors
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    buffer = ""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536).decode()
+            assert chunk, f"the sweep ended before {prefix!r}: {buffer}"
+            buffer += chunk
+            if any(line.startswith(prefix) for line in buffer.splitlines()):
+                return
+    pytest.fail(f"no line {prefix!r} within {timeout_s} s: {buffer}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("how", ["sigterm", "sigterm-with-an-idle-process", "ctrl-c-on-the-group"])
+def test_sigterm_on_a_sweep_stops_its_pool_and_says_so_in_one_line(
+    tmp_path: Path, how: str
+) -> None:
+    """SIGTERM to an embedded sweep acts as Ctrl-C: one line saying how to continue, exit 130,
+    and the pool's processes are gone (not left orphaned); the same command then finishes it
+    with the SWEEP.json of an uninterrupted sweep. A pool process waiting for work (more
+    processes than runs) ends without a traceback too. Ctrl-C on a terminal signals the whole
+    process group, pool included: the same one line."""
+    from soakq.sweep.local import STOP_GRACE_S
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    idle = how == "sigterm-with-an-idle-process"
+    grid = ["--seeds", "1", "--iterations", "200", "--jobs", "3"] if idle else []
+    grid = grid or ["--seeds", "1-6", "--iterations", "8", "--jobs", "2"]
+    args = ["sweep", *SWEEP[:4], *grid]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soakq", *args, "--artifacts", "a"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group: whatever it leaves is ours to clean up
+    )
+    try:
+        if idle:  # two runs on three processes: one waits for work
+            deadline = time.monotonic() + 20
+            while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # the runs are under way
+        else:
+            _line(proc, "run 1/", timeout_s=20)  # the pool runs: one run finished
+        pool = _children(proc.pid)
+        assert pool, "no pool process found"
+        signalled = time.monotonic()
+        if how == "ctrl-c-on-the-group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)  # its output is short: the pipes cannot fill
+        # The pool ended on SIGTERM, not by the SIGKILL that follows STOP_GRACE_S later.
+        assert time.monotonic() - signalled < STOP_GRACE_S
+        deadline = time.monotonic() + 5
+        while any(_alive(p, t) for p, t in pool.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p, t in pool.items() if _alive(p, t)], "pool processes left running"
+        _, err = proc.communicate(timeout=5)  # EOF: nothing holds its pipes any more
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # only if the test failed: its own group
+        proc.wait(timeout=10)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("sweep sweep-") and "interrupted after" in err, err
+    assert "the same command continues it" in err, err
+    (sweep,) = (tmp_path / "a" / "sweeps").iterdir()
+    assert not (sweep / "SWEEP.json").exists()
+    if how != "sigterm":
+        return
+    again = _soakq(*args, "--artifacts", "a", cwd=tmp_path)
+    clean = _soakq(*args, "--artifacts", "b", cwd=tmp_path)
+    assert again.returncode == 0 and clean.returncode == 0, again.stderr + clean.stderr
+    assert _no_runtime(sweep / "SWEEP.json") == _no_runtime(
+        tmp_path / "b" / "sweeps" / sweep.name / "SWEEP.json"
+    )
+    assert not [p for p in (sweep / "soak").glob("*/*") if p.name.endswith(".tmp")]
