@@ -10,14 +10,17 @@ the temporary files of the writes the kill interrupted, or another config's run)
 the run is run again from scratch: same spec, same bytes.
 
 The pool stops whole: ``close`` with runs still going (an interrupt, an error) terminates its
-processes (SIGTERM, then SIGKILL), each wait bounded, so nothing is left behind running.
+processes (SIGTERM, then SIGKILL), each wait bounded, so nothing is left behind running; on
+Linux a pool process also dies with the sweep's process when that one is killed outright.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -86,11 +89,31 @@ _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 STOP_GRACE_S = 5.0  # how long terminated pool processes get to exit before SIGKILL
 
 
-def _pool_process_init() -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this process when the one that forked it dies, however
+    it dies (``kill -9``, the OOM killer), so that a pool process is not left orphaned waiting
+    for work forever. Elsewhere, or without prctl: nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _pool_process_init(parent: int) -> None:
     """Pool initializer. Ctrl-C on a terminal reaches the whole process group, and a forked
     process starts with the parent's handlers: a pool process ignores SIGINT (the parent decides
     what an interrupt does) and ends on SIGTERM (how the parent stops it); then the two signals,
-    blocked while the parent forked it, are let through."""
+    blocked while the parent forked it, are let through. It dies with its parent."""
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -113,7 +136,9 @@ class LocalSubmitter(Submitter):
     def __init__(self, root: Path, jobs: int) -> None:
         self.root = str(root)
         self.jobs = jobs
-        self._pool = ProcessPoolExecutor(max_workers=jobs, initializer=_pool_process_init)
+        self._pool = ProcessPoolExecutor(
+            max_workers=jobs, initializer=_pool_process_init, initargs=(os.getpid(),)
+        )
         self._pending: set[Future[tuple[str, dict[str, Any]]]] = set()
         self._done: list[tuple[str, RunFacts]] = []
 

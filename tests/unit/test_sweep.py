@@ -609,3 +609,36 @@ def test_sigterm_on_a_sweep_stops_its_pool_and_says_so_in_one_line(
         tmp_path / "b" / "sweeps" / sweep.name / "SWEEP.json"
     )
     assert not [p for p in (sweep / "soak").glob("*/*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_a_sweep_killed_outright_takes_its_pool_with_it(tmp_path: Path) -> None:
+    """kill -9 of the sweep's process alone (the OOM killer does that): nothing is there to
+    stop the pool, so the kernel does it; no pool process is left orphaned, waiting forever."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
+    args = ["sweep", *SWEEP[:4], "--seeds", "1", "--iterations", "200", "--jobs", "3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soakq", *args, "--artifacts", "a"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # past the pool's initializer: two runs under way, one process idle
+        pool = _children(proc.pid)
+        assert len(pool) == 3, pool
+        proc.kill()
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while any(_alive(p, t) for p, t in pool.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p, t in pool.items() if _alive(p, t)], "pool processes left running"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # only if the test failed: its own group
