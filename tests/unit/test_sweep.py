@@ -1,6 +1,8 @@
 """Sweeps (docs/sweeps.md): the plan pairs seeds and differs only in the compared factor; the
 statistics are scipy's exact tests; SWEEP.json numbers follow from the runs' facts; the CLI
-writes the same SWEEP content twice and refuses bad input in one line."""
+writes the same SWEEP content twice and refuses bad input in one line; a killed or interrupted
+embedded sweep leaves no pool process behind and the same command finishes it, to the same
+SWEEP.json."""
 
 from __future__ import annotations
 
