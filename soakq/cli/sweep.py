@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -11,8 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from soakq.cli.output import TerminalBar, out
+from soakq.cli.output import TerminalBar, err, out
 from soakq.cli.params import PATH
+from soakq.errors import ExitCode
 
 
 def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
@@ -99,22 +101,65 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
             from soakq.cli.distributed import sweep_distributed
 
             raise typer.Exit(sweep_distributed(settings, plan, directory, wait=wait))
-        from soakq.sweep.local import LocalSubmitter, default_jobs
+        from soakq.sweep.local import default_jobs
 
         n = jobs or default_jobs()
         _artifacts(settings, artifacts, create=True)
         directory.mkdir(parents=True, exist_ok=True)
-        submitter = LocalSubmitter(directory, n)
+        raise typer.Exit(sweep_embedded(plan, directory, n))
+
+
+def sweep_embedded(plan: Any, directory: Path, jobs: int) -> int:
+    """The sweep on a pool of ``jobs`` local processes. SIGTERM acts as Ctrl-C: the first of
+    either interrupts the sweep (one line, exit 130; the same command continues it); later ones
+    are ignored while the pool is stopped (its processes terminated, every wait bounded) and
+    the command ends."""
+    from soakq.sweep.local import LocalSubmitter
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    handlers = {sig: signal.getsignal(sig) for sig in signals}
+    stopped: list[int] = []
+
+    def ignore_signals() -> None:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+        ignore_signals()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    submitter = LocalSubmitter(directory, jobs)
+    try:
+        for sig in signals:
+            signal.signal(sig, on_signal)
+        return run_sweep(plan, submitter, directory, {"execution": "embedded", "jobs": jobs})
+    except KeyboardInterrupt:  # outside the runs (run_sweep says how many had finished)
+        interrupted(plan, None)
+        return int(ExitCode.INTERRUPTED)
+    finally:
+        ignore_signals()  # nothing cuts the pool's stop short
         try:
-            raise typer.Exit(
-                run_sweep(plan, submitter, directory, {"execution": "embedded", "jobs": n})
-            )
-        finally:
             submitter.close()
+        finally:
+            if not stopped:
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
+
+
+def interrupted(plan: Any, done: int | None) -> None:
+    """The one line of an interrupted sweep."""
+    after = f" after {done} runs" if done is not None else ""
+    err.print(
+        f"sweep {plan.sweep_id}: interrupted{after}; the same command continues it "
+        "(finished runs are not run again)",
+        markup=False,
+    )
 
 
 def run_sweep(plan: Any, submitter: Any, directory: Path, runtime: dict[str, Any]) -> int:
-    """Execute the plan with a progress view, write the sweep's files, print the comparisons."""
+    """Execute the plan with a progress view, write the sweep's files, print the comparisons.
+    An interrupt (KeyboardInterrupt) while the runs go: one line, exit 130."""
     from soakq.runner import iso
     from soakq.sweep import execute, sweep_document
     from soakq.sweep.report import write_sweep
@@ -137,14 +182,7 @@ def run_sweep(plan: Any, submitter: Any, directory: Path, runtime: dict[str, Any
         with SweepProgress(total) as bar:
             facts = execute(plan, submitter, progress=progress)
     except KeyboardInterrupt:
-        from soakq.cli.output import err
-        from soakq.errors import ExitCode
-
-        err.print(
-            f"sweep {plan.sweep_id}: interrupted after {done[0]} runs; the same command "
-            "continues it (finished runs are not run again)",
-            markup=False,
-        )
+        interrupted(plan, done[0])
         return int(ExitCode.INTERRUPTED)
     finished = time.time()
     runtime = {

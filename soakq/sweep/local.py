@@ -5,18 +5,32 @@ code as the workers, byte-identical results) in a process of a pool of ``jobs``.
 written under ``<sweep dir>/soak/<run_id>/`` (without the trend report: a sweep has hundreds of
 runs; ``soakq report DIR`` draws one). A run whose directory already holds its finished record
 for the same spec is read back instead of run again, so an interrupted sweep re-run with the same
-config continues where it stopped.
+config continues where it stopped. Any other directory (a run cut off before its RUN.json, with
+the temporary files of the writes the kill interrupted, or another config's run) is emptied and
+the run is run again from scratch: same spec, same bytes.
+
+The pool stops whole: ``close`` with runs still going (an interrupt, an error) terminates its
+processes (SIGTERM, then SIGKILL), each wait bounded, so nothing is left behind running; on
+Linux a pool process also dies with the sweep's process when that one is killed outright.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from soakq.artifacts import iteration_file, run_dir
 from soakq.config import RunSpec
+from soakq.errors import InputError
 from soakq.jsonio import read_json
 from soakq.sweep import RunFacts, Submitter, facts_of
 
@@ -36,8 +50,16 @@ def finished_facts(directory: Path, spec: RunSpec) -> RunFacts | None:
         if (gate or {}).get("verdict") != record["outcome"].get("release_gate"):
             return None  # cut off while it was written: run it again
         return facts_of(docs, gate, read_json(directory / "runtime_overrides.json"))
-    except (OSError, KeyError, TypeError, ValueError):
-        return None  # unreadable or partial: run it again (same bytes)
+    except (OSError, KeyError, TypeError, ValueError, InputError):
+        return None  # missing, unreadable or partial: run it again (same bytes)
+
+
+def clear_run(directory: Path) -> None:
+    """Remove every file a run left in its directory (its documents so far, the temporary
+    files of writes cut off by a kill), so that it is run again into an empty directory."""
+    for path in directory.iterdir():
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def run_one(spec_json: dict[str, Any], root: str) -> tuple[str, dict[str, Any]]:
@@ -47,9 +69,11 @@ def run_one(spec_json: dict[str, Any], root: str) -> tuple[str, dict[str, Any]]:
 
     spec = RunSpec.model_validate(spec_json)
     directory = run_dir(root, spec.run_id)
-    known = finished_facts(directory, spec) if directory.exists() else None
-    if known is not None:
-        return spec.run_id, known.as_json()
+    if directory.is_dir():
+        known = finished_facts(directory, spec)
+        if known is not None:
+            return spec.run_id, known.as_json()
+        clear_run(directory)  # not finished (or another config's): from scratch
     store = MemoryStore()
     run_embedded(spec, root, store=store, report=False)
     state, _ = store.get_state(spec.run_id)
@@ -61,18 +85,66 @@ def run_one(spec_json: dict[str, Any], root: str) -> tuple[str, dict[str, Any]]:
     return spec.run_id, facts.as_json()
 
 
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+STOP_GRACE_S = 5.0  # how long terminated pool processes get to exit before SIGKILL
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this process when the one that forked it dies, however
+    it dies (``kill -9``, the OOM killer), so that a pool process is not left orphaned waiting
+    for work forever. Elsewhere, or without prctl: nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _pool_process_init(parent: int) -> None:
+    """Pool initializer. Ctrl-C on a terminal reaches the whole process group, and a forked
+    process starts with the parent's handlers: a pool process ignores SIGINT (the parent decides
+    what an interrupt does) and ends on SIGTERM (how the parent stops it); then the two signals,
+    blocked while the parent forked it, are let through. It dies with its parent."""
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (blocked in this thread) until the block ends: a process forked
+    inside starts with them blocked, until ``_pool_process_init`` has set its handlers."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class LocalSubmitter(Submitter):
     """``jobs`` local processes; results come back as runs end."""
 
     def __init__(self, root: Path, jobs: int) -> None:
         self.root = str(root)
         self.jobs = jobs
-        self._pool = ProcessPoolExecutor(max_workers=jobs)
+        self._pool = ProcessPoolExecutor(
+            max_workers=jobs, initializer=_pool_process_init, initargs=(os.getpid(),)
+        )
         self._pending: set[Future[tuple[str, dict[str, Any]]]] = set()
         self._done: list[tuple[str, RunFacts]] = []
 
     def submit(self, spec: RunSpec) -> None:
-        self._pending.add(self._pool.submit(run_one, spec.as_json(), self.root))
+        with _stop_signals_deferred():  # the pool forks its processes on the first submit
+            self._pending.add(self._pool.submit(run_one, spec.as_json(), self.root))
 
     def next_done(self) -> tuple[str, RunFacts]:
         while not self._done:
@@ -82,10 +154,32 @@ class LocalSubmitter(Submitter):
                 self._done.append((run_id, RunFacts.from_json(facts)))
         return self._done.pop(0)
 
-    def close(self) -> None:
-        for fut in self._pending:
-            fut.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def _processes(self) -> list[Any]:
+        return list((self._pool._processes or {}).values())  # shutdown() forgets them
+
+    def close(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop the pool and wait (bounded) for its processes to exit. Runs still going (an
+        interrupt, an error) are cut off: SIGTERM, and SIGKILL after ``grace_s``; a cut-off run
+        left no RUN.json, so the next sweep runs it again."""
+        processes = self._processes()
+        # The pool's thread that feeds and reaps its processes: done before we return, so that
+        # the interpreter's exit does not race it (shutdown() forgets it too).
+        manager = getattr(self._pool, "_executor_manager_thread", None)
+        cut_off = any(not fut.done() for fut in self._pending)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if cut_off:
+            for p in processes:
+                with contextlib.suppress(ValueError):  # closed by the pool meanwhile: gone
+                    p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in processes:
+            with contextlib.suppress(ValueError):
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+                    p.join(1.0)
+        if isinstance(manager, threading.Thread):
+            manager.join(max(0.0, deadline - time.monotonic()) + 1.0)
 
 
 def default_jobs() -> int:

@@ -1,14 +1,21 @@
 """Sweeps (docs/sweeps.md): the plan pairs seeds and differs only in the compared factor; the
 statistics are scipy's exact tests; SWEEP.json numbers follow from the runs' facts; the CLI
-writes the same SWEEP content twice and refuses bad input in one line."""
+writes the same SWEEP content twice and refuses bad input in one line; a killed or interrupted
+embedded sweep leaves no pool process behind and the same command finishes it, to the same
+SWEEP.json."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -386,6 +393,80 @@ def test_a_run_directory_cut_off_mid_export_is_run_again(tmp_path: Path) -> None
     assert json.loads((directory / "RELEASE_GATE.json").read_text()) == gate
 
 
+def _without_runtime(obj: object) -> object:
+    """A JSON document with every ``runtime`` field (timestamps, worker, wall time) left out."""
+    if isinstance(obj, dict):
+        return {k: _without_runtime(v) for k, v in obj.items() if k != "runtime"}
+    if isinstance(obj, list):
+        return [_without_runtime(v) for v in obj]
+    return obj
+
+
+def _run_files(directory: Path) -> dict[str, object]:
+    """A run directory's files by name, JSON outside ``runtime``, the rest as bytes."""
+    return {
+        p.name: _without_runtime(json.loads(p.read_text()))
+        if p.suffix == ".json"
+        else p.read_bytes()
+        for p in sorted(directory.iterdir())
+    }
+
+
+def _leave_as_a_kill_does(
+    run: Path, iterations: int, *, finished_but_run_json: bool = False
+) -> None:
+    """What ``kill -9`` leaves in a run directory: the ITER_SUMMARY files written so far (or
+    every file but RUN.json, which is written last), no RUN.json, and the temporary file of
+    the atomic write it cut off."""
+    for path in run.iterdir():
+        m = re.fullmatch(r"ITER_SUMMARY_(\d+)\.json", path.name)
+        keep = path.name != "RUN.json" if finished_but_run_json else bool(m)
+        if not keep or (m and int(m.group(1)) > iterations):
+            path.unlink()
+    cut = "RUN.json" if finished_but_run_json else f"ITER_SUMMARY_{iterations + 1}.json"
+    (run / f".{cut}.k1ll3d.tmp").write_text('{"iteration": ')
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_continues_to_the_same_sweep(tmp_path: Path) -> None:
+    """A sweep killed with -9 leaves run directories without RUN.json, some with only a temporary
+    file, some mid-way; the same command redoes those runs from scratch (clearing what the kill
+    left) and ends with the SWEEP.json of an uninterrupted sweep (docs/sweeps.md)."""
+    args = ["sweep", *SWEEP[:4], "--seeds", "1-3", "--iterations", "8"]
+    args += ["--holdout-seeds", "101", "--jobs", "2"]
+    clean = _soakq(*args, "--artifacts", "a", cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    (reference,) = (tmp_path / "a" / "sweeps").iterdir()
+    killed = tmp_path / "b" / "sweeps" / reference.name
+    shutil.copytree(reference, killed, symlinks=True)
+    for name in ("SWEEP.json", "SWEEP.md", "sweep.png"):  # the kill came before the end
+        (killed / name).unlink()
+    soak = killed / "soak"
+    holdout = next(d.name for d in soak.iterdir() if ".h101" in d.name)
+    sid = reference.name
+    cut = {
+        f"{sid}.aggressive.volatile.s1.auto-tune": 0,  # only a temporary file
+        f"{sid}.aggressive.volatile.s2.no-auto-tune": 5,  # mid-way
+        holdout: 3,  # a hold-out run mid-way
+    }
+    for name, iterations in cut.items():
+        _leave_as_a_kill_does(soak / name, iterations)
+    last = f"{sid}.aggressive.volatile.s3.no-auto-tune"  # killed while writing RUN.json
+    _leave_as_a_kill_does(soak / last, 8, finished_but_run_json=True)
+    shutil.rmtree(soak / f"{sid}.aggressive.volatile.s3.auto-tune")  # never started
+    os.symlink("nowhere", soak / ".latest.999999.tmp")  # a cut-off repoint of `latest`
+
+    again = _soakq(*args, "--artifacts", "b", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""
+    assert _no_runtime(killed / "SWEEP.json") == _no_runtime(reference / "SWEEP.json")
+    assert (killed / "SWEEP.md").read_bytes() == (reference / "SWEEP.md").read_bytes()
+    for name in [*cut, last, f"{sid}.aggressive.volatile.s3.auto-tune"]:
+        # Run again from scratch: the files of the uninterrupted run and nothing else.
+        assert _run_files(soak / name) == _run_files(reference / "soak" / name), name
+    assert not [p for p in soak.glob("*/*") if p.name.endswith(".tmp")]
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_a_sweep_is_one_line_and_the_same_command_continues(tmp_path: Path) -> None:
     import signal
@@ -415,3 +496,151 @@ def test_ctrl_c_on_a_sweep_is_one_line_and_the_same_command_continues(tmp_path: 
     assert not (sweep / "SWEEP.json").exists()
     finished = [d for d in (sweep / "soak").iterdir() if (d / "RELEASE_GATE.json").exists()]
     assert len(finished) >= 2
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid`` now: pid -> start time (so a reused pid is not
+    taken for one of them), from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:  # fields: state, ppid, ... starttime is the 20th
+            found[int(stat.parent.name)] = fields[19]
+    return found
+
+
+def _alive(pid: int, started: str) -> bool:
+    """Whether that process still exists and is not a zombie."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[19] == started and fields[0] != "Z"
+
+
+def _line(proc: subprocess.Popen[str], prefix: str, timeout_s: float) -> None:
+    """Read proc's stdout until a line starts with ``prefix``; fail after ``timeout_s``."""
+    import selectors
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    buffer = ""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536).decode()
+            assert chunk, f"the sweep ended before {prefix!r}: {buffer}"
+            buffer += chunk
+            if any(line.startswith(prefix) for line in buffer.splitlines()):
+                return
+    pytest.fail(f"no line {prefix!r} within {timeout_s} s: {buffer}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("how", ["sigterm", "sigterm-with-an-idle-process", "ctrl-c-on-the-group"])
+def test_sigterm_on_a_sweep_stops_its_pool_and_says_so_in_one_line(
+    tmp_path: Path, how: str
+) -> None:
+    """SIGTERM to an embedded sweep acts as Ctrl-C: one line saying how to continue, exit 130,
+    and the pool's processes are gone (not left orphaned); the same command then finishes it
+    with the SWEEP.json of an uninterrupted sweep. A pool process waiting for work (more
+    processes than runs) ends without a traceback too. Ctrl-C on a terminal signals the whole
+    process group, pool included: the same one line."""
+    from soakq.sweep.local import STOP_GRACE_S
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    idle = how == "sigterm-with-an-idle-process"
+    grid = ["--seeds", "1", "--iterations", "200", "--jobs", "3"] if idle else []
+    grid = grid or ["--seeds", "1-6", "--iterations", "8", "--jobs", "2"]
+    args = ["sweep", *SWEEP[:4], *grid]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soakq", *args, "--artifacts", "a"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group: whatever it leaves is ours to clean up
+    )
+    try:
+        if idle:  # two runs on three processes: one waits for work
+            deadline = time.monotonic() + 20
+            while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # the runs are under way
+        else:
+            _line(proc, "run 1/", timeout_s=20)  # the pool runs: one run finished
+        pool = _children(proc.pid)
+        assert pool, "no pool process found"
+        signalled = time.monotonic()
+        if how == "ctrl-c-on-the-group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)  # its output is short: the pipes cannot fill
+        # The pool ended on SIGTERM, not by the SIGKILL that follows STOP_GRACE_S later.
+        assert time.monotonic() - signalled < STOP_GRACE_S
+        deadline = time.monotonic() + 5
+        while any(_alive(p, t) for p, t in pool.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p, t in pool.items() if _alive(p, t)], "pool processes left running"
+        _, err = proc.communicate(timeout=5)  # EOF: nothing holds its pipes any more
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # only if the test failed: its own group
+        proc.wait(timeout=10)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("sweep sweep-") and "interrupted after" in err, err
+    assert "the same command continues it" in err, err
+    (sweep,) = (tmp_path / "a" / "sweeps").iterdir()
+    assert not (sweep / "SWEEP.json").exists()
+    if how != "sigterm":
+        return
+    again = _soakq(*args, "--artifacts", "a", cwd=tmp_path)
+    clean = _soakq(*args, "--artifacts", "b", cwd=tmp_path)
+    assert again.returncode == 0 and clean.returncode == 0, again.stderr + clean.stderr
+    assert _no_runtime(sweep / "SWEEP.json") == _no_runtime(
+        tmp_path / "b" / "sweeps" / sweep.name / "SWEEP.json"
+    )
+    assert not [p for p in (sweep / "soak").glob("*/*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_a_sweep_killed_outright_takes_its_pool_with_it(tmp_path: Path) -> None:
+    """kill -9 of the sweep's process alone (the OOM killer does that): nothing is there to
+    stop the pool, so the kernel does it; no pool process is left orphaned, waiting forever."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
+    args = ["sweep", *SWEEP[:4], "--seeds", "1", "--iterations", "200", "--jobs", "3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soakq", *args, "--artifacts", "a"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # past the pool's initializer: two runs under way, one process idle
+        pool = _children(proc.pid)
+        assert len(pool) == 3, pool
+        proc.kill()
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while any(_alive(p, t) for p, t in pool.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p, t in pool.items() if _alive(p, t)], "pool processes left running"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # only if the test failed: its own group
