@@ -14,6 +14,7 @@ import math
 import statistics
 import subprocess
 import sys
+import warnings
 from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
@@ -157,6 +158,18 @@ def test_parameters_change_the_bot_but_never_the_market_path(
         assert getattr(first.takers, field).tobytes() == getattr(second.takers, field).tobytes()
     assert first.signal == second.signal and first.latency_level == second.latency_level
     assert first.jump_count > 0
+
+
+@pytest.mark.parametrize("mode", ["calm", "volatile", "spike"])
+def test_the_extreme_allowed_knobs_run_without_numeric_warnings(mode: str) -> None:
+    """--mock-sigma 100 --spike-prob 1 --gap-bps 10000: mids far through the quotes (an exp
+    overflowed into a RuntimeWarning on the user's terminal)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = BookSimulator().measure(
+            req(mode=mode, sigma_scale=100.0, spike_prob=1.0, gap_bps=10_000.0)
+        )
+    json.dumps(out, allow_nan=False)
 
 
 def test_market_knobs_sigma_spike_prob_and_gap_size() -> None:

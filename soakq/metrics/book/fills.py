@@ -142,7 +142,12 @@ def _uninformed(book: Book, regime: Regime, spec: SymbolSpec) -> tuple:
     act = book.act_at(sd, st)
     dist = book.dist(sd, st)
     a_dt = regime.fill_a_per_s * spec.depth_scale * dt_s
-    lam = np.minimum(a_dt * np.exp(-regime.fill_k_per_bp * dist), regime.max_fill_rate_per_s * dt_s)
+    # A crossed quote (dist < 0) takes the crossed rate below; its exp is not needed (and would
+    # overflow for a mid far through it).
+    depth = np.maximum(dist, 0.0)
+    lam = np.minimum(
+        a_dt * np.exp(-regime.fill_k_per_bp * depth), regime.max_fill_rate_per_s * dt_s
+    )
     x = np.where(dist < 0.0, regime.crossed_rate_per_s * dt_s, lam)
     keep = u < -np.expm1(-x * book.queue(sd, st, act))
     st, sd = st[keep], sd[keep]
