@@ -336,8 +336,11 @@ def build_spec(
     check_symbols(src, syms)
     if live and src != "file":
         raise ConfigError(f"--bot-dir drives a live bot: it needs --source file, not {src}")
+    if report_dir and (live or src != "file"):
+        what = "--bot-dir drives a live bot" if live else f"--source {src} reads no reports"
+        raise ConfigError(f"--report-dir replays recorded reports for --source file; {what}")
     rdir = report_dir or (str(settings.report_dir) if settings.report_dir else None)
-    rdir = None if live else rdir
+    rdir = rdir if src == "file" and not live else None  # the setting applies where it is read
     if src == "file" and not rdir and not live:
         raise ConfigError(
             "--source file needs --bot-dir DIR (or SOAKQ_BOT_DIR) for a live bot, "

@@ -483,6 +483,13 @@ def test_worker_starts_when_redis_answers(soakq_exe: str, redis_url: str, clean_
         (["submit", "--artifacts="], {}, ["--artifacts", "empty path"]),
         (["freeze", "--input", "x", "--output", ""], {}, ["--output", "empty path"]),
         (["gate", ""], {}, ["PATH", "empty path"]),
+        # A flag nothing reads is refused, not recorded (it changed the run id).
+        (["submit", "--report-dir", "x"], {}, ["--report-dir", "--source book reads no reports"]),
+        (
+            ["submit", "--source", "kpi", "--report-dir", "x"],
+            {},
+            ["--report-dir", "--source kpi reads no reports"],
+        ),
         # A rule across settings names the variables, not the fields.
         (
             ["submit", "--iterations", "1"],
