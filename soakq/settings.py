@@ -156,8 +156,25 @@ def environment_error(exc: ValidationError, model: type[BaseSettings]) -> Config
     return ConfigError(f"environment {env}={value!r}: {why}")
 
 
+def disagreeing_aliases(model: type[BaseSettings]) -> ConfigError | None:
+    """Two names of one setting set to different values (``SOAK_MOCK_MODE=calm`` and
+    ``SOAKQ_MOCK_MODE=spike``): which one wins would be a guess, so neither does."""
+    for field in model.model_fields.values():
+        alias = field.validation_alias
+        if not isinstance(alias, AliasChoices):
+            continue
+        given = {str(n): os.environ[str(n)] for n in alias.choices if str(n) in os.environ}
+        if len(set(given.values())) > 1:
+            both = " and ".join(f"{n}={v!r}" for n, v in given.items())
+            return ConfigError(f"environment {both} disagree: set one of them")
+    return None
+
+
 def load_settings() -> Settings:
     """Read the environment once; a bad value is a ConfigError naming the variable."""
+    problem = disagreeing_aliases(Settings)
+    if problem is not None:
+        raise problem
     try:
         return Settings()
     except ValidationError as exc:

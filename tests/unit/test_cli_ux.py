@@ -483,6 +483,12 @@ def test_worker_starts_when_redis_answers(soakq_exe: str, redis_url: str, clean_
         (["submit", "--artifacts="], {}, ["--artifacts", "empty path"]),
         (["freeze", "--input", "x", "--output", ""], {}, ["--output", "empty path"]),
         (["gate", ""], {}, ["PATH", "empty path"]),
+        # Two names of one setting that disagree: neither silently wins.
+        (
+            ["submit"],
+            {"SOAK_MOCK_MODE": "calm", "SOAKQ_MOCK_MODE": "spike"},
+            ["SOAK_MOCK_MODE='calm' and SOAKQ_MOCK_MODE='spike' disagree"],
+        ),
         # A flag nothing reads is refused, not recorded (it changed the run id).
         (["submit", "--report-dir", "x"], {}, ["--report-dir", "--source book reads no reports"]),
         (
