@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,16 @@ def test_user_map_points_kpis_at_other_fields(tmp_path: Path) -> None:
     assert fmap.total_keys == ("totals", "total")  # the built-in sections are kept
 
 
-def test_bad_user_map_is_a_config_error(tmp_path: Path) -> None:
-    path = write_json(tmp_path / "map.json", {"fields": {"nope": [{"from": "x"}]}})
-    with pytest.raises(ConfigError, match="unknown KPI 'nope'"):
+@pytest.mark.parametrize(
+    ("doc", "says"),
+    [
+        ({"fields": {"nope": [{"from": "x"}]}}, "unknown KPI 'nope'"),
+        ({"fields": {"risk_ratio": []}}, "risk_ratio: give at least one candidate"),
+        ([], "expected a JSON object such as"),
+    ],
+)
+def test_bad_user_map_is_a_config_error(tmp_path: Path, doc: Any, says: str) -> None:
+    path = write_json(tmp_path / "map.json", doc)
+    with pytest.raises(ConfigError, match=re.escape(says)) as err:
         load_user_map(path)
+    assert "Value error" not in str(err.value) and ": :" not in str(err.value)

@@ -47,6 +47,9 @@ class FieldMap(BaseModel):
         unknown = sorted(set(value) - set(MAPPED))
         if unknown:
             raise ValueError(f"unknown KPI {unknown[0]!r}; allowed: {', '.join(MAPPED)}")
+        empty = sorted(k for k, candidates in value.items() if not candidates)
+        if empty:  # it would read nothing: the KPI always absent, the gate always failing closed
+            raise ValueError(f'{empty[0]}: give at least one candidate, e.g. [{{"from": "FIELD"}}]')
         return value
 
     def as_json(self) -> dict[str, Any]:
@@ -92,7 +95,10 @@ def _parse(doc: Any, what: str) -> FieldMap:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{what}: {where}: {first['msg']}") from None
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        if not where:  # the document itself: a JSON object is wanted
+            msg = 'expected a JSON object such as {"fields": {"risk_ratio": [{"from": "FIELD"}]}}'
+        raise ConfigError(f"{what}: {where + ': ' if where else ''}{msg}") from None
 
 
 @cache
