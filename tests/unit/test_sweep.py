@@ -541,6 +541,22 @@ def _line(proc: subprocess.Popen[str], prefix: str, timeout_s: float) -> None:
     pytest.fail(f"no line {prefix!r} within {timeout_s} s: {buffer}")
 
 
+def _spawn_sweep(tmp_path: Path, args: list[str], output: int) -> subprocess.Popen[str]:
+    """`soakq sweep ARGS --artifacts a` in ``tmp_path``, in a process group of its own
+    (whatever it leaves is the test's to clean up), with no SOAK*_ setting of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen(
+        [sys.executable, "-m", "soakq", *args, "--artifacts", "a"],
+        env=env,
+        cwd=tmp_path,
+        stdout=output,
+        stderr=output,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 @pytest.mark.parametrize("how", ["sigterm", "sigterm-with-an-idle-process", "ctrl-c-on-the-group"])
@@ -554,21 +570,11 @@ def test_sigterm_on_a_sweep_stops_its_pool_and_says_so_in_one_line(
     process group, pool included: the same one line."""
     from soakq.sweep.local import STOP_GRACE_S
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
-    env["PYTHONUNBUFFERED"] = "1"
     idle = how == "sigterm-with-an-idle-process"
     grid = ["--seeds", "1", "--iterations", "200", "--jobs", "3"] if idle else []
     grid = grid or ["--seeds", "1-6", "--iterations", "8", "--jobs", "2"]
     args = ["sweep", *SWEEP[:4], *grid]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "soakq", *args, "--artifacts", "a"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own group: whatever it leaves is ours to clean up
-    )
+    proc = _spawn_sweep(tmp_path, args, subprocess.PIPE)
     try:
         if idle:  # two runs on three processes: one waits for work
             deadline = time.monotonic() + 20
@@ -618,16 +624,8 @@ def test_sigterm_on_a_sweep_stops_its_pool_and_says_so_in_one_line(
 def test_a_sweep_killed_outright_takes_its_pool_with_it(tmp_path: Path) -> None:
     """kill -9 of the sweep's process alone (the OOM killer does that): nothing is there to
     stop the pool, so the kernel does it; no pool process is left orphaned, waiting forever."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
     args = ["sweep", *SWEEP[:4], "--seeds", "1", "--iterations", "200", "--jobs", "3"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "soakq", *args, "--artifacts", "a"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = _spawn_sweep(tmp_path, args, subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
         while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
