@@ -159,6 +159,13 @@ def load_run_dir(run_dir: Path) -> tuple[list[Any], dict[str, Any] | None]:
     files = iteration_files(run_dir)
     if not files:
         raise InputError(f"{run_dir}: no ITER_SUMMARY_<i>.json files; is this a run directory?")
+    numbers = {i for i, _ in files}
+    gap = next((i for i in range(1, max(numbers) + 1) if i not in numbers), None)
+    if gap is not None:
+        raise InputError(
+            f"{run_dir / f'ITER_SUMMARY_{gap}.json'}: not found; a run directory holds "
+            f"iterations 1 to {max(numbers)} without a gap"
+        )
     docs = [read_json(p) for _, p in files]
     for (i, p), doc in zip(files, docs, strict=True):
         if not isinstance(doc, Mapping) or doc.get("iteration") != i:

@@ -415,7 +415,7 @@ def test_gate_run_dir_console_script(
     [
         ("missing", ["not found"]),
         ("empty", ["no ITER_SUMMARY_<i>.json"]),
-        ("gap", ["iteration number 3 where 2 was expected"]),
+        ("gap", ["ITER_SUMMARY_2.json: not found", "without a gap"]),
         ("wrong-number", ["ITER_SUMMARY_2.json", "not the ITER_SUMMARY document of iteration 2"]),
         ("garbled", ["ITER_SUMMARY_1.json", "not valid JSON"]),
         ("bad-run-json", ["RUN.json", "config"]),
@@ -610,6 +610,11 @@ def test_load_run_dir(clean_env: Path) -> None:
         ("file", "{t}: not a directory; expected a run directory or an ITER_SUMMARY file"),
         ("empty", "{t}: no ITER_SUMMARY_<i>.json files; is this a run directory?"),
         ("mismatch", "{t}/ITER_SUMMARY_2.json: not the ITER_SUMMARY document of iteration 2"),
+        (
+            "gap",
+            "{t}/ITER_SUMMARY_2.json: not found; a run directory holds iterations 1 to 3 "
+            "without a gap",
+        ),
         ("not-object", "{t}/ITER_SUMMARY_1.json: not the ITER_SUMMARY document of iteration 1"),
         ("run-json", "{t}/RUN.json: not a RUN.json document (needs a 'config' object)"),
         ("run-config", "{t}/RUN.json: not a RUN.json document (needs a 'config' object)"),
@@ -624,6 +629,9 @@ def test_load_run_dir_errors_exactly(clean_env: Path, setup: str, text: str) -> 
     elif setup == "mismatch":
         run_dir(t, _docs(2))
         write(t / "ITER_SUMMARY_2.json", iteration(1, OVR))
+    elif setup == "gap":
+        run_dir(t, _docs(3))
+        (t / "ITER_SUMMARY_2.json").unlink()
     elif setup == "not-object":
         run_dir(t, [])
         write(t / "ITER_SUMMARY_1.json", "[1]")
