@@ -319,7 +319,8 @@ def submit(
         report_timeout_s=report_timeout,
         consecutive_error_limit=consecutive_error_limit,
     )
-    root = _artifacts(settings, artifacts)
+    # Embedded, this process writes the run: an unusable root is refused before it starts.
+    root = _artifacts(settings, artifacts, create=not settings.redis_url)
     if settings.redis_url:
         from soakq.cli.distributed import submit_distributed
 
@@ -328,7 +329,6 @@ def submit(
                 settings, spec, root, wait=bool(wait), explicit_id=run_id is not None
             )
         )
-    root = _artifacts(settings, artifacts, create=True)
     raise typer.Exit(_submit_embedded(spec, root, explicit_id=run_id is not None))
 
 

@@ -96,7 +96,8 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
             sweep_id=sweep_id,
         )
         plan = Plan(config, settings)
-        directory = _artifacts(settings, artifacts) / "sweeps" / plan.sweep_id
+        root = _artifacts(settings, artifacts, create=not settings.redis_url)
+        directory = root / "sweeps" / plan.sweep_id
         if settings.redis_url:
             from soakq.cli.distributed import sweep_distributed
 
@@ -104,7 +105,6 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         from soakq.sweep.local import default_jobs
 
         n = jobs or default_jobs()
-        _artifacts(settings, artifacts, create=True)
         directory.mkdir(parents=True, exist_ok=True)
         raise typer.Exit(sweep_embedded(plan, directory, n))
 
