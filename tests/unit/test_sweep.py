@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from scipy import stats
+from soakq_testkit import strip_runtime
 
 from soakq.errors import ConfigError
 from soakq.jsonio import sha256_of
@@ -393,21 +394,10 @@ def test_a_run_directory_cut_off_mid_export_is_run_again(tmp_path: Path) -> None
     assert json.loads((directory / "RELEASE_GATE.json").read_text()) == gate
 
 
-def _without_runtime(obj: object) -> object:
-    """A JSON document with every ``runtime`` field (timestamps, worker, wall time) left out."""
-    if isinstance(obj, dict):
-        return {k: _without_runtime(v) for k, v in obj.items() if k != "runtime"}
-    if isinstance(obj, list):
-        return [_without_runtime(v) for v in obj]
-    return obj
-
-
 def _run_files(directory: Path) -> dict[str, object]:
     """A run directory's files by name, JSON outside ``runtime``, the rest as bytes."""
     return {
-        p.name: _without_runtime(json.loads(p.read_text()))
-        if p.suffix == ".json"
-        else p.read_bytes()
+        p.name: strip_runtime(json.loads(p.read_text())) if p.suffix == ".json" else p.read_bytes()
         for p in sorted(directory.iterdir())
     }
 
