@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -18,6 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# A shell without job control starts a background job with SIGINT ignored, and an ignored signal
+# stays ignored across fork and exec: every soakq process a test spawns would then shrug off the
+# Ctrl-C the signal tests send. A handled signal is reset to the default at exec, so handling it
+# here gives the children the disposition a terminal would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
