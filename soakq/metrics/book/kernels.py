@@ -5,10 +5,9 @@ is sequential by nature (each action depends on the previous one's time and the 
 each fill's size on the inventory the previous fills left). The requote walk is vectorised by
 pointer doubling along the chain the trigger table implies, stepping in Python only around the
 few actions the budget delays; ``walk_reference`` is the one-action-at-a-time rule it must
-match (tested). The fill loop runs once per candidate fill (a few hundred) in plain Python. A
-compiled kernel (numba) was measured and not taken: importing numba and loading its cached
-machine code costs more per process than the whole simulator spends in an embedded
-24-iteration soak (docs/simulator.md, "Speed").
+match (tested). When the C extension ``_requote`` was built, ``quotes.requote_steps`` walks in C
+instead, with the same bits (docs/simulator.md, "Speed"); this is the path without it. The fill
+loop runs once per candidate fill (a few hundred) in plain Python.
 """
 
 from __future__ import annotations

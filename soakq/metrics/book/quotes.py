@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
+from types import ModuleType
 
 import numpy as np
 
@@ -35,6 +36,19 @@ from soakq.metrics.book.market import (
     Market,
     burst_factor,
 )
+
+
+def _compiled() -> ModuleType | None:
+    """The C requote walk, built at install when a C compiler was there (pyproject.toml)."""
+    try:
+        from soakq.metrics.book import _requote
+    except ImportError:  # no compiler at install: the numpy path, same outputs
+        return None
+    return _requote
+
+
+_requote = _compiled()
+COMPILED = _requote is not None  # the requote walk runs compiled (docs/simulator.md, "Speed")
 
 Array = np.ndarray
 MAX_CONGESTION_U = 0.95  # the venue throttles beyond this share of its limit
@@ -53,9 +67,10 @@ class Schedule:
     live_ms: Array  # (2, actions): when the new bid / ask rest on the book (FIFO per side)
 
 
-def timer_steps(phase: Array, duration_ms: float, step_ms: float) -> Array:
-    """(steps,) int32: ``floor(duration / step + phase)``, at least 1: a timer checked on steps."""
-    out = (phase + duration_ms / step_ms).astype(np.int32)
+def timer_steps(phase: Array, steps: float) -> Array:
+    """(n,) int32: ``floor(phase + steps)``, at least 1: a timer of ``steps`` (a duration / the
+    step) checked on steps."""
+    out = (phase + steps).astype(np.int32)
     np.maximum(out, 1, out=out)
     return out
 
@@ -131,6 +146,58 @@ def urgent_steps(trig: Triggers, jump_steps: Array, tail: Array) -> Array:
     return urgent
 
 
+def requote_steps(
+    market: Market,
+    n: int,
+    *,
+    tol_bps: float,
+    tail_steps: float,
+    gap_steps: float,
+    interval: float,
+    tolerance: float,
+    compiled: bool | None = None,
+) -> tuple[Array, Array]:
+    """(actions,) int64 decision steps and (actions,) bool "the mid triggered it" of the quote
+    actions: the trigger table walked under the replace budget (``kernels.walk_schedule``).
+
+    ``tail_steps`` / ``gap_steps``: tail_age_ms and 2 x min_interval_ms in steps; ``interval``
+    and ``tolerance``: the GCRA in steps, ``kernels.dyadic``. ``compiled`` takes the C walk
+    (``_requote.c``: the same rule evaluated only at the steps it visits) instead of the numpy
+    one, None (default) when it was built (``COMPILED``); both give the same bits
+    (tests/unit/test_book_compiled.py). Raises RuntimeError when ``compiled`` is asked for and
+    the extension was not built.
+    """
+    if compiled is None:
+        compiled = COMPILED
+    if compiled:
+        if _requote is None:
+            raise RuntimeError("the compiled requote walk was not built at install")
+        raw_steps, raw_price = _requote.walk(
+            market.mid,
+            market.phase,
+            np.ascontiguousarray(market.jump_steps, dtype=np.int64),
+            n,
+            tol_bps,
+            tail_steps,
+            gap_steps,
+            interval,
+            tolerance,
+        )
+        return np.frombuffer(raw_steps, dtype=np.int64), np.frombuffer(raw_price, dtype=bool)
+    tail = timer_steps(market.phase, tail_steps)
+    trig = trigger_table(
+        market.mid, n, tol_bps=tol_bps, tail=tail, gap=timer_steps(market.phase, gap_steps)
+    )
+    steps = kernels.walk_schedule(
+        trig.code,
+        urgent_steps(trig, market.jump_steps, tail),
+        n,
+        interval=interval,
+        tolerance=tolerance,
+    )
+    return steps, (trig.code[steps] & 1).astype(bool)
+
+
 def schedule_quotes(
     cfg: BookConfig,
     regime: Regime,
@@ -144,23 +211,16 @@ def schedule_quotes(
     """The bot's quote actions, their message latencies and live times for one symbol-iteration."""
     clock, bot = cfg.clock, cfg.bot
     n, step_ms = clock.steps, float(clock.step_ms)
-    phase = market.phase
-    tail = timer_steps(phase, tail_age_ms, step_ms)
-    trig = trigger_table(
-        market.mid,
-        n,
-        tol_bps=regime.requote_bps,
-        tail=tail,
-        gap=timer_steps(phase, 2.0 * min_interval_ms, step_ms),
-    )
     # The replace budget as a GCRA (virtual-scheduling form of the token bucket): an action
     # costs two replacements, the bucket holds max(2, rate * burst_s / 60) of them.
     per_step = replace_rate_per_min * step_ms / 60_000.0
     depth = max(2.0, replace_rate_per_min * bot.burst_s / 60.0)
-    steps = kernels.walk_schedule(
-        trig.code,
-        urgent_steps(trig, market.jump_steps, tail),
+    steps, price_driven = requote_steps(
+        market,
         n,
+        tol_bps=regime.requote_bps,
+        tail_steps=tail_age_ms / step_ms,
+        gap_steps=2.0 * min_interval_ms / step_ms,
         interval=kernels.dyadic(2.0 / per_step),
         tolerance=kernels.dyadic((depth - 2.0) / per_step),
     )
@@ -175,7 +235,7 @@ def schedule_quotes(
     return Schedule(
         step=steps,
         decided_ms=decided_ms,
-        price_driven=(trig.code[steps] & 1).astype(bool),
+        price_driven=price_driven,
         latency_ms=latency,
         live_ms=live,
     )

@@ -1,0 +1,15 @@
+"""Types of the compiled requote walk (``_requote.c``)."""
+
+from numpy import ndarray as Buffer
+
+def walk(
+    mid: Buffer,
+    phase: Buffer,
+    jump_steps: Buffer,
+    n: int,
+    tol_bps: float,
+    tail_steps: float,
+    gap_steps: float,
+    interval: float,
+    tolerance: float,
+) -> tuple[bytes, bytes]: ...

@@ -1,0 +1,122 @@
+"""The compiled requote walk (``soakq/metrics/book/_requote.c``) gives the numpy path's bits, on
+random markets and parameters and end to end (docs/simulator.md, "Speed"). Under CI the
+extension must have been built, so these tests can never pass by skipping there."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from soakq.metrics.base import MeasureRequest
+from soakq.metrics.book import kernels, load_book_config, simulate
+from soakq.metrics.book import quotes as quotes_module
+from soakq.metrics.book.market import Market, build_market
+
+needs_compiled = pytest.mark.skipif(
+    not quotes_module.COMPILED and not os.environ.get("CI"),
+    reason="the C requote walk was not built (no C compiler at install)",
+)
+MODES = ["calm", "volatile", "spike"]
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
+def test_ci_builds_the_compiled_walk() -> None:
+    if not os.environ.get("CI"):
+        pytest.skip("only CI promises a C compiler")
+    assert quotes_module.COMPILED, "CI installed soakq without building _requote.c"
+
+
+def _market(
+    seed: int, mode: str, symbol: str, spike_prob: float | None, gap_bps: float | None
+) -> Market:
+    cfg = load_book_config()
+    regime = cfg.regime(mode)
+    return build_market(
+        cfg,
+        regime,
+        cfg.symbol(symbol),
+        seed=seed,
+        mode=mode,
+        symbol=symbol,
+        iteration=1,
+        sigma_scale=1.0,
+        jumps_per_min=regime.jumps_per_min if spike_prob is None else spike_prob,
+        jump_bps=regime.jump_bps if gap_bps is None else gap_bps,
+    )
+
+
+@needs_compiled
+@settings(max_examples=120, deadline=None)
+@given(
+    seed=st.integers(0, 2**63 - 1),
+    mode=st.sampled_from(MODES),
+    symbol=st.sampled_from(SYMBOLS),
+    spike_prob=st.sampled_from([None, 0.0, 2.0, 30.0]),  # jumps per minute: urgent requotes
+    gap_bps=st.sampled_from([None, 1.0, 500.0]),
+    tail_age_ms=st.floats(0.0, 3000.0),  # beyond the parameter's bounds on purpose
+    min_interval_ms=st.floats(0.0, 600.0),
+    rate=st.floats(10.0, 3000.0),  # replacements per minute
+    burst_s=st.sampled_from([0.0, 1.0, 4.0]),
+)
+def test_compiled_walk_gives_the_numpy_walks_steps(
+    seed: int,
+    mode: str,
+    symbol: str,
+    spike_prob: float | None,
+    gap_bps: float | None,
+    tail_age_ms: float,
+    min_interval_ms: float,
+    rate: float,
+    burst_s: float,
+) -> None:
+    market = _market(seed, mode, symbol, spike_prob, gap_bps)
+    cfg = load_book_config()
+    per_step = rate * cfg.clock.step_ms / 60_000.0
+    args = {
+        "tol_bps": cfg.regime(mode).requote_bps,
+        "tail_steps": tail_age_ms / cfg.clock.step_ms,
+        "gap_steps": 2.0 * min_interval_ms / cfg.clock.step_ms,
+        "interval": kernels.dyadic(2.0 / per_step),
+        "tolerance": kernels.dyadic((max(2.0, rate * burst_s / 60.0) - 2.0) / per_step),
+    }
+    n = cfg.clock.steps
+    steps, price = quotes_module.requote_steps(market, n, compiled=True, **args)
+    ref_steps, ref_price = quotes_module.requote_steps(market, n, compiled=False, **args)
+    assert steps.dtype == ref_steps.dtype and price.dtype == ref_price.dtype
+    assert np.array_equal(steps, ref_steps)
+    assert np.array_equal(price, ref_price)
+
+
+@needs_compiled
+@pytest.mark.parametrize("mode", MODES)
+def test_simulate_is_the_same_with_and_without_the_compiled_walk(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = {
+        "base_spread_bps_delta": 0.05,
+        "min_interval_ms": 50,
+        "replace_rate_per_min": 340,
+        "tail_age_ms": 450,
+        "impact_cap_ratio": 0.12,
+        "max_delta_ratio": 0.20,
+    }
+    requests = [
+        MeasureRequest(seed, mode, symbol, 1 + seed % 3, overrides, spike_prob=knob)
+        for seed, symbol, knob in [(1, "BTCUSDT", None), (2, "ETHUSDT", 6.0), (3, "SOLUSDT", None)]
+    ]
+    monkeypatch.setattr(quotes_module, "COMPILED", True)
+    compiled = [simulate(r).metrics for r in requests]
+    monkeypatch.setattr(quotes_module, "COMPILED", False)
+    assert [simulate(r).metrics for r in requests] == compiled
+
+
+@needs_compiled
+def test_the_compiled_walk_refuses_buffers_too_short_for_n() -> None:
+    market = _market(1, "calm", "ETHUSDT", None, None)
+    walk = quotes_module._requote.walk  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="len\\(mid\\) > n"):
+        walk(market.mid, market.phase, market.jump_steps, market.mid.size, 0.5, 5.0, 1.0, 1.0, 0.0)
