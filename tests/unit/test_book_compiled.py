@@ -57,8 +57,9 @@ def _market(
     symbol=st.sampled_from(SYMBOLS),
     spike_prob=st.sampled_from([None, 0.0, 2.0, 30.0]),  # jumps per minute: urgent requotes
     gap_bps=st.sampled_from([None, 1.0, 500.0]),
-    tail_age_ms=st.floats(0.0, 3000.0),  # beyond the parameter's bounds on purpose
-    min_interval_ms=st.floats(0.0, 600.0),
+    # Beyond the parameters' bounds on purpose, to absurd values the simulator still accepts.
+    tail_age_ms=st.one_of(st.floats(0.0, 3000.0), st.floats(-1e300, 1e300)),
+    min_interval_ms=st.one_of(st.floats(0.0, 600.0), st.floats(-1e300, 1e300)),
     rate=st.floats(10.0, 3000.0),  # replacements per minute
     burst_s=st.sampled_from([0.0, 1.0, 4.0]),
 )

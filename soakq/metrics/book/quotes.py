@@ -169,6 +169,10 @@ def requote_steps(
     """
     if compiled is None:
         compiled = COMPILED
+    # A timer past the window acts as one of the whole window (the age refresh never comes first,
+    # the gap ends the walk): clamped, both paths stay in int32 for any finite parameter.
+    tail_steps = min(max(tail_steps, 0.0), float(n))
+    gap_steps = min(max(gap_steps, 0.0), float(n))
     if compiled:
         if _requote is None:
             raise RuntimeError("the compiled requote walk was not built at install")
