@@ -198,8 +198,16 @@ class RunStore(Protocol):
 
     def get_extra(self, run_id: str, name: str) -> JsonDict | None: ...
 
-    def touch_lease(self, run_id: str, iteration: int, ttl_ms: int) -> None:
-        """Say that someone is working on ``iteration`` of the run, for ``ttl_ms``."""
+    def touch_lease(
+        self, run_id: str, iteration: int, ttl_ms: int, queue: str | None = None
+    ) -> None:
+        """Say that someone is working on ``iteration`` of the run, for ``ttl_ms``; ``queue``:
+        the queue their task came from when it is not the run's default one (a live step on the
+        bot's queue)."""
+        ...
+
+    def lease(self, run_id: str) -> tuple[int, str | None] | None:
+        """(iteration, queue) of the lease someone holds on the run, while it lasts."""
         ...
 
     def leased_iteration(self, run_id: str) -> int | None:
@@ -264,7 +272,7 @@ class MemoryStore:
         self._locks: dict[str, tuple[Lease, float]] = {}
         self._fence: dict[str, int] = {}
         self._fence_seen: dict[str, int] = {}
-        self._leases: dict[str, tuple[int, float]] = {}
+        self._leases: dict[str, tuple[tuple[int, str | None], float]] = {}
         self._due: dict[tuple[str, int], float] = {}
         self._active: set[str] = set()
         self._finished: dict[str, float] = {}
@@ -489,13 +497,19 @@ class MemoryStore:
         return None if raw is None else loads(raw)
 
     # -- liveness, publishing, retention ---------------------------------------------------
-    def touch_lease(self, run_id: str, iteration: int, ttl_ms: int) -> None:
+    def touch_lease(
+        self, run_id: str, iteration: int, ttl_ms: int, queue: str | None = None
+    ) -> None:
         with self._mu:
-            self._leases[run_id] = (int(iteration), self._until(ttl_ms))
+            self._leases[run_id] = ((int(iteration), queue), self._until(ttl_ms))
 
-    def leased_iteration(self, run_id: str) -> int | None:
+    def lease(self, run_id: str) -> tuple[int, str | None] | None:
         with self._mu:
             return self._live(self._leases, run_id)
+
+    def leased_iteration(self, run_id: str) -> int | None:
+        held = self.lease(run_id)
+        return None if held is None else held[0]
 
     def unpublished(self) -> list[str]:
         with self._mu:

@@ -34,6 +34,7 @@ class _Held:
     iteration: int
     ttl_ms: int
     renew_at: float
+    queue: str | None
 
 
 class LeaseKeeper:
@@ -65,20 +66,24 @@ class LeaseKeeper:
         ttl_s: float,
         *,
         touched_ts: float | None = None,
+        queue: str | None = None,
     ) -> Iterator[None]:
         """Hold the run's lease for ``iteration`` while the block runs. ``touched_ts``: when
         (epoch seconds) the lease was last set for this iteration, if the caller knows (the
         chord body: when its chord was sent); within a third of the TTL, the first renewal
-        waits for its turn instead of writing now."""
+        waits for its turn instead of writing now. ``queue``: the task's queue when it is not the
+        run's default one (``RunStore.touch_lease``)."""
         ttl_ms = max(1, round(ttl_s * 1000))
         fresh_s = 0.0 if touched_ts is None else touched_ts + ttl_s / 3 - time.time()
         if not 0 < fresh_s <= ttl_s / 3:
-            store.touch_lease(run_id, iteration, ttl_ms)
+            store.touch_lease(run_id, iteration, ttl_ms, queue)
             fresh_s = ttl_s / 3
         with self._cv:
             self._ensure_thread()
             key = next(self._ids)
-            self._held[key] = _Held(store, run_id, iteration, ttl_ms, time.monotonic() + fresh_s)
+            self._held[key] = _Held(
+                store, run_id, iteration, ttl_ms, time.monotonic() + fresh_s, queue
+            )
             self._cv.notify()
         try:
             yield
@@ -99,7 +104,7 @@ class LeaseKeeper:
                     h.renew_at = now + h.ttl_ms / 3000
             for h in due:
                 try:
-                    h.store.touch_lease(h.run_id, h.iteration, h.ttl_ms)
+                    h.store.touch_lease(h.run_id, h.iteration, h.ttl_ms, h.queue)
                 except StoreError as exc:
                     log.warning("lease of run %s not renewed: %s", h.run_id, exc)
 

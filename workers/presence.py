@@ -52,6 +52,26 @@ def unserved(found: Consumers, queues: Iterable[str]) -> list[str]:
     return [q for q in queues if q not in served]
 
 
+def lease_queue(lease: tuple[int, str | None] | None, default_queue: str) -> str | None:
+    """The queue of the task that holds a run's lease (``RunStore.lease``), None without one."""
+    if lease is None:
+        return None
+    return lease[1] or default_queue
+
+
+def unexplained(missing: list[str], holder: str | None, default_queue: str) -> list[str]:
+    """The queues of ``missing`` (no worker answered for them) that the run's lease does not
+    explain. A worker busy in a task may not answer a ping (a solo pool): a lease held from the
+    default queue speaks for that queue; one held from a bot's queue (a live step waiting for the
+    bot) for all of the run's queues, as everything else comes after the step. A lease only
+    outlives the task that set it by its TTL, so a step nobody picks up is said after that."""
+    if holder is None:
+        return missing
+    if holder == default_queue:
+        return [q for q in missing if q != default_queue]
+    return []
+
+
 def worker_command(queue: str, default_queue: str) -> str:
     if queue == default_queue:
         return "soakq worker -n w1@%h"
@@ -95,7 +115,8 @@ class Lookout:
     where: str  # "SOAKQ_REDIS_URL=…", password redacted
     ping: Callable[[], Consumers | None]
     heartbeat: Callable[[], Mapping[str, Any] | None]
-    leased: Callable[[], bool]  # a task holds the run's lease (workers.lease): it is worked on
+    leased: Callable[[], str | None]  # the queue of the task holding the run's lease, if any
+    # (workers.lease, ``lease_queue``): it is worked on from there
     grace_s: float
     tick_every_s: float
     clock: Callable[[], float] = time.monotonic
@@ -130,8 +151,9 @@ class Lookout:
             self._next_ping = now + self.ping_every_s
             if found is not None:
                 # A worker busy in a task may not answer (a solo pool): its lease speaks for it.
-                self._missing = unserved(found, self.queues)
-                if not self._missing or self.leased():
+                missing = unserved(found, self.queues)
+                self._missing = unexplained(missing, self.leased(), self.default_queue)
+                if not self._missing:
                     self._absent_since = None
                 elif self._absent_since is None:
                     self._absent_since = now
@@ -157,12 +179,14 @@ def status_notes(
     heartbeat: Mapping[str, Any] | None,
     paced: bool,
     tick_every_s: float,
-    leased: bool = False,
+    leased: str | None = None,
 ) -> list[str]:
-    """What `soakq status` adds for a run that has not ended: nobody consumes its queues (and
-    no task holds its lease), or (a paced run) beat's heartbeat has lapsed. Pure."""
+    """What `soakq status` adds for a run that has not ended (``queues``: the run's, the default
+    one first, as ``run_queues`` gives them): nobody consumes its queues and the run's lease,
+    held from the queue ``leased``, does not explain it (``unexplained``); or (a paced run)
+    beat's heartbeat has lapsed. Pure."""
     notes = []
-    missing = unserved(found, queues) if found is not None and not leased else []
+    missing = unexplained(unserved(found, queues), leased, queues[0]) if found is not None else []
     if missing:
         names = ", ".join(repr(q) for q in missing)
         notes.append(f"waiting for a worker (none consumes {names})")

@@ -549,13 +549,23 @@ class RedisStore:
 
     # -- liveness, publishing, retention ---------------------------------------------------
     @_guarded
-    def touch_lease(self, run_id: str, iteration: int, ttl_ms: int) -> None:
-        self._r.set(self.key(run_id, "lease"), int(iteration), px=_positive_ttl(ttl_ms))
+    def touch_lease(
+        self, run_id: str, iteration: int, ttl_ms: int, queue: str | None = None
+    ) -> None:
+        value = str(int(iteration)) if queue is None else f"{int(iteration)} {queue}"
+        self._r.set(self.key(run_id, "lease"), value, px=_positive_ttl(ttl_ms))
 
     @_guarded
-    def leased_iteration(self, run_id: str) -> int | None:
+    def lease(self, run_id: str) -> tuple[int, str | None] | None:
         raw = _text(self._r.get(self.key(run_id, "lease")))
-        return None if raw is None else int(raw)
+        if raw is None:
+            return None
+        iteration, _, queue = raw.partition(" ")  # "3", or "3 soakq.bot.paper"
+        return int(iteration), queue or None
+
+    def leased_iteration(self, run_id: str) -> int | None:
+        held = self.lease(run_id)
+        return None if held is None else held[0]
 
     @_guarded
     def unpublished(self) -> list[str]:

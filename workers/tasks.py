@@ -113,8 +113,8 @@ def live_measure(self: Task, run_id: str, iteration: int) -> list[dict[str, Any]
     spec, _ = runner.load_spec(store, run_id)
     state, _, _ = load_state(store, run_id)
     # The lease is renewed for the whole window: the watchdog must not take a live step that
-    # waits for the bot for a dead one.
-    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl):
+    # waits for the bot for a dead one, nor a follower say nobody serves the bot's queue.
+    with KEEPER.hold(store, run_id, iteration, ws.lease_ttl, queue=spec.bot_queue):
         return measure_iteration(spec, iteration, state.overrides)
 
 

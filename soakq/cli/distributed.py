@@ -191,7 +191,7 @@ def _lookout(settings: Any, app: Any, store: Any, spec: RunSpec) -> Any:
     """What the follower of ``spec``'s run watches for: a worker on its queues, beat's tick."""
     from soakq.lifecycle import TICK_HEARTBEAT
     from workers.app import settings_of
-    from workers.presence import Lookout, consumers, run_queues
+    from workers.presence import Lookout, consumers, lease_queue, run_queues
     from workers.store import redacted
 
     default_queue = str(app.conf.task_default_queue)
@@ -202,7 +202,7 @@ def _lookout(settings: Any, app: Any, store: Any, spec: RunSpec) -> Any:
         where=f"SOAKQ_REDIS_URL={redacted(settings.redis_url)}",
         ping=lambda: consumers(app, settings.ping_timeout_s),
         heartbeat=lambda: store.get_heartbeat(TICK_HEARTBEAT),
-        leased=lambda: store.leased_iteration(spec.run_id) is not None,
+        leased=lambda: lease_queue(store.lease(spec.run_id), default_queue),
         grace_s=settings.worker_grace_s,
         tick_every_s=settings_of(app).tick_interval_s,
     )
@@ -435,15 +435,16 @@ def _notes(settings: Any, app: Any, store: Any, spec: RunSpec) -> list[str]:
     """`status` of a run that has not ended: nobody consumes its queues, beat does not tick."""
     from soakq.lifecycle import TICK_HEARTBEAT
     from workers.app import settings_of
-    from workers.presence import consumers, run_queues, status_notes
+    from workers.presence import consumers, lease_queue, run_queues, status_notes
 
+    default_queue = str(app.conf.task_default_queue)
     return status_notes(
         found=consumers(app, settings.ping_timeout_s),
-        queues=run_queues(str(app.conf.task_default_queue), spec.bot_queue),
+        queues=run_queues(default_queue, spec.bot_queue),
         heartbeat=store.get_heartbeat(TICK_HEARTBEAT),
         paced=spec.interval_s > 0,
         tick_every_s=settings_of(app).tick_interval_s,
-        leased=store.leased_iteration(spec.run_id) is not None,
+        leased=lease_queue(store.lease(spec.run_id), default_queue),
     )
 
 

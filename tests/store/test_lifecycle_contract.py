@@ -183,6 +183,17 @@ def test_lease_names_the_iteration_until_it_lapses(harness, wait_for):
     assert store.leased_iteration(run_id) is None
 
 
+def test_lease_names_the_queue_of_a_task_off_the_default_one(harness):
+    store = harness.store
+    run_id = _run(store)
+    assert store.lease(run_id) is None
+    store.touch_lease(run_id, 2, TTL_MS)
+    assert store.lease(run_id) == (2, None)
+    store.touch_lease(run_id, 2, TTL_MS, "soakq.bot.paper")
+    assert store.lease(run_id) == (2, "soakq.bot.paper")
+    assert store.leased_iteration(run_id) == 2
+
+
 def test_mutex_is_exclusive_until_released_or_lapsed(harness):
     store = harness.store
     assert store.try_mutex("tick", "a", harness.short_ttl_ms)

@@ -60,7 +60,7 @@ def lookout(
     heartbeat: dict[str, Any] | None = None,
     queues: list[str] | None = None,
     grace_s: float = 20.0,
-    leased: bool = False,
+    leased: str | None = None,
 ) -> tuple[Lookout, list[float]]:
     """A Lookout whose pings answer ``answers`` in turn (the last one for ever); also returns
     the times it pinged."""
@@ -150,9 +150,50 @@ def test_progress_means_somebody_works_and_no_ping_is_needed() -> None:
 
 def test_a_worker_too_busy_to_answer_holds_the_runs_lease() -> None:
     clock = Clock()
-    look, pings = lookout(clock, [{}], leased=True)  # a solo pool in a long live step
+    look, pings = lookout(clock, [{}], leased="soakq")  # a solo pool in a long task
     assert follow(look, clock, 300.0) is None
     assert len(pings) > 5
+
+
+LIVE_QUEUES = ["soakq", "soakq.bot.paper"]
+
+
+def test_a_lease_from_the_default_queue_does_not_explain_a_missing_bot_queue() -> None:
+    """A live run's start holds the lease; nobody consumes the bot's queue: said after the grace,
+    naming that queue and how to start its worker (it used to wait until the run failed)."""
+    clock = Clock()
+    look, pings = lookout(clock, [{"w1@h": {"soakq"}}], queues=LIVE_QUEUES, leased="soakq")
+    line, at = follow(look, clock, 200.0)
+    assert at - pings[0] == pytest.approx(20.0, abs=0.6)
+    assert "no worker consumes queue 'soakq.bot.paper'" in line
+    assert "soakq worker -Q soakq.bot.paper --concurrency 1 -n bot-paper@%h" in line
+    notes = status_notes(
+        found={"w1@h": {"soakq"}},
+        queues=LIVE_QUEUES,
+        heartbeat={"ts": 1.0},
+        paced=False,
+        tick_every_s=10,
+        leased="soakq",
+    )
+    assert notes == ["waiting for a worker (none consumes 'soakq.bot.paper')"]
+
+
+def test_a_lease_from_the_bots_queue_explains_every_queue() -> None:
+    """A live step waits for the bot in a worker that cannot answer (a solo pool): not absent."""
+    clock = Clock()
+    look, _ = lookout(clock, [{}], queues=LIVE_QUEUES, leased="soakq.bot.paper")
+    assert follow(look, clock, 300.0) is None
+    assert (
+        status_notes(
+            found={},
+            queues=LIVE_QUEUES,
+            heartbeat=None,
+            paced=False,
+            tick_every_s=10,
+            leased="soakq.bot.paper",
+        )
+        == []
+    )
 
 
 def test_a_ping_that_cannot_be_asked_is_not_an_absence() -> None:
@@ -216,6 +257,6 @@ def test_status_notes() -> None:
         found=None, queues=["soakq"], heartbeat=None, paced=False, tick_every_s=10
     ) == ([])
     assert status_notes(
-        found={}, queues=["soakq"], heartbeat=fresh, paced=True, tick_every_s=10, leased=True
+        found={}, queues=["soakq"], heartbeat=fresh, paced=True, tick_every_s=10, leased="soakq"
     ) == ([])
     assert unserved({"a": {"x"}, "b": {"soakq"}}, ["soakq", "soakq.bot.b"]) == ["soakq.bot.b"]
