@@ -214,15 +214,38 @@ def _follow(
     """Print each iteration after the first ``shown`` as it is committed, then the verdict;
     exit with the run's code. Exit 5 with one line (the run goes on) when it cannot move: no
     worker consumes its queues, its next iteration waits for a tick and beat does not tick
-    (workers.presence), or Redis has not answered for ``REDIS_OUTAGE_S``."""
+    (workers.presence), or Redis has not answered for ``REDIS_OUTAGE_S``. Ctrl-C or SIGTERM
+    stop the follower, not the run: one line, exit 130."""
+    from soakq.cli.signals import sigterm_as_ctrl_c
+    from soakq.errors import ExitCode
+
+    record, _ = _loaded(store, run_id)
+    total = record.spec.iterations
+    try:
+        with sigterm_as_ctrl_c():
+            return _follow_until_done(settings, app, store, record, shown, timeout_s)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the follower stops, the run does not
+        state = _loaded(store, run_id)[1]
+        print(
+            f"run {run_id}: no longer followed ({state.iteration}/{total} iterations); it goes "
+            f"on on the workers: `soakq watch {run_id}` follows it again",
+            file=sys.stderr,
+            flush=True,
+        )
+        return int(ExitCode.INTERRUPTED)
+
+
+def _follow_until_done(
+    settings: Any, app: Any, store: Any, record: RunRecord, shown: int, timeout_s: float
+) -> int:
+    """``_follow``'s loop: the iterations as they come, then the verdict (or exit 5)."""
     from soakq.artifacts import run_aggregates
     from soakq.cli.output import RunProgress, verdict_lines
     from soakq.errors import ExitCode
     from soakq.runner import exit_code_of
     from workers.presence import parked_iteration
 
-    record, state = _loaded(store, run_id)
-    total = record.spec.iterations
+    run_id, total = record.run_id, record.spec.iterations
     lookout = _lookout(settings, app, store, record.spec)
     deadline = time.monotonic() + timeout_s
     grace_until: float | None = None
@@ -396,7 +419,10 @@ def sweep_distributed(settings: Any, plan: Any, directory: Path, *, wait: bool) 
             "with --wait follows them, runs the hold-outs and writes the sweep's files"
         )
         return 0
-    return run_sweep(plan, submitter, directory, {"execution": "distributed"})
+    from soakq.cli.signals import sigterm_as_ctrl_c
+
+    with sigterm_as_ctrl_c():  # SIGTERM stops the coordinator as Ctrl-C does: one line, 130
+        return run_sweep(plan, submitter, directory, {"execution": "distributed"})
 
 
 @_redis_trouble

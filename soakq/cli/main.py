@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -17,6 +16,7 @@ import typer
 
 from soakq.cli.output import err, out
 from soakq.cli.params import PATH
+from soakq.cli.signals import sigterm_as_ctrl_c
 from soakq.errors import ExitCode, InputError, SoakqError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -337,12 +337,9 @@ def interruptible(run_id: str, root: Path) -> Iterator[None]:
     """SIGTERM acts as Ctrl-C; either leaves the run ``interrupted`` (the embedded driver
     records it) and ends the command with one line and exit 130 (docs/resume.md)."""
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        yield
+        with sigterm_as_ctrl_c():
+            yield
     except KeyboardInterrupt:
         from soakq.checkpoint import local_run
         from soakq.jsonio import read_json
@@ -369,8 +366,6 @@ def interruptible(run_id: str, root: Path) -> Iterator[None]:
                 f"run {run_id}: interrupted before it started; nothing was kept", markup=False
             )
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _submit_embedded(spec: Any, root: Path, *, explicit_id: bool) -> int:

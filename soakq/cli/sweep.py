@@ -147,11 +147,12 @@ def sweep_embedded(plan: Any, directory: Path, jobs: int) -> int:
                     signal.signal(sig, handler)
 
 
-def interrupted(plan: Any, done: int | None) -> None:
-    """The one line of an interrupted sweep."""
+def interrupted(plan: Any, done: int | None, *, distributed: bool = False) -> None:
+    """The one line of an interrupted sweep (distributed: its submitted runs go on)."""
     after = f" after {done} runs" if done is not None else ""
+    going_on = "; its submitted runs go on on the workers" if distributed else ""
     err.print(
-        f"sweep {plan.sweep_id}: interrupted{after}; the same command continues it "
+        f"sweep {plan.sweep_id}: interrupted{after}{going_on}; the same command continues it "
         "(finished runs are not run again)",
         markup=False,
     )
@@ -165,12 +166,6 @@ def run_sweep(plan: Any, submitter: Any, directory: Path, runtime: dict[str, Any
     from soakq.sweep.report import write_sweep
 
     total = plan.total_runs
-    print(
-        f"sweep {plan.sweep_id}: {total} runs ({len(plan.arm_runs())} in two arms"
-        f"{', the rest hold-out' if plan.config.holdout_seeds else ''}), "
-        f"compare {plan.config.compare} ({runtime['execution']})",
-        flush=True,
-    )
     started = time.time()
     done = [0]
 
@@ -178,11 +173,17 @@ def run_sweep(plan: Any, submitter: Any, directory: Path, runtime: dict[str, Any
         done[0] = n
         bar.update(run, facts, n, of)
 
-    try:
+    try:  # from the first line on, an interrupt is said (typer would end it silently, 130)
+        print(
+            f"sweep {plan.sweep_id}: {total} runs ({len(plan.arm_runs())} in two arms"
+            f"{', the rest hold-out' if plan.config.holdout_seeds else ''}), "
+            f"compare {plan.config.compare} ({runtime['execution']})",
+            flush=True,
+        )
         with SweepProgress(total) as bar:
             facts = execute(plan, submitter, progress=progress)
     except KeyboardInterrupt:
-        interrupted(plan, done[0])
+        interrupted(plan, done[0], distributed=runtime["execution"] == "distributed")
         return int(ExitCode.INTERRUPTED)
     finished = time.time()
     runtime = {

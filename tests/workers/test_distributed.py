@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -175,6 +176,36 @@ def test_cancel_stops_a_parked_run(cluster: Cluster) -> None:
     # A start that still arrives is a no-op.
     res = cluster.app.send_task(names.ITERATION_START, args=[spec.run_id, 2])
     assert result_of(res) == "skipped"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_stops_the_follower_not_the_run(cluster: Cluster, sig: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM on `soakq watch`: one line saying the run goes on, exit 130; the run
+    is untouched (it was a silent 143 for SIGTERM, a silent 130 for Ctrl-C)."""
+    spec = spec_for(iterations=4, interval_s=3600, run_id=f"followed-{sig.name.lower()}")
+    cluster.submit(spec)
+    wait_for(lambda: cluster.store.get_iteration(spec.run_id, 1), "iteration 1 to commit")
+    argv = [sys.executable, "-c", "from soakq.cli.main import main; main()", "watch", spec.run_id]
+    proc = subprocess.Popen(
+        argv, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the follower prints iteration 1 once it follows
+        assert first.startswith("iteration 1/4"), first
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip() == (
+        f"run {spec.run_id}: no longer followed (1/4 iterations); it goes on on the workers: "
+        f"`soakq watch {spec.run_id}` follows it again"
+    )
+    assert cluster.store.get_record(spec.run_id)["status"] == "running"
+    assert soakq_cli(cluster, "cancel", spec.run_id).returncode == 0
 
 
 def test_watchdog_redrives_a_lost_start(cluster: Cluster, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,35 @@ def test_distributed_sweep_matches_embedded(cluster: Cluster, tmp_path: Path) ->
     c = _doc(tmp_path / "dist2")
     c.pop("runtime")
     assert c == a
+
+
+def test_sigterm_stops_the_coordinator_in_one_line_and_the_runs_go_on(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """SIGTERM on a distributed sweep acts as Ctrl-C: one line, exit 130 (it was a silent 143);
+    the runs it submitted go on on the workers, and the same command continues the sweep."""
+    args = [*SWEEP[:5], "--seeds", "7", "--iterations", "30", "--artifacts", str(tmp_path)]
+    argv = [sys.executable, "-m", "soakq", *args]
+    proc = subprocess.Popen(
+        argv, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        header = proc.stdout.readline()  # the runs are submitted right after this line
+        assert header.startswith("sweep ") and "(distributed)" in header, header
+        sweep_id = header.split(":")[0].removeprefix("sweep ")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 130, err
+    assert err.strip() == (
+        f"sweep {sweep_id}: interrupted after 0 runs; its submitted runs go on on the workers; "
+        "the same command continues it (finished runs are not run again)"
+    )
+    assert not (tmp_path / "sweeps" / sweep_id / "SWEEP.json").exists()
 
 
 def test_a_coordinator_whose_workers_vanish_says_so_and_stops() -> None:
