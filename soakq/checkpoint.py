@@ -125,12 +125,12 @@ def clear_after(directory: Path, iterations: int) -> None:
             path.unlink()
 
 
-class RunLock:
-    """The advisory lock of the process running a run (held until ``release`` or death); the
-    run directory must exist."""
+class DirectoryLock:
+    """The advisory lock (``flock`` on a hidden file) of the process writing a directory, held
+    until ``release`` or the process's death; the directory must exist."""
 
-    def __init__(self, artifacts_root: str | os.PathLike[str], run_id: str) -> None:
-        self.path = run_dir(artifacts_root, run_id) / LOCK
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.path = Path(directory) / LOCK
         self._fd: int | None = None
 
     def acquire(self, *, attempts: int = 5, pause_s: float = 0.05) -> bool:
@@ -166,6 +166,13 @@ class RunLock:
             self.path.unlink()
         os.close(self._fd)
         self._fd = None
+
+
+class RunLock(DirectoryLock):
+    """The lock of the process running a run, in its run directory."""
+
+    def __init__(self, artifacts_root: str | os.PathLike[str], run_id: str) -> None:
+        super().__init__(run_dir(artifacts_root, run_id))
 
 
 def is_running(artifacts_root: str | os.PathLike[str], run_id: str) -> bool:

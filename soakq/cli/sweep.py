@@ -12,9 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from soakq.checkpoint import DirectoryLock
 from soakq.cli.output import TerminalBar, err, out
 from soakq.cli.params import PATH
-from soakq.errors import ExitCode
+from soakq.errors import ConfigError, ExitCode
 
 
 def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
@@ -79,7 +80,6 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
         pass rates with Wilson intervals, exact McNemar and Wilcoxon p-values, hold-out pass
         rates. Embedded on local processes, or on the workers with SOAKQ_REDIS_URL."""
         from soakq.cli.main import _artifacts, _settings
-        from soakq.errors import ConfigError
         from soakq.sweep import Plan, SweepConfig, parse_seeds
 
         settings = _settings()
@@ -106,7 +106,16 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
 
         n = jobs or default_jobs()
         directory.mkdir(parents=True, exist_ok=True)
-        raise typer.Exit(sweep_embedded(plan, directory, n))
+        lock = DirectoryLock(directory)  # its runs' directories are cleared and rewritten
+        if not lock.acquire():
+            raise ConfigError(
+                f"sweep {plan.sweep_id}: another process is running it in {root} right now"
+            )
+        try:
+            code = sweep_embedded(plan, directory, n)
+        finally:
+            lock.release()
+        raise typer.Exit(code)
 
 
 def sweep_embedded(plan: Any, directory: Path, jobs: int) -> int:

@@ -632,3 +632,34 @@ def test_a_sweep_killed_outright_takes_its_pool_with_it(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # only if the test failed: its own group
+
+
+@pytest.mark.slow
+def test_a_second_process_on_the_same_sweep_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Two embedded runs of one sweep on one artifacts root would clear and rewrite each other's
+    run directories: the second is refused, exit 2, while the first goes on."""
+    args = ["sweep", *SWEEP[:4], "--seeds", "1-4", "--iterations", "40", "--jobs", "1"]
+    first = _spawn_sweep(tmp_path, args, subprocess.PIPE)
+    try:
+        _line(first, "sweep sweep-", timeout_s=20)  # it holds the sweep's lock from here
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SOAKQ_", "SOAK_"))}
+        second = subprocess.run(
+            [sys.executable, "-m", "soakq", *args, "--artifacts", "a"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert first.poll() is None, "the first sweep ended before the second was refused"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    assert second.returncode == 2, second.stderr
+    (sweep,) = (tmp_path / "a" / "sweeps").iterdir()
+    assert second.stderr == (
+        f"error: sweep {sweep.name}: another process is running it in a right now\n"
+    )
+    assert second.stdout == ""
