@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.book_v1.book import simulate as simulate_v1  # noqa: E402
 from soakq.metrics.base import MeasureRequest  # noqa: E402
 from soakq.metrics.book import simulate  # noqa: E402
+from soakq.metrics.book.quotes import COMPILED  # noqa: E402
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "soakq" / "data" / "profiles"
 PROFILES = ("steady_safe", "default", "ultra_safe", "aggressive")
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].setdefault(mode, []).append(_timed(fn, req))
 
     print(f"book simulator: {args.calls} symbol-iterations (20 simulated minutes at 100 ms each)")
+    walk = "compiled (C)" if COMPILED else "numpy (the C extension was not built)"
+    print(f"requote walk: {walk}")
     print("current (v2) beside the v1 baseline, same requests, alternated, same run")
     print(
         f"{'mode':<10}{'calls':>6}{'v2 median':>11}{'v2 p95':>8}{'v2 mean':>9}"
