@@ -129,6 +129,15 @@ def apply_delta(key: str, old: Number, delta: Number) -> tuple[Number, bool]:
     return p.normalize(clamped), clamped != raw
 
 
+def _shown(value: Number) -> str:
+    """A number as an error message shows it: short, even for ``1e300`` turned into an int."""
+    if abs(value) < 1e15:
+        return repr(value)
+    digits = str(abs(int(value)))  # an int too large for a float has no "g" format
+    sign = "-" if value < 0 else ""
+    return f"{sign}{digits[0]}.{digits[1:6]}e+{len(digits) - 1}"
+
+
 def validate_value(key: Any, value: Any, *, layer: str) -> Number:
     """Check one override from ``layer``; return it normalized or raise ConfigError."""
     if not isinstance(key, str) or key not in PARAMS:
@@ -143,8 +152,8 @@ def validate_value(key: Any, value: Any, *, layer: str) -> Number:
         raise ConfigError(f"{layer}: {key} must be a whole number of {p.unit}, got {value!r}")
     if not p.lo <= value <= p.hi:
         raise ConfigError(
-            f"{layer}: {key}={value!r} is out of bounds; allowed {fmt(key, p.lo)}..{fmt(key, p.hi)}"
-            f" {p.unit}"
+            f"{layer}: {key}={_shown(value)} is out of bounds; "
+            f"allowed {fmt(key, p.lo)}..{fmt(key, p.hi)} {p.unit}"
         )
     return p.normalize(value)
 

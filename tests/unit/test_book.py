@@ -202,6 +202,24 @@ def test_missing_override_is_a_config_error() -> None:
 
 
 @pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("replace_rate_per_min", 1e-16, "120..360"),  # once a segfault in the C walk
+        ("replace_rate_per_min", 0.0, "120..360"),  # once a ZeroDivisionError
+        ("max_delta_ratio", -1.0, "0.1..0.2"),  # once an endless hedge loop
+        ("min_interval_ms", 1e12, "50..300"),  # once an OverflowError
+        ("tail_age_ms", float("nan"), "400..1000"),
+        ("tail_age_ms", float("inf"), "400..1000"),
+    ],
+)
+def test_an_override_outside_its_bounds_is_a_config_error_naming_them(
+    key: str, value: float, allowed: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"override {key} must be within {allowed}, got"):
+        BookSimulator().measure(req(overrides={**STEADY_SAFE, key: value}))
+
+
+@pytest.mark.parametrize(
     "knob", [{"sigma_scale": -1.0}, {"spike_prob": float("nan")}, {"gap_bps": float("inf")}]
 )
 def test_bad_market_knob_is_a_config_error(knob: dict[str, float]) -> None:

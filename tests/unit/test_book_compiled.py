@@ -4,7 +4,9 @@ extension must have been built, so these tests can never pass by skipping there.
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -28,6 +30,24 @@ def test_ci_builds_the_compiled_walk() -> None:
     if not os.environ.get("CI"):
         pytest.skip("only CI promises a C compiler")
     assert quotes_module.COMPILED, "CI installed soakq without building _requote.c"
+
+
+def test_a_build_from_an_older_source_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editable checkout whose _requote.c changed since `pip install -e .` keeps the old
+    build: it is set aside with a warning, and the numpy path runs."""
+    import types
+
+    from soakq.metrics import book as book_package
+
+    stale = types.ModuleType("soakq.metrics.book._requote")
+    stale.VERSION = quotes_module.REQUOTE_VERSION - 1  # type: ignore[attr-defined]
+    stale.__file__ = "/somewhere/_requote.so"
+    monkeypatch.setattr(book_package, "_requote", stale, raising=False)
+    monkeypatch.setitem(sys.modules, "soakq.metrics.book._requote", stale)
+    with pytest.warns(RuntimeWarning, match="built from an older _requote.c"):
+        assert quotes_module._compiled() is None
+    stale.VERSION = quotes_module.REQUOTE_VERSION  # type: ignore[attr-defined]
+    assert quotes_module._compiled() is stale
 
 
 def _market(
@@ -55,12 +75,13 @@ def _market(
     seed=st.integers(0, 2**63 - 1),
     mode=st.sampled_from(MODES),
     symbol=st.sampled_from(SYMBOLS),
-    spike_prob=st.sampled_from([None, 0.0, 2.0, 30.0]),  # jumps per minute: urgent requotes
+    spike_prob=st.sampled_from([None, 0.0, 2.0, 30.0, 1e4]),  # jumps per minute: urgent requotes
     gap_bps=st.sampled_from([None, 1.0, 500.0]),
     # Beyond the parameters' bounds on purpose, to absurd values the simulator still accepts.
     tail_age_ms=st.one_of(st.floats(0.0, 3000.0), st.floats(-1e300, 1e300)),
     min_interval_ms=st.one_of(st.floats(0.0, 600.0), st.floats(-1e300, 1e300)),
-    rate=st.floats(10.0, 3000.0),  # replacements per minute
+    # Replacements per minute, down to budgets whose interval has no int64 (once a segfault).
+    rate=st.one_of(st.floats(10.0, 3000.0), st.floats(1e-250, 1e9)),
     burst_s=st.sampled_from([0.0, 1.0, 4.0]),
 )
 def test_compiled_walk_gives_the_numpy_walks_steps(
@@ -113,6 +134,27 @@ def test_simulate_is_the_same_with_and_without_the_compiled_walk(
     compiled = [simulate(r).metrics for r in requests]
     monkeypatch.setattr(quotes_module, "COMPILED", False)
     assert [simulate(r).metrics for r in requests] == compiled
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    ("interval", "tolerance"),
+    [(math.inf, 0.0), (1e300, 0.0), (1e19, 0.0), (1.0, -math.inf), (1.0, -1e300), (math.nan, 1.0)],
+)
+def test_the_compiled_walk_stays_in_its_buffers_whatever_the_budget(
+    interval: float, tolerance: float
+) -> None:
+    """Budgets no rate gives (the wrapper's callers never pass them) end the walk or leave it
+    unlimited; they never index outside the buffers (these once crashed the interpreter)."""
+    market = _market(3, "spike", "SOLUSDT", 1e4, None)
+    walk = quotes_module._requote.walk  # type: ignore[union-attr]
+    n = load_book_config().clock.steps
+    raw, price = walk(
+        market.mid, market.phase, market.jump_steps, n, 0.5, 5.0, 1.0, interval, tolerance
+    )
+    steps = np.frombuffer(raw, dtype=np.int64)
+    assert steps.size == len(price) >= 1 and steps[0] == 0
+    assert np.all(np.diff(steps) > 0) and steps[-1] < n
 
 
 @needs_compiled

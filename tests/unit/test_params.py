@@ -146,8 +146,9 @@ def test_apply_delta_is_the_formula(case: tuple[str, float, float]) -> None:
         ("tail_age_ms", 1001, ["tail_age_ms", "out of bounds"]),
         ("base_spread_bps_delta", -0.0001, ["base_spread_bps_delta", "out of bounds"]),
         ("max_delta_ratio", 0.2001, ["max_delta_ratio", "out of bounds"]),
-        ("min_interval_ms", 10**400, ["min_interval_ms", "out of bounds"]),  # no float for it
-        ("impact_cap_ratio", -(10**400), ["impact_cap_ratio", "out of bounds"]),
+        ("min_interval_ms", 10**400, ["min_interval_ms=1.00000e+400 is out of bounds"]),
+        ("impact_cap_ratio", -(10**400), ["impact_cap_ratio=-1.00000e+400 is out of bounds"]),
+        ("tail_age_ms", 1e300, ["tail_age_ms=1.00000e+300 is out of bounds"]),  # not 301 digits
     ],
 )
 def test_validate_value_rejects(key: str, value: object, needles: list[str]) -> None:

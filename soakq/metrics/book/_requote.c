@@ -18,7 +18,9 @@
  * only at the steps the walk visits instead of at all n. Bit-identical to it: only IEEE
  * additions, subtractions, comparisons and truncations, in the same order (no multiplication, so
  * nothing a compiler could fuse); tests/unit/test_book_compiled.py compares the two.
- * The caller (quotes.requote_steps) passes contiguous arrays of the right dtypes.
+ * The caller (quotes.requote_steps) passes contiguous arrays of the right dtypes (the buffers'
+ * bytes are read as float64 / int64) and a market's phases, in [0, 1). Any input is memory-safe:
+ * every index stays within the buffers, whatever the numbers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,6 +28,9 @@
 #include <stdint.h>
 
 #define MAX_SCAN_STEPS 16 /* quotes.MAX_SCAN_STEPS */
+/* Bumped with every change of this file; quotes.REQUOTE_VERSION must match, or the build in an
+ * editable checkout is stale (the source changed since `pip install -e .`) and is not used. */
+#define REQUOTE_VERSION 2
 
 /* Is `step` one of the sorted `jumps`? (binary search) */
 static int is_jump(const int64_t *jumps, Py_ssize_t count, int64_t step)
@@ -41,11 +46,15 @@ static int is_jump(const int64_t *jumps, Py_ssize_t count, int64_t step)
     return lo < count && jumps[lo] == step;
 }
 
-/* quotes.timer_steps at one step: floor(duration / step + phase), at least 1. */
+/* quotes.timer_steps at one step: floor(duration / step + phase), at least 1. The caller clamps
+ * ``steps`` to the window; a NaN or an absurd phase (never a market's) gives 1 or the cap, not
+ * an undefined conversion. */
 static int64_t timer(double phase, double steps)
 {
-    int64_t out = (int64_t)(phase + steps);
-    return out < 1 ? 1 : out;
+    double x = phase + steps;
+    if (!(x >= 1.0))
+        return 1;
+    return x < 4e18 ? (int64_t)x : (int64_t)4e18;
 }
 
 /* quotes.exit_steps at one step: the first j in 1..width with the mid outside the band around
@@ -95,8 +104,8 @@ static PyObject *walk(PyObject *self, PyObject *args)
     }
     /* The scan width of quotes.trigger_table: min(max timer, len(mid) - n, 16). The largest
      * timer is the largest phase's (adding and truncating are monotonic). */
-    double max_phase = phase[0];
-    for (Py_ssize_t a = 1; a < n; a++)
+    double max_phase = -INFINITY; /* NaN phases are skipped: they time 1 step, the least */
+    for (Py_ssize_t a = 0; a < n; a++)
         if (phase[a] > max_phase)
             max_phase = phase[a];
     int64_t width = timer(max_phase, tail_steps);
@@ -126,7 +135,8 @@ static PyObject *walk(PyObject *self, PyObject *args)
         k++;
         double earliest = tat - (by_price ? tolerance : reserve);
         if (earliest > (double)c && !urgent(jumps, jump_count, a, exit_j, tail, width))
-            c = (int64_t)ceil(earliest);
+            /* past the window the walk ends either way (and a huge double has no int64) */
+            c = earliest < (double)n ? (int64_t)ceil(earliest) : (int64_t)n;
         tat = (tat > (double)c ? tat : (double)c) + interval;
         a = c;
     }
@@ -152,4 +162,12 @@ static struct PyModuleDef module = {
     "The book simulator's requote walk, compiled (docs/simulator.md, \"Speed\").", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__requote(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__requote(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", REQUOTE_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

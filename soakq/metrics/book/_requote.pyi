@@ -2,6 +2,8 @@
 
 from numpy import ndarray as Buffer
 
+VERSION: int
+
 def walk(
     mid: Buffer,
     phase: Buffer,

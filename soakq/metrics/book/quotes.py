@@ -21,6 +21,7 @@ the venue limit.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
@@ -37,12 +38,23 @@ from soakq.metrics.book.market import (
     burst_factor,
 )
 
+REQUOTE_VERSION = 2  # the version of _requote.c this code expects (its REQUOTE_VERSION)
+
 
 def _compiled() -> ModuleType | None:
-    """The C requote walk, built at install when a C compiler was there (pyproject.toml)."""
+    """The C requote walk, built at install when a C compiler was there (pyproject.toml); None
+    without it, or (with a warning) when it was built from an older ``_requote.c``."""
     try:
         from soakq.metrics.book import _requote
     except ImportError:  # no compiler at install: the numpy path, same outputs
+        return None
+    if getattr(_requote, "VERSION", None) != REQUOTE_VERSION:
+        warnings.warn(
+            f"soakq: {_requote.__file__} was built from an older _requote.c; the simulator "
+            "takes its numpy path (same outputs, slower) until `pip install -e .` rebuilds it",
+            RuntimeWarning,
+            stacklevel=1,
+        )
         return None
     return _requote
 

@@ -19,17 +19,22 @@ from soakq.metrics.book.fills import simulate_fills
 from soakq.metrics.book.market import build_market, position_target
 from soakq.metrics.book.metrics import BookRun, summarise
 from soakq.metrics.book.quotes import schedule_quotes
-from soakq.params import KEYS
+from soakq.params import KEYS, PARAMS
 
 
 def _overrides(overrides: Mapping[str, Any]) -> dict[str, float]:
+    """The six overrides as floats, each within its parameter's bounds (``params.PARAMS``, the
+    range the simulator is calibrated on and the CLI and the tuner keep to)."""
     out = {}
     for key in KEYS:
         value = overrides.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"book source: override {key} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"book source: override {key} must be finite, got {value!r}")
+        p = PARAMS[key]
+        if not p.lo <= value <= p.hi:  # NaN fails this too
+            raise ConfigError(
+                f"book source: override {key} must be within {p.lo:g}..{p.hi:g}, got {value:.6g}"
+            )
         out[key] = float(value)
     return out
 
