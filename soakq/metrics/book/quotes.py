@@ -42,7 +42,7 @@ REQUOTE_VERSION = 2  # the version of _requote.c this code expects (its REQUOTE_
 
 
 def _compiled() -> ModuleType | None:
-    """The C requote walk, built at install when a C compiler was there (pyproject.toml); None
+    """The C requote walk, built at install when a C compiler was there (setup.py); None
     without it, or (with a warning) when it was built from an older ``_requote.c``."""
     try:
         from soakq.metrics.book import _requote
