@@ -113,6 +113,12 @@ def _verdict(t: Trend) -> list[str]:
         gate_line = f"**{gate}**{on}"
         if t.release is not None and t.release.get("reasons"):
             gate_line += ": " + "; ".join(t.release["reasons"])
+        recomputed = (t.release or {}).get("verdict")
+        if recomputed is not None and recomputed != gate:  # never, unless a file was changed
+            gate_line += (
+                f" — **but the iteration documents give {recomputed}**: this run directory was "
+                "changed after the run; do not trust either"
+            )
         if t.mock:
             gate_line += f" ({MOCK_LINE})"
     verdicts = Counter(r.verdict for r in t.rows)

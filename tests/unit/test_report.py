@@ -139,6 +139,19 @@ def test_title_marks_mock_and_names_the_verdict(run: Run) -> None:
     assert "Freeze: **" in verdict
 
 
+def test_a_recorded_verdict_the_documents_do_not_give_is_called_out(run: Run) -> None:
+    """RUN.json's verdict edited after the run: the report says the documents disagree, rather
+    than print the edited verdict beside reasons that contradict it."""
+    gate = run.record["outcome"]["release_gate"]
+    forged = "FAILED" if gate == "PASSED" else "PASSED"
+    record = copy.deepcopy(run.record)
+    record["outcome"]["release_gate"] = forged
+    verdict = _section(render_markdown(build_trend(run.docs, record)), "Verdict")
+    assert f"Release gate: **{forged}**" in verdict
+    assert f"but the iteration documents give {gate}" in verdict
+    assert "changed after the run" not in _section(run.md, "Verdict")  # the untouched run
+
+
 def test_release_gate_section_shows_the_window_statistics(run: Run) -> None:
     """The report's release-gate section is the run's RELEASE_GATE.json, in a table."""
     gate = read_json(run.directory / "RELEASE_GATE.json")
