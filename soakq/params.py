@@ -143,17 +143,17 @@ def validate_value(key: Any, value: Any, *, layer: str) -> Number:
     if not isinstance(key, str) or key not in PARAMS:
         raise ConfigError(f"{layer}: unknown parameter {key!r}; allowed: {', '.join(KEYS)}")
     p = PARAMS[key]
+    allowed = f"allowed {fmt(key, p.lo)}..{fmt(key, p.hi)} {p.unit}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{layer}: {key} must be a number, got {value!r}")
+        raise ConfigError(f"{layer}: {key} must be a number, got {value!r}; {allowed}")
     # An int is finite; math.isfinite would raise OverflowError on one too large for a float.
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{layer}: {key} must be finite, got {value!r}")
-    if p.is_int and value != int(value):
-        raise ConfigError(f"{layer}: {key} must be a whole number of {p.unit}, got {value!r}")
+        raise ConfigError(f"{layer}: {key} must be finite, got {value!r}; {allowed}")
     if not p.lo <= value <= p.hi:
+        raise ConfigError(f"{layer}: {key}={_shown(value)} is out of bounds; {allowed}")
+    if p.is_int and value != int(value):
         raise ConfigError(
-            f"{layer}: {key}={_shown(value)} is out of bounds; "
-            f"allowed {fmt(key, p.lo)}..{fmt(key, p.hi)} {p.unit}"
+            f"{layer}: {key} must be a whole number of {p.unit}, got {value!r}; {allowed}"
         )
     return p.normalize(value)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -215,8 +216,45 @@ def test_missing_override_is_a_config_error() -> None:
 def test_an_override_outside_its_bounds_is_a_config_error_naming_them(
     key: str, value: float, allowed: str
 ) -> None:
-    with pytest.raises(ConfigError, match=f"override {key} must be within {allowed}, got"):
+    with pytest.raises(ConfigError, match=f"book source: override: {key}.*; allowed {allowed}"):
         BookSimulator().measure(req(overrides={**STEADY_SAFE, key: value}))
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"overrides": None}, "overrides must be a mapping"),
+        ({"overrides": {**STEADY_SAFE, "TAIL_AGE_MS": 5000}}, "unknown override TAIL_AGE_MS"),
+        ({"overrides": {**STEADY_SAFE, "tail_age_ms": 10**400}}, "tail_age_ms=1.00000e+400"),
+        ({"overrides": {**STEADY_SAFE, "tail_age_ms": 700.5}}, "whole number of ms"),
+        ({"seed": "x"}, "seed must be an integer >= 0"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"seed": 1.5}, "seed must be an integer >= 0"),
+        ({"iteration": 0}, "iteration must be an integer >= 1"),
+        ({"iteration": None}, "iteration must be an integer >= 1"),
+        ({"sigma_scale": 10**400}, "sigma_scale must be a number in 0.001..100"),
+        ({"sigma_scale": "x"}, "sigma_scale must be a number in 0.001..100"),
+        ({"sigma_scale": 0.0}, "sigma_scale must be a number in 0.001..100"),
+        ({"spike_prob": 1e300}, "spike_prob must be a number in 0..1"),
+        ({"gap_bps": 1e6}, "gap_bps must be a number in 0..10000"),
+    ],
+)
+def test_a_request_the_cli_would_refuse_is_a_config_error(
+    change: dict[str, Any], needle: str
+) -> None:
+    """What the CLI refuses, `simulate` refuses too, in a ConfigError naming the field (it
+    raised OverflowError, AttributeError or numpy's ValueError, or returned net_bps=-4e90)."""
+    base = {"seed": 7, "mode": "calm", "symbol": "ETHUSDT", "iteration": 1}
+    request = MeasureRequest(**{**base, "overrides": STEADY_SAFE, **change})
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        simulate(request)
+
+
+def test_numpy_numbers_are_numbers() -> None:
+    numpy_overrides = {k: np.float64(v) for k, v in STEADY_SAFE.items()}
+    numpy_overrides["tail_age_ms"] = np.int64(740)
+    plain = simulate(req()).metrics
+    assert simulate(req(seed=np.int64(7), overrides=numpy_overrides)).metrics == plain
 
 
 @pytest.mark.parametrize(

@@ -282,9 +282,21 @@ def test_fmt(key: str, value: float, text: str) -> None:
             "L: unknown parameter 'nope'; allowed: base_spread_bps_delta, min_interval_ms, "
             "replace_rate_per_min, tail_age_ms, impact_cap_ratio, max_delta_ratio",
         ),
-        ("min_interval_ms", "75", "L: min_interval_ms must be a number, got '75'"),
-        ("impact_cap_ratio", math.nan, "L: impact_cap_ratio must be finite, got nan"),
-        ("min_interval_ms", 75.5, "L: min_interval_ms must be a whole number of ms, got 75.5"),
+        (
+            "min_interval_ms",
+            "75",
+            "L: min_interval_ms must be a number, got '75'; allowed 50..300 ms",
+        ),
+        (
+            "impact_cap_ratio",
+            math.nan,
+            "L: impact_cap_ratio must be finite, got nan; allowed 0.04..0.12 ratio",
+        ),
+        (
+            "min_interval_ms",
+            75.5,
+            "L: min_interval_ms must be a whole number of ms, got 75.5; allowed 50..300 ms",
+        ),
         (
             "tail_age_ms",
             1001,

@@ -8,10 +8,12 @@ their definitions). The model is documented in ``docs/simulator.md``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from soakq.config import GAP_BPS, SIGMA_SCALE, SPIKE_PROB
 from soakq.errors import ConfigError
 from soakq.metrics.base import MeasureRequest
 from soakq.metrics.book.config import BookConfig, load_book_config
@@ -19,32 +21,51 @@ from soakq.metrics.book.fills import simulate_fills
 from soakq.metrics.book.market import build_market, position_target
 from soakq.metrics.book.metrics import BookRun, summarise
 from soakq.metrics.book.quotes import schedule_quotes
-from soakq.params import KEYS, PARAMS
+from soakq.params import KEYS, PARAMS, validate_value
 
 
-def _overrides(overrides: Mapping[str, Any]) -> dict[str, float]:
-    """The six overrides as floats, each within its parameter's bounds (``params.PARAMS``, the
-    range the simulator is calibrated on and the CLI and the tuner keep to)."""
+def _overrides(overrides: Any) -> dict[str, float]:
+    """The six overrides as floats, checked as the CLI checks them (``params.validate_value``:
+    a number, whole where the parameter is, within its bounds: the range the simulator is
+    calibrated on); an unknown key is refused too (a typo would silently do nothing)."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(
+            f"book source: overrides must be a mapping of {', '.join(KEYS)}, got {overrides!r}"
+        )
+    unknown = sorted(str(k) for k in overrides if k not in PARAMS)
+    if unknown:
+        raise ConfigError(
+            f"book source: unknown override {', '.join(unknown)}; allowed: {', '.join(KEYS)}"
+        )
     out = {}
     for key in KEYS:
         value = overrides.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"book source: override {key} must be a number, got {value!r}")
-        p = PARAMS[key]
-        if not p.lo <= value <= p.hi:  # NaN fails this too
-            raise ConfigError(
-                f"book source: override {key} must be within {p.lo:g}..{p.hi:g}, got {value:.6g}"
-            )
-        out[key] = float(value)
+        if isinstance(value, np.generic):  # numpy's scalars are numbers too
+            value = value.item()
+        validate_value(key, value, layer="book source: override")
+        assert isinstance(value, (int, float))
+        out[key] = float(value)  # as given: the engine passes them normalized already
     return out
 
 
-def _knob(name: str, value: float | None, default: float) -> float:
-    """A market knob of the request (None: the regime's own value); finite and >= 0."""
+def _count(name: str, value: Any, least: int) -> int:
+    """The request's seed or iteration: an int >= ``least``."""
+    if isinstance(value, np.integer):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"book source: {name} must be an integer >= {least}, got {value!r}")
+    return value
+
+
+def _knob(name: str, value: Any, default: float, bounds: tuple[float, float]) -> float:
+    """A market knob of the request (None: the regime's own value), within the bounds the CLI
+    allows for it (soakq.config)."""
     if value is None:
         return default
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"book source: {name} must be a finite number >= 0, got {value!r}")
+    lo, hi = bounds
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if not ok or not lo <= value <= hi:  # NaN fails the comparison
+        raise ConfigError(f"book source: {name} must be a number in {lo:g}..{hi:g}, got {value!r}")
     return float(value)
 
 
@@ -62,13 +83,13 @@ def simulate(req: MeasureRequest, cfg: BookConfig | None = None) -> BookRun:
         cfg,
         regime,
         spec,
-        seed=req.seed,
+        seed=_count("seed", req.seed, 0),
         mode=req.mode,
         symbol=req.symbol,
-        iteration=req.iteration,
-        sigma_scale=_knob("sigma_scale", req.sigma_scale, 1.0),
-        jumps_per_min=_knob("spike_prob", req.spike_prob, regime.jumps_per_min),
-        jump_bps=_knob("gap_bps", req.gap_bps, regime.jump_bps),
+        iteration=_count("iteration", req.iteration, 1),
+        sigma_scale=_knob("sigma_scale", req.sigma_scale, 1.0, SIGMA_SCALE),
+        jumps_per_min=_knob("spike_prob", req.spike_prob, regime.jumps_per_min, SPIKE_PROB),
+        jump_bps=_knob("gap_bps", req.gap_bps, regime.jump_bps, GAP_BPS),
     )
     sched = schedule_quotes(
         cfg,
