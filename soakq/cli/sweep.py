@@ -182,7 +182,7 @@ def run_sweep(plan: Any, submitter: Any, directory: Path, runtime: dict[str, Any
         done[0] = n
         bar.update(run, facts, n, of)
 
-    try:  # from the first line on, an interrupt is said (typer would end it silently, 130)
+    try:  # from the first line to the last file, an interrupt is said (typer: a silent 130)
         print(
             f"sweep {plan.sweep_id}: {total} runs ({len(plan.arm_runs())} in two arms"
             f"{', the rest hold-out' if plan.config.holdout_seeds else ''}), "
@@ -191,19 +191,19 @@ def run_sweep(plan: Any, submitter: Any, directory: Path, runtime: dict[str, Any
         )
         with SweepProgress(total) as bar:
             facts = execute(plan, submitter, progress=progress)
+        finished = time.time()
+        runtime = {
+            **runtime,
+            "finished_at": iso(finished),
+            "started_at": iso(started),
+            "wall_s": round(finished - started, 3),
+        }
+        doc = sweep_document(plan, facts, runtime)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_sweep(directory, doc)  # atomic writes: a file is whole or absent
     except KeyboardInterrupt:
         interrupted(plan, done[0], distributed=runtime["execution"] == "distributed")
         return int(ExitCode.INTERRUPTED)
-    finished = time.time()
-    runtime = {
-        **runtime,
-        "finished_at": iso(finished),
-        "started_at": iso(started),
-        "wall_s": round(finished - started, 3),
-    }
-    doc = sweep_document(plan, facts, runtime)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_sweep(directory, doc)
     for cmp in doc["comparisons"]:
         print(comparison_line(doc, cmp))
     print(f"artifacts: {directory} (SWEEP.json, SWEEP.md, sweep.png)")

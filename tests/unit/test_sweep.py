@@ -29,6 +29,7 @@ from soakq.settings import Settings
 from soakq.sweep import (
     Plan,
     RunFacts,
+    Submitter,
     SweepConfig,
     arms_for,
     count_reversals,
@@ -663,3 +664,43 @@ def test_a_second_process_on_the_same_sweep_is_refused_in_one_line(tmp_path: Pat
         f"error: sweep {sweep.name}: another process is running it in a right now\n"
     )
     assert second.stdout == ""
+
+
+class _InProcess(Submitter):
+    """Runs each submitted run at once, in this process (``run_one``, as a pool process does)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.done: list[tuple[str, dict]] = []
+
+    def submit(self, spec) -> None:  # type: ignore[no-untyped-def]
+        from soakq.sweep.local import run_one
+
+        self.done.append(run_one(spec.as_json(), str(self.root)))
+
+    def next_done(self):  # type: ignore[no-untyped-def]
+        run_id, facts = self.done.pop(0)
+        return run_id, RunFacts.from_json(facts)
+
+
+def test_an_interrupt_while_the_sweeps_files_are_written_is_said_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C after the last run, while SWEEP.json and the rest are written: the same one line
+    and exit 130 as during the runs (it ended silently, through typer, with no files)."""
+    import soakq.sweep.report as report_module
+    from soakq.cli.sweep import run_sweep
+
+    plan = _plan(profiles=("aggressive",), modes=("calm",), seeds=(1,), holdout_seeds=())
+
+    def cut(directory: Path, doc: dict) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    monkeypatch.setattr(report_module, "write_sweep", cut)
+    code = run_sweep(plan, _InProcess(tmp_path), tmp_path / "sweep", {"execution": "distributed"})
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err == (
+        f"sweep {plan.sweep_id}: interrupted after {plan.total_runs} runs; its submitted runs go "
+        "on on the workers; the same command continues it (finished runs are not run again)\n"
+    )
