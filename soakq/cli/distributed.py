@@ -464,12 +464,15 @@ def _notes(settings: Any, app: Any, store: Any, spec: RunSpec) -> list[str]:
     from workers.presence import consumers, lease_queue, run_queues, status_notes
 
     default_queue = str(app.conf.task_default_queue)
+    tick_s = settings_of(app).tick_interval_s
     return status_notes(
         found=consumers(app, settings.ping_timeout_s),
         queues=run_queues(default_queue, spec.bot_queue),
         heartbeat=store.get_heartbeat(TICK_HEARTBEAT),
-        paced=spec.interval_s > 0,
-        tick_every_s=settings_of(app).tick_interval_s,
+        # A successor due within a tick is sent with a countdown: only longer pauses wait for
+        # beat (lifecycle.successor_action).
+        paced=spec.interval_s > tick_s,
+        tick_every_s=tick_s,
         leased=lease_queue(store.lease(spec.run_id), default_queue),
     )
 

@@ -294,6 +294,9 @@ def test_interval_shorter_than_the_tick_is_kept_without_a_tick(cluster: Cluster)
     # countdown, so a 1.5 s interval holds to within a second.
     spec = spec_for(iterations=3, interval_s=1.5, run_id="paced")
     cluster.submit(spec)
+    wait_for(lambda: cluster.store.get_iteration(spec.run_id, 1), "iteration 1 to commit")
+    status = soakq_cli(cluster, "status", spec.run_id)  # no beat runs here, and none is needed
+    assert status.returncode == 0 and "beat" not in status.stdout, status.stdout
     cluster.wait_run(spec.run_id, limit_s=30)
     docs = cluster.store.iterations(spec.run_id)
     starts = [parse_iso(d["runtime"]["started_at"]) for d in docs]
