@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,21 +33,23 @@ def test_ci_builds_the_compiled_walk() -> None:
     assert quotes_module.COMPILED, "CI installed soakq without building _requote.c"
 
 
-def test_a_build_from_an_older_source_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_build_from_another_source_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     """An editable checkout whose _requote.c changed since `pip install -e .` keeps the old
     build: it is set aside with a warning, and the numpy path runs."""
+    import hashlib
     import types
 
     from soakq.metrics import book as book_package
 
+    source = Path(quotes_module.__file__).with_name("_requote.c").read_bytes()
     stale = types.ModuleType("soakq.metrics.book._requote")
-    stale.VERSION = quotes_module.REQUOTE_VERSION - 1  # type: ignore[attr-defined]
+    stale.SOURCE_SHA256 = hashlib.sha256(source + b"/* edited */").hexdigest()  # type: ignore[attr-defined]
     stale.__file__ = "/somewhere/_requote.so"
     monkeypatch.setattr(book_package, "_requote", stale, raising=False)
     monkeypatch.setitem(sys.modules, "soakq.metrics.book._requote", stale)
-    with pytest.warns(RuntimeWarning, match="built from an older _requote.c"):
+    with pytest.warns(RuntimeWarning, match="built from another _requote.c"):
         assert quotes_module._compiled() is None
-    stale.VERSION = quotes_module.REQUOTE_VERSION  # type: ignore[attr-defined]
+    stale.SOURCE_SHA256 = hashlib.sha256(source).hexdigest()  # type: ignore[attr-defined]
     assert quotes_module._compiled() is stale
 
 

@@ -28,9 +28,11 @@
 #include <stdint.h>
 
 #define MAX_SCAN_STEPS 16 /* quotes.MAX_SCAN_STEPS */
-/* Bumped with every change of this file; quotes.REQUOTE_VERSION must match, or the build in an
- * editable checkout is stale (the source changed since `pip install -e .`) and is not used. */
-#define REQUOTE_VERSION 2
+/* The SHA-256 of this file when it was built (setup.py defines it): quotes._compiled sets a build
+ * aside when the file has changed since (an editable checkout after `git pull`). */
+#ifndef REQUOTE_SOURCE_SHA256
+#define REQUOTE_SOURCE_SHA256 ""
+#endif
 
 /* Is `step` one of the sorted `jumps`? (binary search) */
 static int is_jump(const int64_t *jumps, Py_ssize_t count, int64_t step)
@@ -165,7 +167,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__requote(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", REQUOTE_VERSION) < 0) {
+    if (m != NULL && PyModule_AddStringConstant(m, "SOURCE_SHA256", REQUOTE_SOURCE_SHA256) < 0) {
         Py_DECREF(m);
         return NULL;
     }

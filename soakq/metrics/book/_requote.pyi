@@ -2,7 +2,7 @@
 
 from numpy import ndarray as Buffer
 
-VERSION: int
+SOURCE_SHA256: str
 
 def walk(
     mid: Buffer,

@@ -21,9 +21,11 @@ the venue limit.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from statistics import NormalDist
 from types import ModuleType
 
@@ -38,24 +40,26 @@ from soakq.metrics.book.market import (
     burst_factor,
 )
 
-REQUOTE_VERSION = 2  # the version of _requote.c this code expects (its REQUOTE_VERSION)
-
 
 def _compiled() -> ModuleType | None:
     """The C requote walk, built at install when a C compiler was there (setup.py); None
-    without it, or (with a warning) when it was built from an older ``_requote.c``."""
+    without it, or (with a warning) when ``_requote.c`` has changed since it was built (an
+    editable checkout after a pull: the build would not be the code)."""
     try:
         from soakq.metrics.book import _requote
     except ImportError:  # no compiler at install: the numpy path, same outputs
         return None
-    if getattr(_requote, "VERSION", None) != REQUOTE_VERSION:
-        warnings.warn(
-            f"soakq: {_requote.__file__} was built from an older _requote.c; the simulator "
-            "takes its numpy path (same outputs, slower) until `pip install -e .` rebuilds it",
-            RuntimeWarning,
-            stacklevel=1,
-        )
-        return None
+    source = Path(__file__).with_name("_requote.c")
+    if source.is_file():
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        if getattr(_requote, "SOURCE_SHA256", None) != digest:
+            warnings.warn(
+                f"soakq: {_requote.__file__} was built from another _requote.c; the simulator "
+                "takes its numpy path (same outputs, slower) until `pip install -e .` rebuilds it",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+            return None
     return _requote
 
 
