@@ -6,7 +6,7 @@ the embedded runner and in the Celery chord body, so both give the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,14 +93,19 @@ def measure_symbol(
 
 
 def measure_iteration(
-    spec: RunSpec, iteration: int, overrides: Mapping[str, Any]
+    spec: RunSpec,
+    iteration: int,
+    overrides: Mapping[str, Any],
+    *,
+    abandon: Callable[[], str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Every symbol of one iteration in one step: a live run's handshake, wait and report
-    (one report answers for every symbol), else each symbol in turn."""
+    (one report answers for every symbol; ``abandon``: see ``measure_live``), else each symbol
+    in turn."""
     if spec.live:
         from soakq.metrics.live.source import measure_live
 
-        return measure_live(spec, iteration, overrides)
+        return measure_live(spec, iteration, overrides, abandon=abandon)
     return [measure_symbol(spec, iteration, s, overrides) for s in spec.symbols]
 
 

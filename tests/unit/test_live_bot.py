@@ -252,3 +252,40 @@ def test_an_error_iteration_breaks_the_streak_that_proves_stability(
     assert verdicts[0] == ("OK", {}) and docs[1]["summary"]["iteration_status"] == "error"
     assert [v for v, _ in verdicts[2:]] == ["OK", "OK"], verdicts
     assert not any(d["summary"]["freeze_active"] for d in docs)
+
+
+def test_a_live_step_stops_waiting_once_its_run_no_longer_wants_it(bot_dir: Path) -> None:
+    """A cancelled run's live step ends within ABANDON_CHECK_S instead of holding the bot's
+    worker for the whole window + report timeout (a cancelled 500 s window held it 560 s)."""
+    from soakq.config import build_spec
+    from soakq.metrics.live.source import ABANDON_CHECK_S, measure_live
+    from soakq.settings import Settings
+
+    spec = build_spec(
+        Settings(),
+        profile="aggressive",
+        iterations=3,
+        symbols=["BTCUSDT"],
+        bot_dir=str(bot_dir),
+        window_s=500.0,
+        report_timeout_s=60.0,
+    )
+    now = [1_000.0]
+    asked: list[float] = []
+
+    def abandon() -> str | None:
+        asked.append(now[0])
+        return "run x is cancelled" if now[0] >= 1_010.0 else None
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    results = measure_live(
+        spec, 1, spec.overrides, clock=lambda: now[0], sleep=sleep, abandon=abandon
+    )
+    assert [r["error"] for r in results] == [
+        "run x is cancelled: stopped waiting for KPI_REPORT_1.json from the bot"
+    ]
+    assert 1_010.0 <= now[0] <= 1_010.0 + ABANDON_CHECK_S + 0.1  # not 1_560
+    gaps = [b - a for a, b in zip(asked, asked[1:], strict=False)]
+    assert gaps and min(gaps) >= ABANDON_CHECK_S - 1e-9  # the store is asked once a second

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +89,32 @@ def test_live_run_on_the_bots_queue(live_cluster: Cluster, tmp_path: Path) -> No
     ran = f"Task {names.LIVE_MEASURE}["  # the worker's "received" / "succeeded" log lines
     assert ran in live_cluster.log("bot1", tail=None)
     assert ran not in live_cluster.log("w1", tail=None)
+
+
+def test_a_cancelled_live_run_frees_the_bots_worker(live_cluster: Cluster, tmp_path: Path) -> None:
+    """Cancelling a live run while its step waits out a long window ends the step within a
+    couple of seconds: the bot's worker is free for the next run (it waited the whole window +
+    report timeout)."""
+    from soakq.runner import cancel_run
+
+    bot_dir = tmp_path / "paper"  # bot1's queue; no bot answers here: the step would wait 305 s
+    bot_dir.mkdir()
+    spec = build_spec(
+        Settings(),
+        profile="aggressive",
+        iterations=3,
+        symbols=["BTCUSDT"],
+        bot_dir=str(bot_dir),
+        window_s=300.0,
+        report_timeout_s=5.0,
+        run_id="live-cancelled",
+    )
+    live_cluster.submit(spec)
+    wait_for(lambda: (bot_dir / "SOAK_ITERATION.json").exists(), "the live step's handshake")
+    assert cancel_run(live_cluster.store, spec.run_id, reason="test")
+    cancelled = time.monotonic()
+    wait_for(
+        lambda: " succeeded in " in live_cluster.log("bot1", tail=None), "the step to end", 15.0
+    )
+    assert time.monotonic() - cancelled < 10.0
+    assert live_cluster.store.get_record(spec.run_id)["status"] == "cancelled"

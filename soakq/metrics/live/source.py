@@ -34,6 +34,7 @@ from soakq.rules.thresholds import fmt_num
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
+ABANDON_CHECK_S = 1.0  # how often a waiting live step asks whether its run still wants it
 
 
 def _error_results(spec: RunSpec, message: str) -> list[dict[str, Any]]:
@@ -48,8 +49,13 @@ def measure_live(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     poll_s: float = POLL_S,
+    abandon: Callable[[], str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Handshake, wait, read: one result per symbol (``metrics`` or ``error``, never zeros)."""
+    """Handshake, wait, read: one result per symbol (``metrics`` or ``error``, never zeros).
+
+    ``abandon``, asked every ``ABANDON_CHECK_S`` while the step waits for the report: a reason
+    to stop waiting (the run was cancelled), or None. The step then ends at once with that
+    reason as its error, and frees the bot's worker for the next run."""
     assert spec.bot_dir is not None
     fixed = spec.report_path is not None
     path = Path(spec.report_path or "") if fixed else Path(spec.bot_dir) / report_name(iteration)
@@ -84,6 +90,7 @@ def measure_live(
             clock=clock,
             sleep=sleep,
             poll_s=poll_s,
+            abandon=abandon,
         )
     except MetricsError as exc:
         log.warning("run %s iteration %s: %s", spec.run_id, iteration, exc)
@@ -118,6 +125,7 @@ def _wait(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     poll_s: float,
+    abandon: Callable[[], str | None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The answering report and facts about the wait; MetricsError at the deadline.
 
@@ -126,6 +134,7 @@ def _wait(
     seen = before
     stale: list[str] = []
     problem = ""
+    next_check = clock() + ABANDON_CHECK_S
     while True:
         try:
             st = path.stat()
@@ -161,6 +170,11 @@ def _wait(
         now = clock()
         if now >= hs.deadline_ts:
             break
+        if abandon is not None and now >= next_check:
+            next_check = now + ABANDON_CHECK_S
+            why = abandon()
+            if why is not None:
+                raise MetricsError(f"{why}: stopped waiting for {path.name} from the bot")
         sleep(min(poll_s, max(0.0, hs.deadline_ts - now)))
     waited = (
         f"within the {fmt_num(spec.window_s)} s window + {fmt_num(spec.report_timeout_s)} s "
