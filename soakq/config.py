@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import PurePath
@@ -24,6 +25,20 @@ CLI_LAYER = "cli (--set)"
 ENV_LAYER = "env MM_RUNTIME_OVERRIDES_JSON"
 
 
+NUMBER_RE = re.compile(
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)", re.IGNORECASE | re.ASCII
+)
+
+
+def validate_value_message(key: str, text: str) -> str:
+    """The one line for a --set VALUE that is no number (validate_value's, for a str)."""
+    try:
+        validate_value(key, text, layer=CLI_LAYER)
+    except ConfigError as exc:
+        return str(exc)
+    raise AssertionError("validate_value accepted a str")  # pragma: no cover
+
+
 def parse_set(items: Iterable[str]) -> Overrides:
     """Parse ``--set KEY=VALUE`` items; the last one for a key wins."""
     out: dict[str, Number] = {}
@@ -32,14 +47,16 @@ def parse_set(items: Iterable[str]) -> Overrides:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"{CLI_LAYER}: {item!r} is not KEY=VALUE")
-        try:
-            value: Any = float(text.strip())
-        except ValueError:
-            raise ConfigError(
-                f"{CLI_LAYER}: {key} must be a number, got {text.strip()!r}"
-            ) from None
+        # A plain decimal number (JSON's grammar, plus nan/inf for validate_value to name):
+        # float() alone would take 7_00 and non-ASCII digits as 700.
+        if not NUMBER_RE.fullmatch(text.strip()):
+            raise ConfigError(validate_value_message(key, text.strip()))
+        value: Any = float(text.strip())
+        if math.isinf(value) and text.strip()[-1:].isdigit():  # 1e400: out of bounds, not "inf"
+            value = int(Decimal(text.strip()))
         # isfinite first: int(nan) / int(inf) would raise before validate_value can say why.
-        if key in PARAMS and PARAMS[key].is_int and math.isfinite(value) and value == int(value):
+        finite_float = isinstance(value, float) and math.isfinite(value)
+        if key in PARAMS and PARAMS[key].is_int and finite_float and value == int(value):
             value = int(value)
         out[key] = validate_value(key, value, layer=CLI_LAYER)
     return out
@@ -255,6 +272,8 @@ def live_fields(
         raise ConfigError(
             f"--consecutive-error-limit {limit}: must be {ERROR_LIMIT[0]}..{ERROR_LIMIT[1]}"
         )
+    if bot_name == "":  # `--bot-name ""` names nothing: not the default quietly
+        raise ConfigError("--bot-name '': give a name, or leave the flag out for the directory's")
     name = bot_name or settings.bot_name or default_bot_name(bdir)
     if not BOT_NAME_RE.fullmatch(name):
         raise ConfigError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from soakq.errors import ConfigError
@@ -133,9 +134,7 @@ def _shown(value: Number) -> str:
     """A number as an error message shows it: short, even for ``1e300`` turned into an int."""
     if abs(value) < 1e15:
         return repr(value)
-    digits = str(abs(int(value)))  # an int too large for a float has no "g" format
-    sign = "-" if value < 0 else ""
-    return f"{sign}{digits[0]}.{digits[1:6]}e+{len(digits) - 1}"
+    return format(Decimal(value), ".6g")  # exact for any int, with no limit on its digits
 
 
 def validate_value(key: Any, value: Any, *, layer: str) -> Number:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,10 @@ def test_each_layer_per_key_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
         ("[75]", [], ["MM_RUNTIME_OVERRIDES_JSON", "JSON object"]),
         ('{"tail_age_ms": 5000}', [], ["MM_RUNTIME_OVERRIDES_JSON", "tail_age_ms", "bounds"]),
         ('{"tail_age_ms": 1' + "0" * 400 + "}", [], ["MM_RUNTIME_OVERRIDES_JSON", "tail_age_ms"]),
-        (None, ["tail_age_ms=1" + "0" * 400], ["--set", "tail_age_ms", "finite"]),
+        (None, ["tail_age_ms=1" + "0" * 400], ["--set", "tail_age_ms=1.00000e+400 is out of"]),
+        (None, ["tail_age_ms=9e99999"], ["--set", "tail_age_ms=9.00000e+99999 is out of"]),
+        (None, ["tail_age_ms=7_00"], ["--set", "tail_age_ms must be a number, got '7_00'"]),
+        (None, ["tail_age_ms=\uff17\uff10\uff10"], ["--set", "tail_age_ms must be a number"]),
         (None, ["foo=1"], ["--set", "'foo'"]),
         (None, ["min_interval_ms=abc"], ["--set", "min_interval_ms", "number"]),
         (None, ["min_interval_ms=nan"], ["--set", "min_interval_ms", "finite"]),
@@ -417,3 +421,17 @@ def test_a_spec_field_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None
     text = str(err.value)
     assert "\n" not in text
     assert text.startswith("run configuration: mode: Input should be 'calm', 'volatile' or 'spike'")
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("", "--bot-name '': give a name, or leave the flag out for the directory's"),
+        ("bad name", "--bot-name 'bad name': use 1-64 letters, digits"),
+        ("-x", "--bot-name '-x': use 1-64 letters, digits"),
+    ],
+)
+def test_a_bot_name_that_names_no_queue_is_refused(tmp_path, name: str, said: str) -> None:
+    """`--bot-name ""` used to fall back to the directory's name without a word."""
+    with pytest.raises(ConfigError, match="^" + re.escape(said)):
+        make_spec(profile="default", bot_dir=str(tmp_path), bot_name=name)

@@ -51,7 +51,9 @@ def test_parse_seeds(text: str, seeds: tuple[int, ...]) -> None:
     assert parse_seeds(text, "--seeds") == seeds
 
 
-@pytest.mark.parametrize("text", ["", "a", "1-", "-3", "5-2", "1;2", "1.5", "0-999999"])
+@pytest.mark.parametrize(
+    "text", ["", "a", "1-", "-3", "5-2", "1;2", "1.5", "0-999999", str(2**63), "1-" + str(2**70)]
+)
 def test_parse_seeds_refuses(text: str) -> None:
     with pytest.raises(ConfigError, match="^--seeds "):
         parse_seeds(text, "--seeds")
