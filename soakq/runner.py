@@ -373,6 +373,20 @@ def mark_lost(store: RunStore, run_id: str, *, reason: str, clock: Clock = time.
     return _end_early(store, run_id, RunStatus.LOST, StopReason.LOST, reason, clock)
 
 
+def abandon_reason(store: RunStore, run_id: str) -> str | None:
+    """Why a step of ``run_id`` still waiting (a live step, for the bot's report) should stop:
+    the run no longer takes work (cancelled, lost, interrupted, ended); None while it does, and
+    while the store cannot be asked (a Redis blip must not cut a long window short)."""
+    try:
+        record = store.get_record(run_id)
+    except StoreError:
+        return None
+    if record is None:
+        return None
+    status = RunStatus(record["status"])
+    return None if status.accepts_work else f"run {run_id} is {status.value}"
+
+
 def exit_code_of(record: RunRecord) -> int:
     """The process exit code a run's end stands for (a run that has not ended: FAILED)."""
     if not record.status.terminal or record.outcome.exit_code is None:

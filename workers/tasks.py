@@ -34,7 +34,6 @@ from soakq.documents import check_record, load_state
 from soakq.errors import TransientStoreError
 from soakq.iteration import measure_iteration, measure_symbol
 from soakq.runner import FinalizeResult, FinalizeStatus
-from soakq.states import RunStatus
 from soakq.store import RunStore
 from workers import names
 from workers.beat import gate_for, parse_slot, weekly_run_id, weekly_slot, weekly_spec
@@ -117,18 +116,8 @@ def live_measure(self: Task, run_id: str, iteration: int) -> list[dict[str, Any]
     # waits for the bot for a dead one, nor a follower say nobody serves the bot's queue.
     with KEEPER.hold(store, run_id, iteration, ws.lease_ttl, queue=spec.bot_queue):
         return measure_iteration(
-            spec, iteration, state.overrides, abandon=lambda: _ended(store, run_id)
+            spec, iteration, state.overrides, abandon=lambda: runner.abandon_reason(store, run_id)
         )
-
-
-def _ended(store: Any, run_id: str) -> str | None:
-    """Why a live step of ``run_id`` should stop waiting for the bot: the run has ended
-    (cancelled, lost) or is interrupted; None while it still wants the step."""
-    record = store.get_record(run_id)
-    status = None if record is None else RunStatus(record["status"])
-    if status is None or status.accepts_work:
-        return None
-    return f"run {run_id} is {status.value}"
 
 
 @shared_task(name=names.ITERATION_FINALIZE, max_retries=8, **IDEMPOTENT)

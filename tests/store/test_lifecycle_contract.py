@@ -309,3 +309,29 @@ def test_cancel_complete_and_lost_race_one_terminal_wins(harness):
         assert store.get_record(run_id) == record
     # the race is real: more than one ender won across the rounds
     assert len(winners) >= 2, winners
+
+
+def test_a_waiting_step_is_abandoned_once_its_run_takes_no_more_work(harness):
+    """What a live step waiting for the bot asks once a second (runner.abandon_reason)."""
+    from soakq.runner import abandon_reason
+
+    store = harness.store
+    run_id = _run(store)
+    assert abandon_reason(store, run_id) is None  # queued
+    store.transition(run_id, RunStatus.RUNNING, now_ts=NOW)
+    assert abandon_reason(store, run_id) is None
+    store.transition(run_id, RunStatus.CANCELLED, now_ts=NOW)
+    assert abandon_reason(store, run_id) == f"run {run_id} is cancelled"
+    assert abandon_reason(store, "no-such-run") is None
+
+
+def test_a_store_that_cannot_answer_does_not_abandon_the_step():
+    """A Redis blip mid-window is no reason to throw the window away."""
+    from soakq.errors import TransientStoreError
+    from soakq.runner import abandon_reason
+
+    class Unreachable:
+        def get_record(self, run_id):
+            raise TransientStoreError("redis unavailable during get_record")
+
+    assert abandon_reason(Unreachable(), "run-1") is None  # type: ignore[arg-type]
