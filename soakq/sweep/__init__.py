@@ -23,7 +23,7 @@ from typing import Any
 
 from scipy import stats
 
-from soakq.config import RunSpec, build_spec, check_run_id
+from soakq.config import SEED_LIMIT, RunSpec, build_spec, check_run_id
 from soakq.errors import ConfigError
 from soakq.jsonio import sha256_of
 from soakq.params import KEYS, fmt
@@ -80,8 +80,8 @@ def parse_seeds(text: str, flag: str) -> tuple[int, ...]:
                 f"{flag} {text!r}: give seeds as 1-20 or 1,4,7-9 (whole numbers >= 0)"
             )
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi >= 2**63:  # a run's seed is a 63-bit integer (soakq.config)
-            raise ConfigError(f"{flag} {text!r}: seeds must be 0..{2**63 - 1}")
+        if hi >= SEED_LIMIT:
+            raise ConfigError(f"{flag} {text!r}: seeds must be 0..{SEED_LIMIT - 1}")
         if hi < lo:
             raise ConfigError(f"{flag} {text!r}: range {lo}-{hi} runs backwards")
         if hi - lo > MAX_RUNS:
