@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,18 @@ class DirectoryLock:
             self.path.unlink()
         os.close(self._fd)
         self._fd = None
+
+
+@contextlib.contextmanager
+def held_or_refused(lock: DirectoryLock, refusal: str) -> Iterator[None]:
+    """Hold ``lock`` while the block runs; ConfigError(``refusal``) when another process holds
+    it (two processes writing one directory would undo each other's files)."""
+    if not lock.acquire():
+        raise ConfigError(refusal)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class RunLock(DirectoryLock):

@@ -26,7 +26,7 @@ from celery import Celery, signals
 from celery.worker import WorkController
 
 from soakq.artifacts import export_run, run_dir, run_json
-from soakq.checkpoint import Checkpoint, RunLock, clear_after, write_checkpoint
+from soakq.checkpoint import Checkpoint, RunLock, clear_after, held_or_refused, write_checkpoint
 from soakq.config import RunSpec
 from soakq.documents import load_record, load_run, load_state
 from soakq.errors import ConfigError, StoreError
@@ -201,15 +201,9 @@ class EmbeddedWorker:
     def _locked(self, artifacts_root: str | os.PathLike[str], run_id: str) -> Iterator[None]:
         # An unusable artifacts root fails here, in the caller's thread, not in a task.
         run_dir(artifacts_root, run_id).mkdir(parents=True, exist_ok=True)
-        lock = RunLock(artifacts_root, run_id)
-        if not lock.acquire():
-            raise ConfigError(
-                f"run {run_id}: another process is running it in {artifacts_root} right now"
-            )
-        try:
+        refusal = f"run {run_id}: another process is running it in {artifacts_root} right now"
+        with held_or_refused(RunLock(artifacts_root, run_id), refusal):
             yield
-        finally:
-            lock.release()
 
     def _write_start(
         self, store: RedisStore, run_id: str, artifacts_root: str | os.PathLike[str]

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from soakq.checkpoint import DirectoryLock
+from soakq.checkpoint import DirectoryLock, held_or_refused
 from soakq.cli.output import TerminalBar, err, out
 from soakq.cli.params import PATH
 from soakq.errors import ConfigError, ExitCode
@@ -106,15 +106,10 @@ def register(app: typer.Typer, handles_errors: Callable[[Any], Any]) -> None:
 
         n = jobs or default_jobs()
         directory.mkdir(parents=True, exist_ok=True)
-        lock = DirectoryLock(directory)  # its runs' directories are cleared and rewritten
-        if not lock.acquire():
-            raise ConfigError(
-                f"sweep {plan.sweep_id}: another process is running it in {root} right now"
-            )
-        try:
+        # Its runs' directories are cleared and rewritten: one process per sweep.
+        refusal = f"sweep {plan.sweep_id}: another process is running it in {root} right now"
+        with held_or_refused(DirectoryLock(directory), refusal):
             code = sweep_embedded(plan, directory, n)
-        finally:
-            lock.release()
         raise typer.Exit(code)
 
 

@@ -265,3 +265,19 @@ def test_a_checkpoint_that_contradicts_itself_is_refused(tmp_path: Path, tamper,
     with pytest.raises(InputError, match=re.escape(said)) as exc:
         read_checkpoint(d)
     assert str(d / "CHECKPOINT.json") in str(exc.value)
+
+
+def test_held_or_refused_holds_for_the_block_and_refuses_a_second_holder(tmp_path: Path) -> None:
+    from soakq.checkpoint import DirectoryLock, held_or_refused
+    from soakq.errors import ConfigError
+
+    with held_or_refused(DirectoryLock(tmp_path), "busy"):
+        assert not DirectoryLock(tmp_path).acquire(attempts=1)
+        with (
+            pytest.raises(ConfigError, match="^busy$"),
+            held_or_refused(DirectoryLock(tmp_path), "busy"),
+        ):
+            pytest.fail("entered a block whose lock another holder keeps")
+    again = DirectoryLock(tmp_path)
+    assert again.acquire(attempts=1)  # released when the block ended
+    again.release()
