@@ -59,6 +59,32 @@ def wait_for(
         time.sleep(every_s)
 
 
+def read_line(proc: subprocess.Popen[str], prefix: str, limit_s: float = WAIT_S) -> str:
+    """The first line ``proc`` prints on stdout that starts with ``prefix`` (earlier lines are
+    skipped); fail the test after ``limit_s`` or when stdout ends first (a bare readline would
+    wait for ever on a process that prints nothing)."""
+    import selectors
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + limit_s
+    buffer = ""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            lines = buffer.split("\n")
+            for line in lines[:-1]:
+                if line.startswith(prefix):
+                    return line + "\n"
+            buffer = lines[-1]
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536).decode()
+            if not chunk:
+                pytest.fail(f"stdout ended before a line {prefix!r}: {buffer!r}")
+            buffer += chunk
+    pytest.fail(f"no line {prefix!r} within {limit_s:g}s: {buffer!r}")
+
+
 def result_of(async_result: Any, timeout_s: float = WAIT_S) -> Any:
     """``AsyncResult.get`` from the test itself. An embedded worker started in this process
     marks every join as blocking (its guard against ``.get()`` inside a task); the test thread

@@ -12,6 +12,7 @@ import pytest
 from soakq_worker_harness import (
     Cluster,
     assert_same_artifacts,
+    read_line,
     result_of,
     spec_for,
     strip_runtime,
@@ -190,9 +191,7 @@ def test_a_signal_stops_the_follower_not_the_run(cluster: Cluster, sig: signal.S
         argv, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()  # the follower prints iteration 1 once it follows
-        assert first.startswith("iteration 1/4"), first
+        read_line(proc, "iteration 1/4")  # the follower prints iteration 1 once it follows
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from soakq_worker_harness import Cluster
+from soakq_worker_harness import Cluster, read_line
 
 pytestmark = [pytest.mark.workers, pytest.mark.redis]
 
@@ -87,9 +87,8 @@ def test_sigterm_stops_the_coordinator_in_one_line_and_the_runs_go_on(
         argv, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        assert proc.stdout is not None
-        header = proc.stdout.readline()  # the runs are submitted right after this line
-        assert header.startswith("sweep ") and "(distributed)" in header, header
+        header = read_line(proc, "sweep ")  # the runs are submitted right after this line
+        assert "(distributed)" in header, header
         sweep_id = header.split(":")[0].removeprefix("sweep ")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
