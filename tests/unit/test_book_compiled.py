@@ -18,6 +18,7 @@ from soakq.metrics.base import MeasureRequest
 from soakq.metrics.book import kernels, load_book_config, simulate
 from soakq.metrics.book import quotes as quotes_module
 from soakq.metrics.book.market import Market, build_market
+from soakq.profiles import load_profile
 
 needs_compiled = pytest.mark.skipif(
     not quotes_module.COMPILED and not os.environ.get("CI"),
@@ -121,14 +122,7 @@ def test_compiled_walk_gives_the_numpy_walks_steps(
 def test_simulate_is_the_same_with_and_without_the_compiled_walk(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    overrides = {
-        "base_spread_bps_delta": 0.05,
-        "min_interval_ms": 50,
-        "replace_rate_per_min": 340,
-        "tail_age_ms": 450,
-        "impact_cap_ratio": 0.12,
-        "max_delta_ratio": 0.20,
-    }
+    overrides = load_profile("aggressive").overrides  # the most requotes of the profiles
     requests = [
         MeasureRequest(seed, mode, symbol, 1 + seed % 3, overrides, spike_prob=knob)
         for seed, symbol, knob in [(1, "BTCUSDT", None), (2, "ETHUSDT", 1.0), (3, "SOLUSDT", None)]

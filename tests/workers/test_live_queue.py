@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from soakq_worker_harness import Cluster, new_cluster, wait_for
 
-from soakq.config import build_spec
+from soakq.config import RunSpec, build_spec
 from soakq.jsonio import sha256_of
 from soakq.settings import Settings
 from workers import names
@@ -34,6 +34,20 @@ def live_cluster(redis_server: object, tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+def live_spec(bot_dir: Path, *, window_s: float, run_id: str) -> RunSpec:
+    """Three iterations of one symbol on the bot in ``bot_dir``, 5 s report timeout."""
+    return build_spec(
+        Settings(),
+        profile="aggressive",
+        iterations=3,
+        symbols=["BTCUSDT"],
+        bot_dir=str(bot_dir),
+        window_s=window_s,
+        report_timeout_s=5.0,
+        run_id=run_id,
+    )
 
 
 def test_live_run_on_the_bots_queue(live_cluster: Cluster, tmp_path: Path) -> None:
@@ -62,16 +76,7 @@ def test_live_run_on_the_bots_queue(live_cluster: Cluster, tmp_path: Path) -> No
     )
     try:
         wait_for(lambda: (tmp_path / "ready").exists(), "the paper bot to warm up")
-        spec = build_spec(
-            Settings(),
-            profile="aggressive",
-            iterations=3,
-            symbols=["BTCUSDT"],
-            bot_dir=str(bot_dir),
-            window_s=0.2,
-            report_timeout_s=5.0,
-            run_id="live-dist",
-        )
+        spec = live_spec(bot_dir, window_s=0.2, run_id="live-dist")
         assert spec.bot_queue == "soakq.bot.paper"
         live_cluster.submit(spec)
         record = live_cluster.wait_run(spec.run_id, limit_s=60)
@@ -99,16 +104,7 @@ def test_a_cancelled_live_run_frees_the_bots_worker(live_cluster: Cluster, tmp_p
 
     bot_dir = tmp_path / "paper"  # bot1's queue; no bot answers here: the step would wait 305 s
     bot_dir.mkdir()
-    spec = build_spec(
-        Settings(),
-        profile="aggressive",
-        iterations=3,
-        symbols=["BTCUSDT"],
-        bot_dir=str(bot_dir),
-        window_s=300.0,
-        report_timeout_s=5.0,
-        run_id="live-cancelled",
-    )
+    spec = live_spec(bot_dir, window_s=300.0, run_id="live-cancelled")
     live_cluster.submit(spec)
     wait_for(lambda: (bot_dir / "SOAK_ITERATION.json").exists(), "the live step's handshake")
     assert cancel_run(live_cluster.store, spec.run_id, reason="test")
